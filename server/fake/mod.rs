@@ -1,0 +1,1 @@
+//! A faithful in-process fake of the Clerk Backend API users endpoints.

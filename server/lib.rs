@@ -1,0 +1,13 @@
+//! clerk-broker: a gRPC service that owns the Clerk secret key and its rate-limit budget.
+
+/// Code generated from `proto/` by `build.rs`.
+pub mod pb {
+    #![allow(missing_docs, unreachable_pub, clippy::all)]
+    tonic::include_proto!("clerk_broker.v1");
+
+    /// The encoded descriptor set of `proto/`, served by reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        tonic::include_file_descriptor_set!("clerk_broker_descriptor");
+}
+
+pub mod fake;

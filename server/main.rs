@@ -1,0 +1,2 @@
+//! The `clerk-broker` binary.
+fn main() {}
