@@ -11,3 +11,5 @@ pub mod pb {
 }
 
 pub mod fake;
+pub mod admission;
+pub mod secret;
