@@ -7,7 +7,10 @@ use std::{env, fs, path::PathBuf};
 use prost::Message as _;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let files = ["proto/clerk_broker/v1/quota.proto", "proto/clerk_broker/v1/users.proto"];
+    let files = [
+        "proto/clerk_broker/v1/quota.proto",
+        "proto/clerk_broker/v1/users.proto",
+    ];
     for file in &files {
         println!("cargo:rerun-if-changed={file}");
     }

@@ -10,6 +10,14 @@ pub mod pb {
         tonic::include_file_descriptor_set!("clerk_broker_descriptor");
 }
 
-pub mod fake;
 pub mod admission;
+pub mod clerk;
+pub mod export;
+pub mod fake;
 pub mod secret;
+pub mod token;
+pub mod users;
+pub mod grpc;
+pub mod config;
+pub mod server;
+pub mod demo;

@@ -1,2 +1,135 @@
-//! The `clerk-broker` binary.
-fn main() {}
+//! The `clerk-broker` binary: parse flags, set up logging, run a mode.
+//!
+//! Bad flags or configuration exit with status 64 (EX_USAGE) and one line
+//! saying what to fix.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use clerk_broker::{
+    admission::Rate,
+    config::{Cli, Command, Config, FakeClerkArgs},
+    demo,
+    fake::{FakeClerk, FakeClerkConfig, seed},
+    server,
+};
+use tokio::net::TcpListener;
+
+/// Exit status for bad flags or configuration (BSD's EX_USAGE).
+const EXIT_USAGE: u8 = 64;
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => {
+            let _ = error.print();
+            return if error.use_stderr() {
+                ExitCode::from(EXIT_USAGE)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("clerk-broker: cannot start the runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(run(cli.command))
+}
+
+async fn run(command: Command) -> ExitCode {
+    let result = match command {
+        Command::Serve(args) => {
+            let config = match Config::from_serve(&args, std::env::var("CLERK_SECRET_KEY").ok()) {
+                Ok(config) => config,
+                Err(error) => return usage(&error),
+            };
+            match TcpListener::bind(config.listen).await {
+                Ok(listener) => {
+                    tracing::info!(listen = %config.listen, budget = %config.upstream_rate, "serving");
+                    server::run(listener, config, shutdown_signal())
+                        .await
+                        .map_err(|error| error.to_string())
+                }
+                Err(error) => Err(format!("cannot listen on {}: {error}", config.listen)),
+            }
+        }
+        Command::Demo(args) => match demo::run(args, shutdown_signal()).await {
+            Err(demo::DemoError::Config(error)) => return usage(&error),
+            other => other.map_err(|error| error.to_string()),
+        },
+        Command::FakeClerk(args) => fake_clerk(args).await,
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("clerk-broker: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn usage(error: &dyn std::fmt::Display) -> ExitCode {
+    eprintln!("clerk-broker: {error}");
+    ExitCode::from(EXIT_USAGE)
+}
+
+/// Runs the fake Clerk alone; its key comes from CLERK_SECRET_KEY (or a
+/// fixed test key, printed, when unset).
+async fn fake_clerk(args: FakeClerkArgs) -> Result<(), String> {
+    let rate: Option<Rate> = match &args.rate {
+        Some(text) => Some(text.parse().map_err(|error| format!("--rate: {error}"))?),
+        None => None,
+    };
+    let key = std::env::var("CLERK_SECRET_KEY").unwrap_or_else(|_| {
+        println!("CLERK_SECRET_KEY is unset: the fake accepts sk_test_fake");
+        "sk_test_fake".to_owned()
+    });
+    let mut config = FakeClerkConfig::new(key);
+    config.rate_limit = rate.map(|rate| (rate.limit, rate.window));
+    let fake = FakeClerk::new(config, seed::synthetic_users(args.users, demo::DEMO_SEED));
+    let listener = TcpListener::bind(&args.listen)
+        .await
+        .map_err(|error| format!("cannot listen on {}: {error}", args.listen))?;
+    let address = listener.local_addr().map_err(|error| error.to_string())?;
+    println!(
+        "fake Clerk: http://{address}/v1 with {} users",
+        fake.user_count()
+    );
+    fake.serve(listener, shutdown_signal())
+        .await
+        .map_err(|error| error.to_string())
+}
+
+/// Resolves on SIGTERM (Kubernetes) or SIGINT (Ctrl-C).
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(signal) => signal,
+                Err(error) => {
+                    tracing::warn!(%error, "cannot watch SIGTERM; only Ctrl-C stops the broker");
+                    let _ = interrupt.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = interrupt.await;
+}

@@ -90,8 +90,17 @@ mod tests {
     #[test]
     fn malformed_keys_are_rejected() {
         assert_eq!(SecretKey::parse("  "), Err(SecretKeyError::Empty));
-        assert_eq!(SecretKey::parse("pk_test_x"), Err(SecretKeyError::BadPrefix));
-        assert_eq!(SecretKey::parse("sk_test_a b"), Err(SecretKeyError::BadCharacters));
-        assert_eq!(SecretKey::parse("sk_test_abc").unwrap().kind(), KeyKind::Test);
+        assert_eq!(
+            SecretKey::parse("pk_test_x"),
+            Err(SecretKeyError::BadPrefix)
+        );
+        assert_eq!(
+            SecretKey::parse("sk_test_a b"),
+            Err(SecretKeyError::BadCharacters)
+        );
+        assert_eq!(
+            SecretKey::parse("sk_test_abc").unwrap().kind(),
+            KeyKind::Test
+        );
     }
 }

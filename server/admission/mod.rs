@@ -12,8 +12,8 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use tokio::time::{Duration, Instant};
 
+pub use rate::parse_duration;
 pub use rate::{MAX_LIMIT, Rate, RateParseError};
-pub(crate) use rate::parse_duration;
 use window::SlidingWindow;
 
 /// The name of the budget that guards the broker's own Clerk requests.

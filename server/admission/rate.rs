@@ -72,7 +72,7 @@ impl fmt::Display for Rate {
 }
 
 /// Parses `10s`, `500ms`, `1m`, `1h`; a bare number is seconds.
-pub(crate) fn parse_duration(text: &str) -> Option<Duration> {
+pub fn parse_duration(text: &str) -> Option<Duration> {
     let split = text
         .find(|c: char| !c.is_ascii_digit())
         .unwrap_or(text.len());
@@ -100,12 +100,24 @@ mod tests {
         let rate: Rate = " 5 / 500ms ".parse().unwrap();
         assert_eq!((rate.limit, rate.window), (5, Duration::from_millis(500)));
         assert_eq!(rate.to_string(), "5/500ms");
-        assert_eq!("60/1m".parse::<Rate>().unwrap().window, Duration::from_secs(60));
+        assert_eq!(
+            "60/1m".parse::<Rate>().unwrap().window,
+            Duration::from_secs(60)
+        );
     }
 
     #[test]
     fn rejects_bad_rates_with_a_reason() {
-        for bad in ["", "100", "0/10s", "x/10s", "100/", "100/10x", "100/0s", "2000000/1s"] {
+        for bad in [
+            "",
+            "100",
+            "0/10s",
+            "x/10s",
+            "100/",
+            "100/10x",
+            "100/0s",
+            "2000000/1s",
+        ] {
             let err = bad.parse::<Rate>().unwrap_err().to_string();
             assert!(err.contains("expected e.g. 100/10s"), "{bad}: {err}");
         }

@@ -46,11 +46,6 @@ impl SlidingWindow {
         }
     }
 
-    /// The largest cost one grant can have.
-    pub(crate) fn limit(&self) -> u32 {
-        self.limit
-    }
-
     /// The current epoch; see [`SlidingWindow::pause_until`].
     pub(crate) fn epoch(&self) -> u64 {
         self.epoch
@@ -180,7 +175,10 @@ mod tests {
         window.record(start, first, 7);
         assert_eq!(first, start);
         // 4 more do not fit until the 7 leave the window.
-        assert_eq!(window.earliest(start, 4), start + Duration::from_millis(1000));
+        assert_eq!(
+            window.earliest(start, 4),
+            start + Duration::from_millis(1000)
+        );
         assert_eq!(window.earliest(start, 3), start);
     }
 
@@ -202,7 +200,10 @@ mod tests {
         let start = Instant::now();
         let mut window = SlidingWindow::new(rate(1, 1000), Duration::from_millis(20));
         grant_all(&mut window, start, 1);
-        assert_eq!(window.earliest(start, 1), start + Duration::from_millis(1020));
+        assert_eq!(
+            window.earliest(start, 1),
+            start + Duration::from_millis(1020)
+        );
     }
 
     #[test]

@@ -1,0 +1,80 @@
+//! `ClerkUser`: a user object exactly as Clerk sent it.
+
+use std::sync::Arc;
+
+use serde_json::{Map, Value};
+
+/// A Clerk user, kept as the complete JSON object Clerk returned, so fields
+/// Clerk adds later are passed on rather than lost. Cheap to clone.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ClerkUser {
+    /// The user's id (the object's `id` field).
+    id: Arc<str>,
+    /// The whole object.
+    json: Arc<Map<String, Value>>,
+}
+
+impl ClerkUser {
+    /// Wraps a JSON value; `None` unless it is an object with a string `id`.
+    pub fn from_json(value: Value) -> Option<Self> {
+        let Value::Object(json) = value else {
+            return None;
+        };
+        let id = json.get("id")?.as_str()?.into();
+        Some(Self {
+            id,
+            json: Arc::new(json),
+        })
+    }
+
+    /// The user's id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The complete object.
+    pub fn json(&self) -> &Map<String, Value> {
+        &self.json
+    }
+
+    /// A string field, if present and a string.
+    pub fn str(&self, field: &str) -> Option<&str> {
+        self.json.get(field)?.as_str()
+    }
+
+    /// A boolean field; absent or mistyped reads as false.
+    pub fn flag(&self, field: &str) -> bool {
+        self.json
+            .get(field)
+            .and_then(Value::as_bool)
+            .unwrap_or(false)
+    }
+
+    /// A Unix-milliseconds timestamp field, if present and a number.
+    pub fn millis(&self, field: &str) -> Option<i64> {
+        self.json.get(field)?.as_i64()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn keeps_unknown_fields_and_reads_leniently() {
+        let user = ClerkUser::from_json(json!({
+            "id": "user_1", "first_name": null, "banned": "yes",
+            "created_at": 1_700_000_000_000_i64, "brand_new_field": {"x": 1}
+        }))
+        .unwrap();
+        assert_eq!(user.id(), "user_1");
+        assert_eq!(user.str("first_name"), None);
+        assert!(!user.flag("banned"));
+        assert_eq!(user.millis("created_at"), Some(1_700_000_000_000));
+        assert!(user.json().contains_key("brand_new_field"));
+        assert!(ClerkUser::from_json(json!({"object": "user"})).is_none());
+        assert!(ClerkUser::from_json(json!([1, 2])).is_none());
+    }
+}

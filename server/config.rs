@@ -1,0 +1,262 @@
+//! Command-line flags and environment, validated into a `Config` before
+//! anything starts.
+//!
+//! Every flag can also be set through an environment variable. The Clerk
+//! secret key is never a flag value (it would show in `ps`): it comes from
+//! `CLERK_SECRET_KEY` or from a file.
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use clap::{Args, Parser, Subcommand};
+use reqwest::Url;
+
+use crate::{
+    admission::{Rate, parse_duration},
+    clerk::{ClerkConfig, DEFAULT_BASE_URL},
+    secret::{KeyKind, SecretKey},
+};
+
+/// clerk-broker: one owner for the Clerk secret key and its rate limit.
+#[derive(Debug, Parser)]
+#[command(name = "clerk-broker", version, about)]
+pub struct Cli {
+    /// What to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The broker's modes.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the real Clerk API (needs CLERK_SECRET_KEY or --clerk-secret-key-file).
+    Serve(ServeArgs),
+    /// Serve an embedded fake Clerk seeded with synthetic users, and print
+    /// grpcurl commands to try.
+    Demo(DemoArgs),
+    /// Run only the fake Clerk API over HTTP (for benchmarks and experiments).
+    FakeClerk(FakeClerkArgs),
+}
+
+/// Flags shared by `serve` and `demo`.
+#[derive(Debug, Args)]
+pub struct BrokerArgs {
+    /// Upstream budget, e.g. 100/10s: at most N requests in any interval of
+    /// the window. Default: 1000/10s for sk_live_ keys, 100/10s for sk_test_.
+    #[arg(long, env = "CLERK_BROKER_UPSTREAM_RATE")]
+    pub upstream_rate: Option<String>,
+    /// Extra length counted on every window, so jitter between sending and
+    /// arrival at Clerk cannot squeeze N+1 requests into one window.
+    /// Default: 2% of the window.
+    #[arg(long, env = "CLERK_BROKER_UPSTREAM_MARGIN")]
+    pub upstream_margin: Option<String>,
+    /// Longest time one HTTP request to Clerk may take.
+    #[arg(long, env = "CLERK_BROKER_UPSTREAM_TIMEOUT", default_value = "10s")]
+    pub upstream_timeout: String,
+    /// How long in-flight calls may run on after SIGTERM before the broker exits.
+    #[arg(long, env = "CLERK_BROKER_SHUTDOWN_GRACE", default_value = "20s")]
+    pub shutdown_grace: String,
+}
+
+/// Flags of `serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address the gRPC server listens on.
+    #[arg(long, env = "CLERK_BROKER_LISTEN", default_value = "0.0.0.0:50051")]
+    pub listen: String,
+    /// Base URL of the Clerk Backend API.
+    #[arg(long, env = "CLERK_API_URL", default_value = DEFAULT_BASE_URL)]
+    pub clerk_api_url: String,
+    /// File holding the Clerk secret key (instead of CLERK_SECRET_KEY).
+    #[arg(long, env = "CLERK_SECRET_KEY_FILE")]
+    pub clerk_secret_key_file: Option<PathBuf>,
+    /// Flags shared with `demo`.
+    #[command(flatten)]
+    pub broker: BrokerArgs,
+}
+
+/// Flags of `demo`.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Address the gRPC server listens on.
+    #[arg(long, env = "CLERK_BROKER_LISTEN", default_value = "127.0.0.1:50051")]
+    pub listen: String,
+    /// How many synthetic users the fake Clerk holds.
+    #[arg(long, default_value_t = 10_000)]
+    pub users: usize,
+    /// Flags shared with `serve`.
+    #[command(flatten)]
+    pub broker: BrokerArgs,
+}
+
+/// Flags of `fake-clerk`.
+#[derive(Debug, Args)]
+pub struct FakeClerkArgs {
+    /// Address the fake Clerk API listens on.
+    #[arg(long, default_value = "127.0.0.1:8081")]
+    pub listen: String,
+    /// How many synthetic users it holds.
+    #[arg(long, default_value_t = 10_000)]
+    pub users: usize,
+    /// Rate limit it enforces with 429s, e.g. 100/10s (default: none).
+    #[arg(long)]
+    pub rate: Option<String>,
+}
+
+/// A configuration problem, reported on one line before exiting with 64.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(String);
+
+impl ConfigError {
+    /// A problem described in one line.
+    pub fn new(message: impl Into<String>) -> Self {
+        Self(message.into())
+    }
+}
+
+/// The validated configuration of a broker.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// gRPC listen address.
+    pub listen: SocketAddr,
+    /// How to reach Clerk.
+    pub clerk: ClerkConfig,
+    /// The upstream budget.
+    pub upstream_rate: Rate,
+    /// Extra length counted on every window of the upstream budget.
+    pub upstream_margin: Duration,
+    /// Time in-flight calls get after a shutdown signal.
+    pub shutdown_grace: Duration,
+}
+
+impl Config {
+    /// Validates `serve` flags; the key comes from `env_key` (CLERK_SECRET_KEY)
+    /// or the key file, exactly one of them.
+    pub fn from_serve(args: &ServeArgs, env_key: Option<String>) -> Result<Self, ConfigError> {
+        let raw_key = match (env_key, &args.clerk_secret_key_file) {
+            (Some(_), Some(_)) => {
+                return Err(ConfigError(
+                    "set either CLERK_SECRET_KEY or --clerk-secret-key-file, not both".into(),
+                ));
+            }
+            (Some(key), None) => key,
+            (None, Some(path)) => std::fs::read_to_string(path).map_err(|error| {
+                ConfigError(format!(
+                    "cannot read --clerk-secret-key-file {}: {error}",
+                    path.display()
+                ))
+            })?,
+            (None, None) => {
+                return Err(ConfigError(
+                    "no Clerk secret key: set CLERK_SECRET_KEY or --clerk-secret-key-file".into(),
+                ));
+            }
+        };
+        let key = SecretKey::parse(&raw_key).map_err(|error| ConfigError(error.to_string()))?;
+        let url = Url::parse(&args.clerk_api_url)
+            .ok()
+            .filter(|url| matches!(url.scheme(), "http" | "https") && url.has_host())
+            .ok_or_else(|| {
+                ConfigError(format!(
+                    "--clerk-api-url {:?} is not an http(s) URL",
+                    args.clerk_api_url
+                ))
+            })?;
+        Self::build(&args.listen, url, key, &args.broker)
+    }
+
+    /// Validates the flags of a broker talking to `url` with `key`.
+    pub fn build(
+        listen: &str,
+        url: Url,
+        key: SecretKey,
+        args: &BrokerArgs,
+    ) -> Result<Self, ConfigError> {
+        let listen = listen.parse().map_err(|_| {
+            ConfigError(format!(
+                "--listen {listen:?} is not an address such as 0.0.0.0:50051"
+            ))
+        })?;
+        let upstream_rate = match &args.upstream_rate {
+            Some(text) => text
+                .parse()
+                .map_err(|error| ConfigError(format!("--upstream-rate: {error}")))?,
+            None if key.kind() == KeyKind::Live => Rate::CLERK_PRODUCTION,
+            None => Rate::CLERK_DEVELOPMENT,
+        };
+        let upstream_margin = match &args.upstream_margin {
+            Some(text) => duration("--upstream-margin", text)?,
+            None => upstream_rate.window / 50,
+        };
+        let upstream_timeout = duration("--upstream-timeout", &args.upstream_timeout)?;
+        if upstream_timeout.is_zero() {
+            return Err(ConfigError("--upstream-timeout must be above 0".into()));
+        }
+        Ok(Self {
+            listen,
+            clerk: ClerkConfig {
+                base_url: url,
+                secret_key: key,
+                request_timeout: upstream_timeout,
+                max_attempts: 4,
+            },
+            upstream_rate,
+            upstream_margin,
+            shutdown_grace: duration("--shutdown-grace", &args.shutdown_grace)?,
+        })
+    }
+}
+
+/// Parses a duration flag such as `10s` or `500ms`.
+pub fn duration(flag: &str, text: &str) -> Result<Duration, ConfigError> {
+    parse_duration(text.trim()).ok_or_else(|| {
+        ConfigError(format!(
+            "{flag} {text:?} is not a duration such as 10s or 500ms"
+        ))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn serve(extra: &[&str]) -> ServeArgs {
+        let mut argv = vec!["clerk-broker", "serve"];
+        argv.extend(extra);
+        match Cli::try_parse_from(argv).unwrap().command {
+            Command::Serve(args) => args,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_key_decides_the_default_budget() {
+        let live = Config::from_serve(&serve(&[]), Some("sk_live_abc".into())).unwrap();
+        assert_eq!(live.upstream_rate, Rate::CLERK_PRODUCTION);
+        assert_eq!(live.upstream_margin, Duration::from_millis(200));
+        let test = Config::from_serve(&serve(&[]), Some("sk_test_abc".into())).unwrap();
+        assert_eq!(test.upstream_rate, Rate::CLERK_DEVELOPMENT);
+        let custom = serve(&["--upstream-rate", "50/1s", "--upstream-margin", "5ms"]);
+        let custom = Config::from_serve(&custom, Some("sk_live_abc".into())).unwrap();
+        assert_eq!(custom.upstream_rate.limit, 50);
+        assert_eq!(custom.upstream_margin, Duration::from_millis(5));
+    }
+
+    #[test]
+    fn bad_configuration_is_explained_without_the_key() {
+        let cases: [(&[&str], Option<&str>, &str); 5] = [
+            (&[], None, "no Clerk secret key"),
+            (&[], Some("pk_live_abc"), "must start with sk_live_ or sk_test_"),
+            (&["--upstream-rate", "fast"], Some("sk_test_abc"), "--upstream-rate"),
+            (&["--listen", "nowhere"], Some("sk_test_abc"), "--listen"),
+            (&["--clerk-api-url", "ftp://x"], Some("sk_test_abc"), "--clerk-api-url"),
+        ];
+        for (flags, key, expected) in cases {
+            let error = Config::from_serve(&serve(flags), key.map(str::to_owned))
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains(expected), "{flags:?}: {error}");
+            assert!(!error.contains("abc"), "{error}");
+        }
+    }
+}

@@ -1,0 +1,368 @@
+//! Conversions between protobuf messages and domain types, in one place.
+//!
+//! Inbound conversions validate: they collect every problem of a request as a
+//! field violation (`field`, what to fix), so a caller learns all of them at
+//! once, before any upstream budget is spent.
+
+use prost_types::{Duration as ProtoDuration, Struct, Timestamp, Value as ProtoValue, value::Kind};
+use serde_json::Value;
+use std::{collections::BTreeMap, time::Duration};
+
+use crate::{
+    clerk::{
+        ClerkUser, ExactField, MAX_FILTER_VALUES, MAX_PAGE, OrderBy, PartialField, TimeField,
+        UserFilter,
+    },
+    pb,
+};
+
+/// Longest accepted user id, filter value or query text.
+pub(crate) const MAX_VALUE_LEN: usize = 256;
+/// Longest accepted user id.
+pub(crate) const MAX_USER_ID_LEN: usize = 128;
+
+/// Problems found in a request: (field path, what is wrong and what to do).
+pub(crate) type Violations = Vec<(String, String)>;
+
+/// Checks one user id; `field` names it in the violation.
+pub(crate) fn check_user_id(field: &str, id: &str, violations: &mut Violations) {
+    let problem = if id.is_empty() {
+        "is required: pass a Clerk user id such as user_2abc…"
+    } else if id.len() > MAX_USER_ID_LEN {
+        "is longer than 128 characters: pass a Clerk user id such as user_2abc…"
+    } else if !id
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    {
+        "may contain only letters, digits, '_' and '-': pass a Clerk user id such as user_2abc…"
+    } else {
+        return;
+    };
+    violations.push((field.to_owned(), problem.to_owned()));
+}
+
+/// Validates and converts a filter (`None` is "all users").
+pub(crate) fn user_filter(filter: Option<pb::UserFilter>, violations: &mut Violations) -> UserFilter {
+    let Some(filter) = filter else {
+        return UserFilter::default();
+    };
+    let mut out = UserFilter {
+        banned: filter.banned,
+        ..UserFilter::default()
+    };
+    let exact = [
+        (ExactField::UserId, "user_ids", filter.user_ids),
+        (ExactField::EmailAddress, "email_addresses", filter.email_addresses),
+        (ExactField::PhoneNumber, "phone_numbers", filter.phone_numbers),
+        (ExactField::ExternalId, "external_ids", filter.external_ids),
+        (ExactField::Username, "usernames", filter.usernames),
+        (ExactField::Web3Wallet, "web3_wallets", filter.web3_wallets),
+        (ExactField::OrganizationId, "organization_ids", filter.organization_ids),
+    ];
+    for (field, name, values) in exact {
+        if values.is_empty() {
+            continue;
+        }
+        let path = format!("filter.{name}");
+        if values.len() > MAX_FILTER_VALUES {
+            violations.push((
+                path.clone(),
+                format!(
+                    "has {} values; Clerk accepts at most {MAX_FILTER_VALUES}: split the request",
+                    values.len()
+                ),
+            ));
+        }
+        for (i, value) in values.iter().enumerate() {
+            if value.is_empty() || value.len() > MAX_VALUE_LEN {
+                violations.push((
+                    format!("{path}[{i}]"),
+                    format!("must be 1 to {MAX_VALUE_LEN} characters long"),
+                ));
+            }
+        }
+        out.exact.push((field, values));
+    }
+    let partial = [
+        (PartialField::Query, "query", filter.query),
+        (PartialField::EmailAddressQuery, "email_address_query", filter.email_address_query),
+        (PartialField::PhoneNumberQuery, "phone_number_query", filter.phone_number_query),
+        (PartialField::UsernameQuery, "username_query", filter.username_query),
+        (PartialField::NameQuery, "name_query", filter.name_query),
+    ];
+    for (field, name, text) in partial {
+        if text.is_empty() {
+            continue;
+        }
+        if text.len() > MAX_VALUE_LEN {
+            violations.push((
+                format!("filter.{name}"),
+                format!("must be at most {MAX_VALUE_LEN} characters long"),
+            ));
+        }
+        out.partial.push((field, text));
+    }
+    let times = [
+        (TimeField::CreatedAfter, "created_after", filter.created_after),
+        (TimeField::CreatedBefore, "created_before", filter.created_before),
+        (TimeField::LastActiveAfter, "last_active_after", filter.last_active_after),
+        (TimeField::LastActiveBefore, "last_active_before", filter.last_active_before),
+    ];
+    for (field, name, time) in times {
+        let Some(time) = time else { continue };
+        match timestamp_to_millis(&time) {
+            Some(ms) => out.times.push((field, ms)),
+            None => violations.push((
+                format!("filter.{name}"),
+                "is not a valid timestamp (nanos must be 0 to 999999999, seconds within years 1970 to 9999)"
+                    .to_owned(),
+            )),
+        }
+    }
+    out
+}
+
+/// Validates and converts `order_by` ("" is Clerk's default, newest first).
+pub(crate) fn order_by(text: &str, violations: &mut Violations) -> OrderBy {
+    if text.is_empty() {
+        return OrderBy::default();
+    }
+    text.parse().unwrap_or_else(|error: crate::clerk::OrderByParseError| {
+        violations.push(("order_by".to_owned(), error.to_string()));
+        OrderBy::default()
+    })
+}
+
+/// Validates a `page_size` (0 means 100).
+pub(crate) fn page_size(size: u32, violations: &mut Violations) -> usize {
+    match size {
+        0 => 100,
+        1..=MAX_PAGE => size as usize,
+        _ => {
+            violations.push((
+                "page_size".to_owned(),
+                format!("must be 1 to {MAX_PAGE} (0 means 100), got {size}"),
+            ));
+            100
+        }
+    }
+}
+
+/// A non-negative protobuf duration as a std duration.
+pub(crate) fn duration(value: &ProtoDuration) -> Option<Duration> {
+    if value.seconds < 0 || value.nanos < 0 || value.nanos >= 1_000_000_000 {
+        return None;
+    }
+    Some(Duration::new(value.seconds as u64, value.nanos as u32))
+}
+
+/// A std duration as a protobuf duration.
+pub(crate) fn proto_duration(value: Duration) -> ProtoDuration {
+    ProtoDuration {
+        seconds: i64::try_from(value.as_secs()).unwrap_or(i64::MAX),
+        nanos: value.subsec_nanos() as i32,
+    }
+}
+
+fn timestamp_to_millis(time: &Timestamp) -> Option<i64> {
+    const MAX_SECONDS: i64 = 253_402_300_799; // 9999-12-31T23:59:59Z
+    if !(0..1_000_000_000).contains(&time.nanos) || !(0..=MAX_SECONDS).contains(&time.seconds) {
+        return None;
+    }
+    Some(time.seconds * 1000 + i64::from(time.nanos) / 1_000_000)
+}
+
+fn millis_to_timestamp(ms: i64) -> Timestamp {
+    Timestamp {
+        seconds: ms.div_euclid(1000),
+        nanos: (ms.rem_euclid(1000) * 1_000_000) as i32,
+    }
+}
+
+/// A Clerk user as the protobuf `User`, reading every field leniently.
+pub(crate) fn user(user: &ClerkUser) -> pb::User {
+    let json = user.json();
+    let owned = |field: &str| user.str(field).map(str::to_owned);
+    let primary_email_address_id = owned("primary_email_address_id");
+    let email_addresses = objects(json.get("email_addresses"))
+        .map(|entry| pb::EmailAddress {
+            id: text(entry, "id"),
+            email_address: text(entry, "email_address"),
+            verification_status: verification(entry),
+        })
+        .collect::<Vec<_>>();
+    let primary_email_address = primary_email_address_id.as_ref().and_then(|primary| {
+        email_addresses
+            .iter()
+            .find(|address| &address.id == primary)
+            .map(|address| address.email_address.clone())
+    });
+    pb::User {
+        id: user.id().to_owned(),
+        external_id: owned("external_id"),
+        username: owned("username"),
+        first_name: owned("first_name"),
+        last_name: owned("last_name"),
+        image_url: owned("image_url").unwrap_or_default(),
+        has_image: user.flag("has_image"),
+        primary_email_address_id,
+        primary_email_address,
+        primary_phone_number_id: owned("primary_phone_number_id"),
+        email_addresses,
+        phone_numbers: objects(json.get("phone_numbers"))
+            .map(|entry| pb::PhoneNumber {
+                id: text(entry, "id"),
+                phone_number: text(entry, "phone_number"),
+                verification_status: verification(entry),
+            })
+            .collect(),
+        public_metadata: json.get("public_metadata").and_then(to_struct),
+        private_metadata: json.get("private_metadata").and_then(to_struct),
+        unsafe_metadata: json.get("unsafe_metadata").and_then(to_struct),
+        banned: user.flag("banned"),
+        locked: user.flag("locked"),
+        password_enabled: user.flag("password_enabled"),
+        two_factor_enabled: user.flag("two_factor_enabled"),
+        created_at: user.millis("created_at").map(millis_to_timestamp),
+        updated_at: user.millis("updated_at").map(millis_to_timestamp),
+        last_sign_in_at: user.millis("last_sign_in_at").map(millis_to_timestamp),
+        last_active_at: user.millis("last_active_at").map(millis_to_timestamp),
+        raw_json: serde_json::to_string(json).unwrap_or_default(),
+    }
+}
+
+fn objects(value: Option<&Value>) -> impl Iterator<Item = &serde_json::Map<String, Value>> {
+    value
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_object)
+}
+
+fn text(entry: &serde_json::Map<String, Value>, field: &str) -> String {
+    entry
+        .get(field)
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned()
+}
+
+fn verification(entry: &serde_json::Map<String, Value>) -> String {
+    entry
+        .get("verification")
+        .and_then(|v| v.get("status"))
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// A JSON object as a `Struct`; anything else (null included) as `None`.
+fn to_struct(value: &Value) -> Option<Struct> {
+    let object = value.as_object()?;
+    Some(Struct {
+        fields: object
+            .iter()
+            .map(|(key, value)| (key.clone(), to_value(value)))
+            .collect::<BTreeMap<_, _>>(),
+    })
+}
+
+fn to_value(value: &Value) -> ProtoValue {
+    let kind = match value {
+        Value::Null => Kind::NullValue(0),
+        Value::Bool(b) => Kind::BoolValue(*b),
+        Value::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or(0.0)),
+        Value::String(s) => Kind::StringValue(s.clone()),
+        Value::Array(items) => Kind::ListValue(prost_types::ListValue {
+            values: items.iter().map(to_value).collect(),
+        }),
+        Value::Object(_) => Kind::StructValue(to_struct(value).unwrap_or_default()),
+    };
+    ProtoValue { kind: Some(kind) }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn converts_a_full_user_and_keeps_the_raw_object() {
+        let clerk = ClerkUser::from_json(json!({
+            "id": "user_1", "first_name": "Ada", "last_name": null, "username": "ada",
+            "primary_email_address_id": "idn_2",
+            "email_addresses": [
+                {"id": "idn_1", "email_address": "old@example.com"},
+                {"id": "idn_2", "email_address": "ada@example.com", "verification": {"status": "verified"}}
+            ],
+            "phone_numbers": "not a list",
+            "public_metadata": {"plan": "pro", "seats": 3, "tags": ["a"], "nested": {"x": null}},
+            "private_metadata": null,
+            "banned": true, "created_at": 1_700_000_000_123_i64, "future_field": 7
+        }))
+        .unwrap();
+        let user = user(&clerk);
+        assert_eq!(user.id, "user_1");
+        assert_eq!(user.first_name.as_deref(), Some("Ada"));
+        assert_eq!(user.last_name, None);
+        assert_eq!(user.primary_email_address.as_deref(), Some("ada@example.com"));
+        assert_eq!(user.email_addresses[1].verification_status, "verified");
+        assert!(user.phone_numbers.is_empty());
+        let public = user.public_metadata.unwrap();
+        assert_eq!(public.fields["seats"].kind, Some(Kind::NumberValue(3.0)));
+        assert_eq!(user.private_metadata, None);
+        assert!(user.banned);
+        assert_eq!(
+            user.created_at,
+            Some(Timestamp { seconds: 1_700_000_000, nanos: 123_000_000 })
+        );
+        let raw: Value = serde_json::from_str(&user.raw_json).unwrap();
+        assert_eq!(raw["future_field"], 7);
+    }
+
+    #[test]
+    fn reports_every_problem_of_a_filter() {
+        let filter = pb::UserFilter {
+            user_ids: (0..101).map(|i| format!("user_{i}")).collect(),
+            usernames: vec![String::new()],
+            query: "q".repeat(300),
+            created_after: Some(Timestamp { seconds: 1, nanos: -1 }),
+            ..Default::default()
+        };
+        let mut violations = Violations::new();
+        user_filter(Some(filter), &mut violations);
+        let fields: Vec<&str> = violations.iter().map(|(field, _)| field.as_str()).collect();
+        assert_eq!(
+            fields,
+            ["filter.user_ids", "filter.usernames[0]", "filter.query", "filter.created_after"]
+        );
+    }
+
+    #[test]
+    fn validates_ids_order_and_page_size() {
+        let mut violations = Violations::new();
+        check_user_id("user_id", "user_2abcXYZ", &mut violations);
+        assert!(violations.is_empty());
+        check_user_id("user_id", "", &mut violations);
+        check_user_id("user_id", "user/../x", &mut violations);
+        check_user_id("user_id", &"u".repeat(129), &mut violations);
+        assert_eq!(violations.len(), 3);
+        assert_eq!(order_by("-username", &mut violations).to_string(), "-username");
+        order_by("name", &mut violations);
+        assert_eq!(page_size(0, &mut violations), 100);
+        page_size(501, &mut violations);
+        assert_eq!(violations.len(), 5);
+    }
+
+    #[test]
+    fn converts_durations_and_times() {
+        assert_eq!(duration(&ProtoDuration { seconds: -1, nanos: 0 }), None);
+        assert_eq!(
+            duration(&proto_duration(Duration::from_millis(1500))),
+            Some(Duration::from_millis(1500))
+        );
+        assert_eq!(timestamp_to_millis(&millis_to_timestamp(-1)), None);
+        assert_eq!(timestamp_to_millis(&millis_to_timestamp(1_234)), Some(1_234));
+    }
+}

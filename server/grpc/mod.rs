@@ -1,0 +1,60 @@
+//! The gRPC edge: validate requests, call the domain, convert the answers.
+//!
+//! Handlers hold no logic of their own beyond that; conversions live in
+//! `convert`, the error mapping in `status`.
+
+mod convert;
+mod quota;
+mod status;
+mod users;
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tonic::metadata::MetadataMap;
+
+pub use quota::QuotaApi;
+pub use users::UserApi;
+
+/// The deadline of a call that set none (unary calls).
+pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(30);
+
+/// The call's deadline from its `grpc-timeout` header, if it set one.
+pub(crate) fn call_deadline(metadata: &MetadataMap) -> Option<Instant> {
+    let value = metadata.get("grpc-timeout")?.to_str().ok()?;
+    parse_grpc_timeout(value).map(|timeout| Instant::now() + timeout)
+}
+
+/// Parses the `grpc-timeout` header: up to 8 digits and a unit (H M S m u n).
+fn parse_grpc_timeout(value: &str) -> Option<Duration> {
+    if value.len() < 2 || value.len() > 9 {
+        return None;
+    }
+    let (digits, unit) = value.split_at(value.len() - 1);
+    let amount: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(amount.checked_mul(3600)?),
+        "M" => Duration::from_secs(amount.checked_mul(60)?),
+        "S" => Duration::from_secs(amount),
+        "m" => Duration::from_millis(amount),
+        "u" => Duration::from_micros(amount),
+        "n" => Duration::from_nanos(amount),
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_grpc_timeouts() {
+        assert_eq!(parse_grpc_timeout("100m"), Some(Duration::from_millis(100)));
+        assert_eq!(parse_grpc_timeout("5S"), Some(Duration::from_secs(5)));
+        assert_eq!(parse_grpc_timeout("2H"), Some(Duration::from_secs(7200)));
+        assert_eq!(parse_grpc_timeout("7u"), Some(Duration::from_micros(7)));
+        for bad in ["", "m", "10x", "123456789S", "-1S"] {
+            assert_eq!(parse_grpc_timeout(bad), None, "{bad}");
+        }
+    }
+}

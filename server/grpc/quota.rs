@@ -1,0 +1,79 @@
+//! `QuotaService`: permits for callers that talk to Clerk themselves.
+
+use std::{sync::Arc, time::Duration};
+
+use tokio::time::Instant;
+use tonic::{Request, Response, Status};
+
+use super::{call_deadline, convert, status};
+use crate::{
+    admission::{Admission, AdmissionError},
+    pb::{self, quota_service_server::QuotaService},
+};
+
+/// Longest `max_wait` a caller may ask for.
+pub(crate) const MAX_WAIT: Duration = Duration::from_secs(300);
+
+/// Time kept back from the call's deadline to deliver the answer.
+const REPLY_MARGIN: Duration = Duration::from_millis(5);
+
+/// The `QuotaService` implementation.
+#[derive(Debug, Clone)]
+pub struct QuotaApi {
+    admission: Arc<Admission>,
+}
+
+impl QuotaApi {
+    /// Grants permits from `admission`'s budgets.
+    pub fn new(admission: Arc<Admission>) -> Self {
+        Self { admission }
+    }
+}
+
+#[tonic::async_trait]
+impl QuotaService for QuotaApi {
+    async fn acquire_permit(
+        &self,
+        request: Request<pb::AcquirePermitRequest>,
+    ) -> Result<Response<pb::AcquirePermitResponse>, Status> {
+        let deadline = call_deadline(request.metadata());
+        let request = request.into_inner();
+        let mut max_wait = match request.max_wait.as_ref().map(convert::duration) {
+            None => Duration::ZERO,
+            Some(Some(wait)) if wait <= MAX_WAIT => wait,
+            Some(_) => {
+                return Err(status::invalid_argument(vec![(
+                    "max_wait".to_owned(),
+                    "must be between 0 and 300s".to_owned(),
+                )]));
+            }
+        };
+        if let Some(deadline) = deadline {
+            let left = deadline.saturating_duration_since(Instant::now());
+            max_wait = max_wait.min(left.saturating_sub(REPLY_MARGIN));
+        }
+        let budget = self
+            .admission
+            .budget(&request.budget)
+            .map_err(|error| status::admission(&error))?;
+        let rate = budget.rate();
+        let mut reply = pb::AcquirePermitResponse {
+            budget: budget.name().to_owned(),
+            limit: rate.limit,
+            window: Some(convert::proto_duration(rate.window)),
+            ..Default::default()
+        };
+        match budget.acquire(request.cost, max_wait).await {
+            Ok(grant) => {
+                reply.granted = true;
+                reply.waited = Some(convert::proto_duration(grant.waited));
+            }
+            Err(AdmissionError::Refused { retry_after }) => {
+                reply.retry_after = Some(convert::proto_duration(retry_after));
+                reply.waited = Some(convert::proto_duration(Duration::ZERO));
+            }
+            Err(error) => return Err(status::admission(&error)),
+        }
+        Ok(Response::new(reply))
+    }
+}

@@ -1,0 +1,192 @@
+//! Assembles the broker and serves it: gRPC services, standard health,
+//! reflection (v1 and v1alpha), and graceful shutdown.
+//!
+//! [`run`] takes an already-bound listener and any shutdown future: the
+//! binary passes SIGTERM/SIGINT, tests pass a listener on `127.0.0.1:0`.
+
+use std::{future::Future, sync::Arc, time::Duration};
+
+use tokio::{net::TcpListener, sync::watch, time::Instant};
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::Server;
+use tonic_health::{ServingStatus, server::HealthReporter};
+
+use crate::{
+    admission::Admission,
+    clerk::{ClerkClient, KeyState, UserFilter},
+    config::Config,
+    grpc::{QuotaApi, UserApi},
+    pb::{
+        self, quota_service_server::QuotaServiceServer, user_service_server::UserServiceServer,
+    },
+    token::TokenKey,
+    users::Users,
+};
+
+/// Health service name that stays SERVING as long as the process runs: point
+/// liveness probes here. The overall status ("") and the per-service statuses
+/// are for readiness.
+pub const LIVENESS_SERVICE: &str = "liveness";
+
+/// Names whose health follows readiness.
+const READINESS_SERVICES: [&str; 3] = [
+    "",
+    "clerk_broker.v1.QuotaService",
+    "clerk_broker.v1.UserService",
+];
+
+/// How often the key is re-checked while Clerk rejects it.
+const KEY_PROBE_INTERVAL: Duration = Duration::from_secs(30);
+
+/// Why the broker could not start or serve.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The HTTP client for Clerk could not be built.
+    #[error("cannot build the Clerk client: {0}")]
+    Client(#[from] reqwest::Error),
+    /// Reflection could not load the descriptors.
+    #[error("cannot build the reflection service: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    /// The gRPC server failed.
+    #[error("the gRPC server failed: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// The broker's domain objects, shared by all handlers.
+#[derive(Debug, Clone)]
+pub struct Broker {
+    /// All budgets; every upstream request passes here.
+    pub admission: Arc<Admission>,
+    /// The only client that talks to Clerk.
+    pub clerk: Arc<ClerkClient>,
+    /// User lookups.
+    pub users: Arc<Users>,
+    /// Signs resume tokens.
+    pub tokens: TokenKey,
+}
+
+impl Broker {
+    /// Builds the domain objects from a validated configuration.
+    pub fn new(config: &Config) -> Result<Self, ServeError> {
+        let admission = Arc::new(Admission::new(config.upstream_rate, config.upstream_margin));
+        let tokens = TokenKey::derive(&config.clerk.secret_key);
+        let clerk = Arc::new(ClerkClient::new(config.clerk.clone(), admission.clone())?);
+        let users = Arc::new(Users::new(clerk.clone()));
+        Ok(Self {
+            admission,
+            clerk,
+            users,
+            tokens,
+        })
+    }
+}
+
+/// Serves the broker on `listener` until `shutdown` resolves, then drains:
+/// health turns NOT_SERVING, new connections are refused, exports end with a
+/// resumable status, and in-flight calls get `config.shutdown_grace` to finish.
+pub async fn run(
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServeError> {
+    let broker = Broker::new(&config)?;
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_service_status(LIVENESS_SERVICE, ServingStatus::Serving)
+        .await;
+    set_readiness(&health, ServingStatus::Serving).await;
+    let (draining_tx, draining) = watch::channel(false);
+    let key_watch = tokio::spawn(follow_key_state(
+        broker.clerk.clone(),
+        health.clone(),
+        draining.clone(),
+    ));
+
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = Server::builder()
+        // Idle clients are dropped after a while; live ones keep HTTP/2 alive.
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .add_service(health_service)
+        // Both reflection versions: grpcurl 1.8 speaks only v1alpha.
+        .add_service(reflection().build_v1()?)
+        .add_service(reflection().build_v1alpha()?)
+        .add_service(QuotaServiceServer::new(QuotaApi::new(broker.admission.clone())))
+        .add_service(UserServiceServer::new(UserApi::new(
+            broker.users.clone(),
+            broker.tokens.clone(),
+            draining.clone(),
+        )))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+            let _ = stop_rx.await;
+        });
+    tokio::pin!(server);
+    tokio::select! {
+        result = &mut server => {
+            key_watch.abort();
+            return result.map_err(ServeError::from);
+        }
+        () = shutdown => {}
+    }
+
+    tracing::info!(grace = ?config.shutdown_grace, "shutting down: draining calls");
+    let _ = draining_tx.send(true);
+    set_readiness(&health, ServingStatus::NotServing).await;
+    let _ = stop_tx.send(());
+    let drained = tokio::time::timeout_at(Instant::now() + config.shutdown_grace, server).await;
+    key_watch.abort();
+    match drained {
+        Ok(result) => result?,
+        Err(_) => tracing::warn!("shutdown grace expired with calls still running; they are cut"),
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Reflection over the broker's own services and the health service.
+fn reflection() -> tonic_reflection::server::Builder<'static> {
+    tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+}
+
+async fn set_readiness(health: &HealthReporter, status: ServingStatus) {
+    for service in READINESS_SERVICES {
+        health.set_service_status(service, status).await;
+    }
+}
+
+/// Keeps readiness in line with whether Clerk accepts the broker's key, and
+/// while it does not, re-checks the key now and then (the only upstream
+/// request the broker makes on its own, through the same budget).
+async fn follow_key_state(
+    clerk: Arc<ClerkClient>,
+    health: HealthReporter,
+    draining: watch::Receiver<bool>,
+) {
+    let mut key_state = clerk.key_state();
+    loop {
+        let state = *key_state.borrow_and_update();
+        if !*draining.borrow() {
+            let status = match state {
+                KeyState::Accepted => ServingStatus::Serving,
+                KeyState::Rejected => ServingStatus::NotServing,
+            };
+            set_readiness(&health, status).await;
+        }
+        if state == KeyState::Rejected {
+            tracing::error!(
+                "Clerk rejects the broker's secret key: readiness is NOT_SERVING until it is fixed"
+            );
+            tokio::select! {
+                changed = key_state.changed() => if changed.is_err() { return },
+                () = tokio::time::sleep(KEY_PROBE_INTERVAL) => {
+                    let deadline = Instant::now() + Duration::from_secs(10);
+                    let _ = clerk.count_users(&UserFilter::default(), deadline).await;
+                }
+            }
+        } else if key_state.changed().await.is_err() {
+            return;
+        }
+    }
+}
