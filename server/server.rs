@@ -143,11 +143,13 @@ pub async fn run(
     Ok(())
 }
 
-/// Reflection over the broker's own services and the health service.
+/// Reflection over the broker's own services, the health service, and the
+/// `google.rpc` error details (so grpcurl can show BadRequest and RetryInfo).
 fn reflection() -> tonic_reflection::server::Builder<'static> {
     tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
 }
 
 async fn set_readiness(health: &HealthReporter, status: ServingStatus) {

@@ -8,9 +8,15 @@
 mod rate;
 mod window;
 
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::{
+    collections::VecDeque,
+    sync::{Arc, Mutex, MutexGuard, PoisonError},
+};
 
-use tokio::time::{Duration, Instant};
+use tokio::{
+    sync::Notify,
+    time::{Duration, Instant},
+};
 
 pub use rate::parse_duration;
 pub use rate::{MAX_LIMIT, Rate, RateParseError};
@@ -51,13 +57,6 @@ pub enum AdmissionError {
     },
 }
 
-/// A granted permit: the caller may now make its upstream requests.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Grant {
-    /// How long the request waited for room.
-    pub waited: Duration,
-}
-
 /// One shared rate limit.
 #[derive(Debug)]
 pub struct Budget {
@@ -65,8 +64,65 @@ pub struct Budget {
     name: String,
     /// The limit as configured (without the safety margin).
     rate: Rate,
-    /// The grant log; locked only for a few arithmetic operations.
-    window: Mutex<SlidingWindow>,
+    /// The request log and the queue of waiters; locked only briefly.
+    state: Mutex<State>,
+}
+
+#[derive(Debug)]
+struct State {
+    window: SlidingWindow,
+    /// Waiting requests, first come first served.
+    queue: VecDeque<Waiter>,
+    /// Sum of the costs in `queue`.
+    queued_cost: u64,
+    next_ticket: u64,
+}
+
+#[derive(Debug)]
+struct Waiter {
+    ticket: u64,
+    cost: u32,
+    /// Woken when this waiter may have reached the head with room.
+    wake: Arc<Notify>,
+}
+
+impl State {
+    /// Wakes the waiter at the head of the queue, if any.
+    fn wake_head(&self) {
+        if let Some(head) = self.queue.front() {
+            head.wake.notify_one();
+        }
+    }
+
+    fn leave(&mut self, ticket: u64) {
+        if let Some(index) = self.queue.iter().position(|w| w.ticket == ticket) {
+            if let Some(waiter) = self.queue.remove(index) {
+                self.queued_cost -= u64::from(waiter.cost);
+            }
+            if index == 0 {
+                self.wake_head();
+            }
+        }
+    }
+}
+
+/// Admission to spend `cost` upstream requests. The units count as in flight
+/// until the permit is dropped, and then from that instant on: hold it until
+/// the upstream answered.
+#[derive(Debug)]
+pub struct Permit<'a> {
+    budget: &'a Budget,
+    cost: u32,
+    /// How long the request waited for room.
+    pub waited: Duration,
+}
+
+impl Drop for Permit<'_> {
+    fn drop(&mut self) {
+        let mut state = self.budget.lock();
+        state.window.finish(Instant::now(), self.cost);
+        state.wake_head();
+    }
 }
 
 impl Budget {
@@ -76,7 +132,12 @@ impl Budget {
         Self {
             name: name.into(),
             rate,
-            window: Mutex::new(SlidingWindow::new(rate, margin)),
+            state: Mutex::new(State {
+                window: SlidingWindow::new(rate, margin),
+                queue: VecDeque::new(),
+                queued_cost: 0,
+                next_ticket: 0,
+            }),
         }
     }
 
@@ -90,10 +151,11 @@ impl Budget {
         self.rate
     }
 
-    /// Waits until `cost` requests fit in the budget, or refuses at once if
-    /// that would take longer than `max_wait`. Dropping the future before it
-    /// completes gives its reserved room back.
-    pub async fn acquire(&self, cost: u32, max_wait: Duration) -> Result<Grant, AdmissionError> {
+    /// Waits, first come first served, until `cost` requests fit in the
+    /// budget; refuses at once if that will likely take longer than
+    /// `max_wait`, and when `max_wait` runs out. Dropping the future before
+    /// it completes leaves the queue and costs nothing.
+    pub async fn acquire(&self, cost: u32, max_wait: Duration) -> Result<Permit<'_>, AdmissionError> {
         let cost = cost.max(1);
         let limit = self.rate.limit;
         if cost > limit {
@@ -101,62 +163,104 @@ impl Budget {
         }
         let start = Instant::now();
         let deadline = start + max_wait;
+        let (ticket, wake) = {
+            let mut state = self.lock();
+            if state.queue.is_empty() && state.window.available_at(start, cost) == Some(start) {
+                state.window.start(cost);
+                return Ok(self.permit(cost, start));
+            }
+            let ahead = state.queued_cost;
+            let retry_after = state.window.estimate_wait(start, ahead, cost);
+            if retry_after > max_wait {
+                return Err(AdmissionError::Refused { retry_after });
+            }
+            let ticket = state.next_ticket;
+            state.next_ticket += 1;
+            let wake = Arc::new(Notify::new());
+            state.queue.push_back(Waiter {
+                ticket,
+                cost,
+                wake: wake.clone(),
+            });
+            state.queued_cost += u64::from(cost);
+            (ticket, wake)
+        };
+        let mut place = Place {
+            budget: self,
+            ticket,
+            queued: true,
+        };
         loop {
             let now = Instant::now();
-            let (at, epoch) = {
-                let mut window = self.lock();
-                let at = window.earliest(now, cost);
-                if at > deadline {
-                    return Err(AdmissionError::Refused {
-                        retry_after: at - now,
-                    });
+            let sleep_until = {
+                let mut state = self.lock();
+                if state.queue.front().is_some_and(|head| head.ticket == ticket) {
+                    match state.window.available_at(now, cost) {
+                        Some(at) if at <= now => {
+                            state.queue.pop_front();
+                            state.queued_cost -= u64::from(cost);
+                            place.queued = false;
+                            state.window.start(cost);
+                            state.wake_head();
+                            return Ok(self.permit(cost, start));
+                        }
+                        other => other,
+                    }
+                } else {
+                    None
                 }
-                window.record(now, at, cost);
-                (at, window.epoch())
             };
-            let reservation = Reservation {
-                budget: self,
-                at,
-                cost,
-                epoch,
-            };
-            tokio::time::sleep_until(at).await;
-            std::mem::forget(reservation);
-            if self.lock().epoch() == epoch {
-                return Ok(Grant {
-                    waited: Instant::now() - start,
-                });
+            // Wait for a wake-up (a finished request, a departure ahead), for
+            // our instant, or for the end of our patience.
+            let until = sleep_until.map_or(deadline, |at| at.min(deadline));
+            tokio::select! {
+                () = wake.notified() => {}
+                () = tokio::time::sleep_until(until) => {
+                    let now = Instant::now();
+                    if now >= deadline {
+                        let retry_after = self.lock().window.estimate_wait(now, 0, cost);
+                        return Err(AdmissionError::Refused {
+                            retry_after: retry_after.max(Duration::from_millis(1)),
+                        });
+                    }
+                }
             }
-            // The budget was paused while we slept: our slot is gone, queue again.
         }
     }
 
-    /// Stops every grant until `until` (the upstream answered 429 with
+    /// Stops every admission until `until` (the upstream answered 429 with
     /// `Retry-After`), then resumes at an even pace, without a burst.
     pub fn pause_until(&self, until: Instant) {
-        self.lock().pause_until(until);
+        self.lock().window.pause_until(until);
     }
 
-    fn lock(&self) -> MutexGuard<'_, SlidingWindow> {
-        // The window's invariants hold between statements, so a panic elsewhere
+    fn permit(&self, cost: u32, start: Instant) -> Permit<'_> {
+        Permit {
+            budget: self,
+            cost,
+            waited: Instant::now() - start,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // The state's invariants hold between statements, so a panic elsewhere
         // while holding the lock leaves it usable.
-        self.window.lock().unwrap_or_else(PoisonError::into_inner)
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
-/// Room reserved in a budget by a caller that is still waiting for it.
-/// Dropped before its instant (the caller gave up), it gives the room back.
-struct Reservation<'a> {
+/// A waiter's place in the queue; leaving it (the caller gave up) lets the
+/// next one move up.
+struct Place<'a> {
     budget: &'a Budget,
-    at: Instant,
-    cost: u32,
-    epoch: u64,
+    ticket: u64,
+    queued: bool,
 }
 
-impl Drop for Reservation<'_> {
+impl Drop for Place<'_> {
     fn drop(&mut self) {
-        if Instant::now() < self.at {
-            self.budget.lock().release(self.at, self.cost, self.epoch);
+        if self.queued {
+            self.budget.lock().leave(self.ticket);
         }
     }
 }
@@ -205,6 +309,11 @@ mod tests {
         Arc::new(Budget::new("test", rate, Duration::ZERO))
     }
 
+    /// Takes a permit and finishes its request at once.
+    async fn spend(budget: &Budget, cost: u32, max_wait: Duration) -> Result<Duration, AdmissionError> {
+        budget.acquire(cost, max_wait).await.map(|permit| permit.waited)
+    }
+
     #[tokio::test(start_paused = true)]
     async fn waiters_are_served_in_order_within_the_rate() {
         let budget = budget(5, 1000);
@@ -213,7 +322,7 @@ mod tests {
         for _ in 0..15 {
             let budget = budget.clone();
             tasks.push(tokio::spawn(async move {
-                budget.acquire(1, Duration::from_secs(10)).await.unwrap();
+                spend(&budget, 1, Duration::from_secs(10)).await.unwrap();
                 Instant::now() - start
             }));
             tokio::task::yield_now().await;
@@ -225,14 +334,26 @@ mod tests {
         assert_eq!(times[4], Duration::ZERO);
         assert_eq!(times[5], Duration::from_secs(1));
         assert_eq!(times[14], Duration::from_secs(2));
+        assert!(times.windows(2).all(|pair| pair[0] <= pair[1]), "first come, first served");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_in_flight_holds_its_slot_until_it_finishes() {
+        let budget = budget(1, 1000);
+        let permit = budget.acquire(1, Duration::ZERO).await.unwrap();
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert!(budget.acquire(1, Duration::ZERO).await.is_err(), "still in flight");
+        drop(permit);
+        let refused = budget.acquire(1, Duration::from_millis(500)).await.unwrap_err();
+        assert_eq!(refused, AdmissionError::Refused { retry_after: Duration::from_secs(1) });
     }
 
     #[tokio::test(start_paused = true)]
     async fn refuses_at_once_with_an_honest_retry_after() {
         let budget = budget(2, 1000);
-        budget.acquire(2, Duration::ZERO).await.unwrap();
+        spend(&budget, 2, Duration::ZERO).await.unwrap();
         let before = Instant::now();
-        let refused = budget.acquire(1, Duration::from_millis(500)).await;
+        let refused = spend(&budget, 1, Duration::from_millis(500)).await;
         assert_eq!(
             refused,
             Err(AdmissionError::Refused {
@@ -241,7 +362,7 @@ mod tests {
         );
         assert_eq!(Instant::now(), before, "refusal does not wait");
         assert_eq!(
-            budget.acquire(3, Duration::ZERO).await,
+            spend(&budget, 3, Duration::ZERO).await,
             Err(AdmissionError::CostTooLarge { cost: 3, limit: 2 })
         );
     }
@@ -249,29 +370,24 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_caller_that_gives_up_costs_nothing() {
         let budget = budget(1, 1000);
-        budget.acquire(1, Duration::ZERO).await.unwrap();
-        let waiting = budget.acquire(1, Duration::from_secs(5));
+        spend(&budget, 1, Duration::ZERO).await.unwrap();
+        let waiting = spend(&budget, 1, Duration::from_secs(5));
         let gave_up = tokio::time::timeout(Duration::from_millis(100), waiting).await;
         assert!(gave_up.is_err());
         tokio::time::sleep(Duration::from_millis(900)).await;
-        // The abandoned slot at t=1s is free again: granted without waiting.
-        assert_eq!(
-            budget.acquire(1, Duration::ZERO).await,
-            Ok(Grant {
-                waited: Duration::ZERO
-            })
-        );
+        // The one who left took nothing: the slot at t=1s is ours, at once.
+        assert_eq!(spend(&budget, 1, Duration::ZERO).await, Ok(Duration::ZERO));
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_pause_stops_sleeping_waiters_too() {
+    async fn a_pause_stops_waiters_too() {
         let budget = budget(10, 1000);
         let start = Instant::now();
-        budget.acquire(10, Duration::ZERO).await.unwrap();
+        spend(&budget, 10, Duration::ZERO).await.unwrap();
         let waiter = {
             let budget = budget.clone();
             tokio::spawn(async move {
-                budget.acquire(1, Duration::from_secs(10)).await.unwrap();
+                spend(&budget, 1, Duration::from_secs(10)).await.unwrap();
                 Instant::now() - start
             })
         };
@@ -279,6 +395,18 @@ mod tests {
         budget.pause_until(start + Duration::from_secs(3));
         let waited = waiter.await.unwrap();
         assert!(waited > Duration::from_secs(3), "{waited:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_waiter_whose_time_runs_out_is_refused_at_its_deadline() {
+        let budget = budget(1, 1000);
+        let held = budget.acquire(1, Duration::ZERO).await.unwrap();
+        let start = Instant::now();
+        // Room depends on the request in flight: the estimate is one window.
+        let refused = spend(&budget, 1, Duration::from_secs(2)).await;
+        assert!(matches!(refused, Err(AdmissionError::Refused { .. })));
+        assert_eq!(Instant::now() - start, Duration::from_secs(2));
+        drop(held);
     }
 
     #[test]

@@ -2,13 +2,13 @@
 //!
 //! A token bucket whose burst equals N can send almost 2N requests within one
 //! interval of length W (a full bucket, then its refill). This limiter instead
-//! remembers the instant of each of the last N grants, so a new grant is placed
-//! no earlier than W after the grant N places before it: no interval of length
-//! W, aligned or not, ever holds more than N grants.
-//!
-//! Grants may be placed in the future (a reservation): the caller sleeps until
-//! its instant. Reservations are appended in time order, so waiting callers are
-//! served first come, first served.
+//! remembers when each of the last N requests *finished*, and admits a new one
+//! only while fewer than N requests are in flight or finished within the last
+//! W. Counting from completion rather than from sending is what makes the
+//! guarantee hold at the upstream: a request arrives there at some instant
+//! between being sent and its answer, so however long a connection setup or
+//! a slow network delays it, two requests N apart arrive at least W apart.
+//! The price is that each window effectively lasts W plus one round trip.
 
 use std::collections::VecDeque;
 
@@ -16,114 +16,119 @@ use tokio::time::{Duration, Instant};
 
 use super::Rate;
 
-/// The grant log of one budget.
+/// The request log of one budget.
 #[derive(Debug)]
 pub(crate) struct SlidingWindow {
-    /// Grants allowed per window.
+    /// Requests allowed per window.
     limit: u32,
     /// The window, including the safety margin.
     window: Duration,
-    /// Instants of the recent and reserved grants (one entry per unit of
-    /// cost), ascending. Entries that left the window are pruned on record.
-    log: VecDeque<Instant>,
-    /// Bumped whenever the log is rewritten by a pause, so that sleeping
-    /// reservations know their slot is gone.
-    epoch: u64,
+    /// Units admitted and not finished yet; they count in every window.
+    in_flight: u32,
+    /// When recent requests finished (one entry per unit of cost), ascending.
+    /// Entries that left the window are pruned as time goes on.
+    finished: VecDeque<Instant>,
     /// The end of the latest pause, if any.
     paused_until: Option<Instant>,
 }
 
 impl SlidingWindow {
     /// A limiter for `rate`, counting each window `margin` longer than the
-    /// rate says, to absorb jitter between sending here and arrival upstream.
+    /// rate says, to absorb clock and network jitter.
     pub(crate) fn new(rate: Rate, margin: Duration) -> Self {
         Self {
             limit: rate.limit,
             window: rate.window + margin,
-            log: VecDeque::with_capacity(rate.limit.min(4096) as usize),
-            epoch: 0,
+            in_flight: 0,
+            finished: VecDeque::with_capacity(rate.limit.min(4096) as usize),
             paused_until: None,
         }
     }
 
-    /// The current epoch; see [`SlidingWindow::pause_until`].
-    pub(crate) fn epoch(&self) -> u64 {
-        self.epoch
-    }
-
-    /// The earliest instant, not before `now`, at which `cost` more grants fit.
+    /// The earliest instant, not before `now`, at which `cost` more units can
+    /// be admitted; `None` while that depends on requests still in flight.
     /// `cost` must be between 1 and the limit.
-    pub(crate) fn earliest(&self, now: Instant, cost: u32) -> Instant {
-        let mut at = now;
-        if let Some(&last) = self.log.back() {
-            at = at.max(last);
+    pub(crate) fn available_at(&mut self, now: Instant, cost: u32) -> Option<Instant> {
+        self.prune(now);
+        let busy = self.in_flight + cost;
+        if busy > self.limit {
+            return None;
         }
-        let room = (self.limit - cost) as usize;
-        if self.log.len() > room {
-            // The grant `room + 1` places from the end must leave the window.
-            let blocking = self.log[self.log.len() - room - 1];
-            at = at.max(blocking + self.window);
+        let room = (self.limit - busy) as usize;
+        if self.finished.len() <= room {
+            return Some(now);
         }
-        at
+        // The entry `room + 1` places from the end must leave the window.
+        // (After a pause the log holds entries up to the pause's end; this
+        // entry's expiry is then past all of them.)
+        let blocking = self.finished[self.finished.len() - room - 1];
+        Some(now.max(blocking + self.window))
     }
 
-    /// Records `cost` grants at `at` (from [`SlidingWindow::earliest`] at
-    /// `now`), forgetting the grants that can no longer matter.
-    pub(crate) fn record(&mut self, now: Instant, at: Instant, cost: u32) {
-        while self
-            .log
-            .front()
-            .is_some_and(|&oldest| oldest + self.window <= now)
-        {
-            self.log.pop_front();
-        }
+    /// Admits `cost` units now (after [`SlidingWindow::available_at`] said so).
+    pub(crate) fn start(&mut self, cost: u32) {
+        self.in_flight += cost;
+    }
+
+    /// Records that `cost` admitted units finished at `now`.
+    pub(crate) fn finish(&mut self, now: Instant, cost: u32) {
+        self.in_flight = self.in_flight.saturating_sub(cost);
+        // Usually `now` is the latest instant; after a pause, future entries
+        // may follow it, so insert in order.
+        let at = self.finished.partition_point(|&t| t <= now);
         for _ in 0..cost {
-            self.log.push_back(at);
+            self.finished.insert(at, now);
         }
     }
 
-    /// Gives back `cost` grants recorded at `at` that were never used (the
-    /// caller left before its instant). Grants reserved after it stay where
-    /// they are, which is safe: they only become more conservative.
-    pub(crate) fn release(&mut self, at: Instant, cost: u32, epoch: u64) {
-        if epoch != self.epoch {
-            return;
+    /// Estimates how long until `cost` units could be admitted behind
+    /// `ahead` units already waiting: the honest `retry_after` of a refusal.
+    pub(crate) fn estimate_wait(&mut self, now: Instant, ahead: u64, cost: u32) -> Duration {
+        self.prune(now);
+        let needed = ahead + u64::from(cost);
+        let used = u64::from(self.in_flight) + self.finished.len() as u64;
+        let free = u64::from(self.limit).saturating_sub(used);
+        let paused = self.paused_until.filter(|&until| until > now);
+        if needed <= free && paused.is_none() {
+            return Duration::ZERO;
         }
-        let mut left = cost;
-        self.log.retain(|&t| {
-            if left > 0 && t == at {
-                left -= 1;
-                false
-            } else {
-                true
-            }
-        });
+        // Slots free up as entries leave the window: finished entries at
+        // their instant plus W, requests in flight one window from now.
+        let beyond = needed.saturating_sub(free).max(1) - 1;
+        let cycle = beyond / u64::from(self.limit);
+        let index = (beyond % u64::from(self.limit)) as usize;
+        let expiry = self
+            .finished
+            .get(index)
+            .map_or(now + self.window, |&t| t + self.window);
+        let at = expiry + self.window * u32::try_from(cycle).unwrap_or(u32::MAX);
+        at.max(paused.unwrap_or(now)).saturating_duration_since(now)
     }
 
-    /// Stops all grants until `until`, then resumes at an even pace (one
-    /// grant per W/N) rather than with a burst: the log is rewritten as if the
+    /// Stops all admissions until `until`, then resumes at an even pace (one
+    /// unit per W/N) rather than with a burst: the log is rewritten as if the
     /// window before `until` had been fully and evenly used.
     pub(crate) fn pause_until(&mut self, until: Instant) {
         if self.paused_until.is_some_and(|paused| paused >= until) {
             return;
         }
         self.paused_until = Some(until);
-        self.epoch += 1;
-        self.log.clear();
+        self.finished.clear();
         let step = self.window / self.limit;
         let start = until.checked_sub(self.window).unwrap_or(until);
         for i in 0..self.limit {
-            self.log.push_back((start + step * (i + 1)).min(until));
+            self.finished.push_back((start + step * (i + 1)).min(until));
         }
     }
 
-    /// How many grants are in the window ending at `now` (for tests and stats).
-    #[cfg(test)]
-    pub(crate) fn used(&self, now: Instant) -> usize {
-        self.log
-            .iter()
-            .filter(|&&t| t <= now && t + self.window > now)
-            .count()
+    fn prune(&mut self, now: Instant) {
+        while self
+            .finished
+            .front()
+            .is_some_and(|&oldest| oldest + self.window <= now)
+        {
+            self.finished.pop_front();
+        }
     }
 }
 
@@ -131,91 +136,116 @@ impl SlidingWindow {
 mod tests {
     use super::*;
 
-    fn rate(limit: u32, ms: u64) -> Rate {
-        Rate {
+    fn window(limit: u32, ms: u64) -> SlidingWindow {
+        let rate = Rate {
             limit,
             window: Duration::from_millis(ms),
-        }
+        };
+        SlidingWindow::new(rate, Duration::ZERO)
     }
 
-    /// Grants `n` single requests as early as possible and returns their instants.
-    fn grant_all(window: &mut SlidingWindow, now: Instant, n: usize) -> Vec<Instant> {
-        (0..n)
-            .map(|_| {
-                let at = window.earliest(now, 1);
-                window.record(now, at, 1);
-                at
-            })
-            .collect()
+    /// Admits `n` single requests, each finishing `latency` after it starts,
+    /// as early as the window allows; returns when each started.
+    fn run(window: &mut SlidingWindow, start: Instant, n: usize, latency: Duration) -> Vec<Instant> {
+        let mut now = start;
+        let mut pending: VecDeque<Instant> = VecDeque::new();
+        let mut starts = Vec::new();
+        while starts.len() < n {
+            match window.available_at(now, 1) {
+                Some(at) if at <= now => {
+                    window.start(1);
+                    pending.push_back(now + latency);
+                    starts.push(now);
+                }
+                Some(at) => {
+                    let done = pending.front().copied().unwrap_or(at);
+                    now = at.min(done);
+                }
+                None => now = *pending.front().unwrap(),
+            }
+            while pending.front().is_some_and(|&done| done <= now) {
+                let done = pending.pop_front().unwrap();
+                window.finish(done, 1);
+            }
+        }
+        starts
     }
 
     #[test]
     fn never_more_than_n_in_any_interval() {
         let start = Instant::now();
-        let mut window = SlidingWindow::new(rate(10, 1000), Duration::ZERO);
-        let grants = grant_all(&mut window, start, 95);
-        for (i, &t) in grants.iter().enumerate() {
-            let in_window = grants[i..]
-                .iter()
-                .take_while(|&&u| u < t + Duration::from_millis(1000))
-                .count();
-            assert!(in_window <= 10, "{in_window} grants within 1s of grant {i}");
+        let mut window = window(10, 1000);
+        let starts = run(&mut window, start, 95, Duration::from_millis(30));
+        for (i, &t) in starts.iter().enumerate() {
+            let finish = t + Duration::from_millis(30);
+            // Arrivals lie anywhere between start and finish: the next grant
+            // N places later must start at least W after this one finished.
+            if let Some(&later) = starts.get(i + 10) {
+                assert!(later >= finish + Duration::from_millis(1000), "grant {i}");
+            }
         }
-        // Full use: 10 at once, then 10 per second.
-        assert_eq!(grants[9], start);
-        assert_eq!(grants[10], start + Duration::from_millis(1000));
-        assert_eq!(grants[94], start + Duration::from_millis(9000));
+        assert_eq!(starts[9], start, "the first N go at once");
+        assert_eq!(starts[10], start + Duration::from_millis(1030));
+    }
+
+    #[test]
+    fn requests_in_flight_count_until_they_finish() {
+        let start = Instant::now();
+        let mut window = window(2, 1000);
+        window.start(2);
+        assert_eq!(window.available_at(start, 1), None);
+        window.finish(start + Duration::from_millis(500), 1);
+        assert_eq!(
+            window.available_at(start + Duration::from_millis(500), 1),
+            Some(start + Duration::from_millis(1500))
+        );
     }
 
     #[test]
     fn costs_take_several_slots() {
         let start = Instant::now();
-        let mut window = SlidingWindow::new(rate(10, 1000), Duration::ZERO);
-        let first = window.earliest(start, 7);
-        window.record(start, first, 7);
-        assert_eq!(first, start);
-        // 4 more do not fit until the 7 leave the window.
-        assert_eq!(
-            window.earliest(start, 4),
-            start + Duration::from_millis(1000)
-        );
-        assert_eq!(window.earliest(start, 3), start);
-    }
-
-    #[test]
-    fn released_reservations_free_their_slots() {
-        let start = Instant::now();
-        let mut window = SlidingWindow::new(rate(2, 1000), Duration::ZERO);
-        grant_all(&mut window, start, 2);
-        let later = window.earliest(start, 1);
-        window.record(start, later, 1);
-        assert_eq!(later, start + Duration::from_millis(1000));
-        window.release(later, 1, window.epoch());
-        assert_eq!(window.used(later), 0);
-        assert_eq!(window.earliest(start, 1), later);
+        let mut window = window(10, 1000);
+        window.start(7);
+        window.finish(start, 7);
+        assert_eq!(window.available_at(start, 4), Some(start + Duration::from_millis(1000)));
+        assert_eq!(window.available_at(start, 3), Some(start));
     }
 
     #[test]
     fn margin_widens_the_window() {
         let start = Instant::now();
-        let mut window = SlidingWindow::new(rate(1, 1000), Duration::from_millis(20));
-        grant_all(&mut window, start, 1);
-        assert_eq!(
-            window.earliest(start, 1),
-            start + Duration::from_millis(1020)
-        );
+        let rate = Rate {
+            limit: 1,
+            window: Duration::from_secs(1),
+        };
+        let mut window = SlidingWindow::new(rate, Duration::from_millis(20));
+        window.start(1);
+        window.finish(start, 1);
+        assert_eq!(window.available_at(start, 1), Some(start + Duration::from_millis(1020)));
     }
 
     #[test]
     fn pause_resumes_at_an_even_pace() {
         let start = Instant::now();
-        let mut window = SlidingWindow::new(rate(10, 1000), Duration::ZERO);
+        let mut window = window(10, 1000);
         let until = start + Duration::from_secs(2);
         window.pause_until(until);
-        let grants = grant_all(&mut window, start, 10);
-        assert!(grants[0] >= until, "nothing before the pause ends");
-        for pair in grants.windows(2) {
+        let starts = run(&mut window, start, 10, Duration::ZERO);
+        assert!(starts[0] >= until, "nothing before the pause ends");
+        for pair in starts.windows(2) {
             assert_eq!(pair[1] - pair[0], Duration::from_millis(100), "no burst");
         }
+    }
+
+    #[test]
+    fn estimates_count_the_queue_ahead() {
+        let start = Instant::now();
+        let mut window = window(10, 1000);
+        assert_eq!(window.estimate_wait(start, 0, 1), Duration::ZERO);
+        window.start(10);
+        window.finish(start, 10);
+        assert_eq!(window.estimate_wait(start, 0, 1), Duration::from_secs(1));
+        // 25 units ahead: two more full windows before ours.
+        assert_eq!(window.estimate_wait(start, 25, 1), Duration::from_secs(3));
     }
 }

@@ -234,7 +234,9 @@ impl ClerkClient {
         if remaining.is_zero() {
             return Err(Attempt::Fail(UpstreamError::DeadlineExceeded));
         }
-        self.admission
+        // Held until the answer is in: the request counts from then on.
+        let _permit = self
+            .admission
             .upstream()
             .acquire(1, remaining)
             .await

@@ -19,10 +19,16 @@ pub use users::UserApi;
 /// The deadline of a call that set none (unary calls).
 pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(30);
 
-/// The call's deadline from its `grpc-timeout` header, if it set one.
+/// Longest time kept back from a call's deadline to deliver its answer.
+const REPLY_MARGIN: Duration = Duration::from_millis(50);
+
+/// The deadline for the broker's own work on a call: the call's
+/// `grpc-timeout`, less a little time (a tenth, at most 50 ms) to deliver the
+/// answer before the caller gives up.
 pub(crate) fn call_deadline(metadata: &MetadataMap) -> Option<Instant> {
     let value = metadata.get("grpc-timeout")?.to_str().ok()?;
-    parse_grpc_timeout(value).map(|timeout| Instant::now() + timeout)
+    let timeout = parse_grpc_timeout(value)?;
+    Some(Instant::now() + timeout - (timeout / 10).min(REPLY_MARGIN))
 }
 
 /// Parses the `grpc-timeout` header: up to 8 digits and a unit (H M S m u n).

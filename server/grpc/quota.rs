@@ -14,9 +14,6 @@ use crate::{
 /// Longest `max_wait` a caller may ask for.
 pub(crate) const MAX_WAIT: Duration = Duration::from_secs(300);
 
-/// Time kept back from the call's deadline to deliver the answer.
-const REPLY_MARGIN: Duration = Duration::from_millis(5);
-
 /// The `QuotaService` implementation.
 #[derive(Debug, Clone)]
 pub struct QuotaApi {
@@ -50,7 +47,7 @@ impl QuotaService for QuotaApi {
         };
         if let Some(deadline) = deadline {
             let left = deadline.saturating_duration_since(Instant::now());
-            max_wait = max_wait.min(left.saturating_sub(REPLY_MARGIN));
+            max_wait = max_wait.min(left);
         }
         let budget = self
             .admission
@@ -64,9 +61,10 @@ impl QuotaService for QuotaApi {
             ..Default::default()
         };
         match budget.acquire(request.cost, max_wait).await {
-            Ok(grant) => {
+            Ok(permit) => {
+                // The caller makes its requests itself: they count from now.
                 reply.granted = true;
-                reply.waited = Some(convert::proto_duration(grant.waited));
+                reply.waited = Some(convert::proto_duration(permit.waited));
             }
             Err(AdmissionError::Refused { retry_after }) => {
                 reply.retry_after = Some(convert::proto_duration(retry_after));

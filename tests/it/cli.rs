@@ -1,0 +1,43 @@
+//! The binary's flags: bad configuration exits 64 with one clear line, and
+//! never echoes the secret key.
+
+use std::process::{Command, Output};
+
+fn broker(args: &[&str], key: Option<&str>) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_clerk-broker"));
+    command.args(args).env_remove("CLERK_SECRET_KEY");
+    if let Some(key) = key {
+        command.env("CLERK_SECRET_KEY", key);
+    }
+    command.output().unwrap()
+}
+
+#[test]
+fn bad_configuration_exits_64_with_a_clear_line() {
+    let secret = "sk_live_do_not_print_me_123";
+    let cases: [(&[&str], Option<&str>, &str); 5] = [
+        (&["serve"], None, "no Clerk secret key"),
+        (&["serve"], Some("pk_live_abc"), "must start with sk_live_ or sk_test_"),
+        (&["serve", "--upstream-rate", "lots"], Some(secret), "--upstream-rate"),
+        (&["serve", "--listen", "somewhere"], Some(secret), "--listen"),
+        (&["serve", "--no-such-flag"], Some(secret), "--no-such-flag"),
+    ];
+    for (args, key, expected) in cases {
+        let output = broker(args, key);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(64), "{args:?}: {stderr}");
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+        assert!(!stderr.contains("do_not_print_me"), "{stderr}");
+        assert!(output.stdout.is_empty());
+    }
+}
+
+#[test]
+fn help_exits_zero_and_names_every_mode() {
+    let output = broker(&["--help"], None);
+    assert_eq!(output.status.code(), Some(0));
+    let help = String::from_utf8_lossy(&output.stdout);
+    for mode in ["serve", "demo", "fake-clerk"] {
+        assert!(help.contains(mode), "{help}");
+    }
+}

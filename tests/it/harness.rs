@@ -1,0 +1,192 @@
+//! Starts a real broker on `127.0.0.1:0` in front of a fake Clerk, and hands
+//! out generated clients, exactly as a caller would use them.
+
+use std::{
+    io::{BufRead, BufReader},
+    net::SocketAddr,
+    process::{Child, Command, Stdio},
+    sync::mpsc,
+    time::Duration,
+};
+
+use clerk_broker::{
+    admission::Rate,
+    clerk::ClerkConfig,
+    config::Config,
+    fake::{FakeClerk, FakeClerkConfig, seed},
+    pb::{quota_service_client::QuotaServiceClient, user_service_client::UserServiceClient},
+    secret::SecretKey,
+    server::{self, ServeError},
+};
+use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
+use tonic::transport::Channel;
+use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+
+/// The key the fake accepts and the broker holds.
+pub const KEY: &str = "sk_test_integration_key_0123456789";
+
+/// What a test needs of its broker.
+pub struct Options {
+    /// Synthetic users in the fake.
+    pub users: usize,
+    /// The broker's upstream budget.
+    pub rate: Rate,
+    /// Extra window length the broker counts.
+    pub margin: Duration,
+    /// The fake's own rate limit (None: unlimited).
+    pub fake_limit: Option<Rate>,
+    /// Grace period on shutdown.
+    pub grace: Duration,
+    /// The key the broker sends (the fake always accepts only `KEY`).
+    pub broker_key: &'static str,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            users: 1_000,
+            rate: Rate {
+                limit: 1_000,
+                window: Duration::from_secs(1),
+            },
+            margin: Duration::from_millis(20),
+            fake_limit: None,
+            grace: Duration::from_secs(5),
+            broker_key: KEY,
+        }
+    }
+}
+
+/// A running broker and its fake Clerk.
+pub struct Harness {
+    /// The fake Clerk, for counting requests and injecting faults.
+    pub fake: FakeClerk,
+    /// Where the broker listens.
+    pub addr: SocketAddr,
+    /// Ids of the seeded users, in seed order.
+    pub ids: Vec<String>,
+    shutdown: Option<oneshot::Sender<()>>,
+    server: JoinHandle<Result<(), ServeError>>,
+}
+
+impl Harness {
+    /// Starts a fake Clerk and a broker in front of it.
+    pub async fn start(options: Options) -> Self {
+        let users = seed::synthetic_users(options.users, 7);
+        let ids = users
+            .iter()
+            .map(|user| user["id"].as_str().unwrap().to_owned())
+            .collect();
+        let mut fake_config = FakeClerkConfig::new(KEY);
+        fake_config.rate_limit = options.fake_limit.map(|rate| (rate.limit, rate.window));
+        let fake = FakeClerk::new(fake_config, users);
+        let url = fake.spawn().await.unwrap();
+        let config = Config {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            clerk: ClerkConfig {
+                base_url: url.parse().unwrap(),
+                secret_key: SecretKey::parse(options.broker_key).unwrap(),
+                request_timeout: Duration::from_secs(2),
+                max_attempts: 4,
+            },
+            upstream_rate: options.rate,
+            upstream_margin: options.margin,
+            shutdown_grace: options.grace,
+        };
+        let listener = TcpListener::bind(config.listen).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = oneshot::channel();
+        let server = tokio::spawn(server::run(listener, config, async {
+            let _ = rx.await;
+        }));
+        Self {
+            fake,
+            addr,
+            ids,
+            shutdown: Some(tx),
+            server,
+        }
+    }
+
+    /// A fresh connection to the broker.
+    pub async fn channel(&self) -> Channel {
+        Channel::from_shared(format!("http://{}", self.addr))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap()
+    }
+
+    /// A `UserService` client on a fresh connection.
+    pub async fn users(&self) -> UserServiceClient<Channel> {
+        UserServiceClient::new(self.channel().await)
+    }
+
+    /// A `QuotaService` client on a fresh connection.
+    pub async fn quota(&self) -> QuotaServiceClient<Channel> {
+        QuotaServiceClient::new(self.channel().await)
+    }
+
+    /// The health status of `service` ("" for overall).
+    pub async fn health(&self, service: &str) -> i32 {
+        let mut client = HealthClient::new(self.channel().await);
+        client
+            .check(HealthCheckRequest {
+                service: service.to_owned(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .status
+    }
+
+    /// Starts a graceful shutdown without waiting for it.
+    pub fn begin_shutdown(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+
+    /// Shuts down gracefully and returns how `run` ended.
+    pub async fn stop(mut self) -> Result<(), ServeError> {
+        self.begin_shutdown();
+        tokio::time::timeout(Duration::from_secs(30), &mut self.server)
+            .await
+            .expect("the broker stops within its grace period")
+            .unwrap()
+    }
+}
+
+/// A request with a deadline, as a caller would send it.
+pub fn with_deadline<T>(message: T, timeout: Duration) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.set_timeout(timeout);
+    request
+}
+
+/// The broker binary in demo mode on a free port, and its address.
+pub fn demo_process() -> (Child, String, mpsc::Receiver<String>) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_clerk-broker"))
+        .args(["demo", "--listen", "127.0.0.1:0", "--users", "3000"])
+        .env("CLERK_BROKER_UPSTREAM_RATE", "1000/1s")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = BufReader::new(child.stdout.take().unwrap());
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in stdout.lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let banner = rx.recv_timeout(Duration::from_secs(30)).unwrap();
+    let address = banner
+        .split_whitespace()
+        .skip_while(|word| *word != "on")
+        .nth(1)
+        .unwrap()
+        .to_owned();
+    (child, address, rx)
+}
+
