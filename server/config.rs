@@ -246,10 +246,22 @@ mod tests {
     fn bad_configuration_is_explained_without_the_key() {
         let cases: [(&[&str], Option<&str>, &str); 5] = [
             (&[], None, "no Clerk secret key"),
-            (&[], Some("pk_live_abc"), "must start with sk_live_ or sk_test_"),
-            (&["--upstream-rate", "fast"], Some("sk_test_abc"), "--upstream-rate"),
+            (
+                &[],
+                Some("pk_live_abc"),
+                "must start with sk_live_ or sk_test_",
+            ),
+            (
+                &["--upstream-rate", "fast"],
+                Some("sk_test_abc"),
+                "--upstream-rate",
+            ),
             (&["--listen", "nowhere"], Some("sk_test_abc"), "--listen"),
-            (&["--clerk-api-url", "ftp://x"], Some("sk_test_abc"), "--clerk-api-url"),
+            (
+                &["--clerk-api-url", "ftp://x"],
+                Some("sk_test_abc"),
+                "--clerk-api-url",
+            ),
         ];
         for (flags, key, expected) in cases {
             let error = Config::from_serve(&serve(flags), key.map(str::to_owned))

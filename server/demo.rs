@@ -50,7 +50,10 @@ pub async fn run(args: DemoArgs, shutdown: impl Future<Output = ()>) -> Result<(
     fake.set_rate_limit(Some((rate.limit, rate.window)));
     let listener = TcpListener::bind(config.listen).await?;
     let address = listener.local_addr()?;
-    println!("{}", banner(&address.to_string(), &samples, fake.user_count(), rate));
+    println!(
+        "{}",
+        banner(&address.to_string(), &samples, fake.user_count(), rate)
+    );
     let result = server::run(listener, config, shutdown).await;
     let stats = fake.stats();
     println!(

@@ -12,12 +12,12 @@ pub mod pb {
 
 pub mod admission;
 pub mod clerk;
+pub mod config;
+pub mod demo;
 pub mod export;
 pub mod fake;
+pub mod grpc;
 pub mod secret;
+pub mod server;
 pub mod token;
 pub mod users;
-pub mod grpc;
-pub mod config;
-pub mod server;
-pub mod demo;

@@ -16,9 +16,7 @@ use crate::{
     clerk::{ClerkClient, KeyState, UserFilter},
     config::Config,
     grpc::{QuotaApi, UserApi},
-    pb::{
-        self, quota_service_server::QuotaServiceServer, user_service_server::UserServiceServer,
-    },
+    pb::{self, quota_service_server::QuotaServiceServer, user_service_server::UserServiceServer},
     token::TokenKey,
     users::Users,
 };
@@ -111,7 +109,9 @@ pub async fn run(
         // Both reflection versions: grpcurl 1.8 speaks only v1alpha.
         .add_service(reflection().build_v1()?)
         .add_service(reflection().build_v1alpha()?)
-        .add_service(QuotaServiceServer::new(QuotaApi::new(broker.admission.clone())))
+        .add_service(QuotaServiceServer::new(QuotaApi::new(
+            broker.admission.clone(),
+        )))
         .add_service(UserServiceServer::new(UserApi::new(
             broker.users.clone(),
             broker.tokens.clone(),

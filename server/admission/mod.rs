@@ -155,7 +155,11 @@ impl Budget {
     /// budget; refuses at once if that will likely take longer than
     /// `max_wait`, and when `max_wait` runs out. Dropping the future before
     /// it completes leaves the queue and costs nothing.
-    pub async fn acquire(&self, cost: u32, max_wait: Duration) -> Result<Permit<'_>, AdmissionError> {
+    pub async fn acquire(
+        &self,
+        cost: u32,
+        max_wait: Duration,
+    ) -> Result<Permit<'_>, AdmissionError> {
         let cost = cost.max(1);
         let limit = self.rate.limit;
         if cost > limit {
@@ -194,7 +198,11 @@ impl Budget {
             let now = Instant::now();
             let sleep_until = {
                 let mut state = self.lock();
-                if state.queue.front().is_some_and(|head| head.ticket == ticket) {
+                if state
+                    .queue
+                    .front()
+                    .is_some_and(|head| head.ticket == ticket)
+                {
                     match state.window.available_at(now, cost) {
                         Some(at) if at <= now => {
                             state.queue.pop_front();
@@ -310,8 +318,15 @@ mod tests {
     }
 
     /// Takes a permit and finishes its request at once.
-    async fn spend(budget: &Budget, cost: u32, max_wait: Duration) -> Result<Duration, AdmissionError> {
-        budget.acquire(cost, max_wait).await.map(|permit| permit.waited)
+    async fn spend(
+        budget: &Budget,
+        cost: u32,
+        max_wait: Duration,
+    ) -> Result<Duration, AdmissionError> {
+        budget
+            .acquire(cost, max_wait)
+            .await
+            .map(|permit| permit.waited)
     }
 
     #[tokio::test(start_paused = true)]
@@ -334,7 +349,10 @@ mod tests {
         assert_eq!(times[4], Duration::ZERO);
         assert_eq!(times[5], Duration::from_secs(1));
         assert_eq!(times[14], Duration::from_secs(2));
-        assert!(times.windows(2).all(|pair| pair[0] <= pair[1]), "first come, first served");
+        assert!(
+            times.windows(2).all(|pair| pair[0] <= pair[1]),
+            "first come, first served"
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -342,10 +360,21 @@ mod tests {
         let budget = budget(1, 1000);
         let permit = budget.acquire(1, Duration::ZERO).await.unwrap();
         tokio::time::sleep(Duration::from_secs(3)).await;
-        assert!(budget.acquire(1, Duration::ZERO).await.is_err(), "still in flight");
+        assert!(
+            budget.acquire(1, Duration::ZERO).await.is_err(),
+            "still in flight"
+        );
         drop(permit);
-        let refused = budget.acquire(1, Duration::from_millis(500)).await.unwrap_err();
-        assert_eq!(refused, AdmissionError::Refused { retry_after: Duration::from_secs(1) });
+        let refused = budget
+            .acquire(1, Duration::from_millis(500))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            refused,
+            AdmissionError::Refused {
+                retry_after: Duration::from_secs(1)
+            }
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -146,7 +146,12 @@ mod tests {
 
     /// Admits `n` single requests, each finishing `latency` after it starts,
     /// as early as the window allows; returns when each started.
-    fn run(window: &mut SlidingWindow, start: Instant, n: usize, latency: Duration) -> Vec<Instant> {
+    fn run(
+        window: &mut SlidingWindow,
+        start: Instant,
+        n: usize,
+        latency: Duration,
+    ) -> Vec<Instant> {
         let mut now = start;
         let mut pending: VecDeque<Instant> = VecDeque::new();
         let mut starts = Vec::new();
@@ -207,7 +212,10 @@ mod tests {
         let mut window = window(10, 1000);
         window.start(7);
         window.finish(start, 7);
-        assert_eq!(window.available_at(start, 4), Some(start + Duration::from_millis(1000)));
+        assert_eq!(
+            window.available_at(start, 4),
+            Some(start + Duration::from_millis(1000))
+        );
         assert_eq!(window.available_at(start, 3), Some(start));
     }
 
@@ -221,7 +229,10 @@ mod tests {
         let mut window = SlidingWindow::new(rate, Duration::from_millis(20));
         window.start(1);
         window.finish(start, 1);
-        assert_eq!(window.available_at(start, 1), Some(start + Duration::from_millis(1020)));
+        assert_eq!(
+            window.available_at(start, 1),
+            Some(start + Duration::from_millis(1020))
+        );
     }
 
     #[test]

@@ -42,7 +42,10 @@ pub(crate) fn check_user_id(field: &str, id: &str, violations: &mut Violations) 
 }
 
 /// Validates and converts a filter (`None` is "all users").
-pub(crate) fn user_filter(filter: Option<pb::UserFilter>, violations: &mut Violations) -> UserFilter {
+pub(crate) fn user_filter(
+    filter: Option<pb::UserFilter>,
+    violations: &mut Violations,
+) -> UserFilter {
     let Some(filter) = filter else {
         return UserFilter::default();
     };
@@ -52,12 +55,24 @@ pub(crate) fn user_filter(filter: Option<pb::UserFilter>, violations: &mut Viola
     };
     let exact = [
         (ExactField::UserId, "user_ids", filter.user_ids),
-        (ExactField::EmailAddress, "email_addresses", filter.email_addresses),
-        (ExactField::PhoneNumber, "phone_numbers", filter.phone_numbers),
+        (
+            ExactField::EmailAddress,
+            "email_addresses",
+            filter.email_addresses,
+        ),
+        (
+            ExactField::PhoneNumber,
+            "phone_numbers",
+            filter.phone_numbers,
+        ),
         (ExactField::ExternalId, "external_ids", filter.external_ids),
         (ExactField::Username, "usernames", filter.usernames),
         (ExactField::Web3Wallet, "web3_wallets", filter.web3_wallets),
-        (ExactField::OrganizationId, "organization_ids", filter.organization_ids),
+        (
+            ExactField::OrganizationId,
+            "organization_ids",
+            filter.organization_ids,
+        ),
     ];
     for (field, name, values) in exact {
         if values.is_empty() {
@@ -85,9 +100,21 @@ pub(crate) fn user_filter(filter: Option<pb::UserFilter>, violations: &mut Viola
     }
     let partial = [
         (PartialField::Query, "query", filter.query),
-        (PartialField::EmailAddressQuery, "email_address_query", filter.email_address_query),
-        (PartialField::PhoneNumberQuery, "phone_number_query", filter.phone_number_query),
-        (PartialField::UsernameQuery, "username_query", filter.username_query),
+        (
+            PartialField::EmailAddressQuery,
+            "email_address_query",
+            filter.email_address_query,
+        ),
+        (
+            PartialField::PhoneNumberQuery,
+            "phone_number_query",
+            filter.phone_number_query,
+        ),
+        (
+            PartialField::UsernameQuery,
+            "username_query",
+            filter.username_query,
+        ),
         (PartialField::NameQuery, "name_query", filter.name_query),
     ];
     for (field, name, text) in partial {
@@ -103,10 +130,26 @@ pub(crate) fn user_filter(filter: Option<pb::UserFilter>, violations: &mut Viola
         out.partial.push((field, text));
     }
     let times = [
-        (TimeField::CreatedAfter, "created_after", filter.created_after),
-        (TimeField::CreatedBefore, "created_before", filter.created_before),
-        (TimeField::LastActiveAfter, "last_active_after", filter.last_active_after),
-        (TimeField::LastActiveBefore, "last_active_before", filter.last_active_before),
+        (
+            TimeField::CreatedAfter,
+            "created_after",
+            filter.created_after,
+        ),
+        (
+            TimeField::CreatedBefore,
+            "created_before",
+            filter.created_before,
+        ),
+        (
+            TimeField::LastActiveAfter,
+            "last_active_after",
+            filter.last_active_after,
+        ),
+        (
+            TimeField::LastActiveBefore,
+            "last_active_before",
+            filter.last_active_before,
+        ),
     ];
     for (field, name, time) in times {
         let Some(time) = time else { continue };
@@ -127,10 +170,11 @@ pub(crate) fn order_by(text: &str, violations: &mut Violations) -> OrderBy {
     if text.is_empty() {
         return OrderBy::default();
     }
-    text.parse().unwrap_or_else(|error: crate::clerk::OrderByParseError| {
-        violations.push(("order_by".to_owned(), error.to_string()));
-        OrderBy::default()
-    })
+    text.parse()
+        .unwrap_or_else(|error: crate::clerk::OrderByParseError| {
+            violations.push(("order_by".to_owned(), error.to_string()));
+            OrderBy::default()
+        })
 }
 
 /// Validates a `page_size` (0 means 100).
@@ -306,7 +350,10 @@ mod tests {
         assert_eq!(user.id, "user_1");
         assert_eq!(user.first_name.as_deref(), Some("Ada"));
         assert_eq!(user.last_name, None);
-        assert_eq!(user.primary_email_address.as_deref(), Some("ada@example.com"));
+        assert_eq!(
+            user.primary_email_address.as_deref(),
+            Some("ada@example.com")
+        );
         assert_eq!(user.email_addresses[1].verification_status, "verified");
         assert!(user.phone_numbers.is_empty());
         let public = user.public_metadata.unwrap();
@@ -315,7 +362,10 @@ mod tests {
         assert!(user.banned);
         assert_eq!(
             user.created_at,
-            Some(Timestamp { seconds: 1_700_000_000, nanos: 123_000_000 })
+            Some(Timestamp {
+                seconds: 1_700_000_000,
+                nanos: 123_000_000
+            })
         );
         let raw: Value = serde_json::from_str(&user.raw_json).unwrap();
         assert_eq!(raw["future_field"], 7);
@@ -327,7 +377,10 @@ mod tests {
             user_ids: (0..101).map(|i| format!("user_{i}")).collect(),
             usernames: vec![String::new()],
             query: "q".repeat(300),
-            created_after: Some(Timestamp { seconds: 1, nanos: -1 }),
+            created_after: Some(Timestamp {
+                seconds: 1,
+                nanos: -1,
+            }),
             ..Default::default()
         };
         let mut violations = Violations::new();
@@ -335,7 +388,12 @@ mod tests {
         let fields: Vec<&str> = violations.iter().map(|(field, _)| field.as_str()).collect();
         assert_eq!(
             fields,
-            ["filter.user_ids", "filter.usernames[0]", "filter.query", "filter.created_after"]
+            [
+                "filter.user_ids",
+                "filter.usernames[0]",
+                "filter.query",
+                "filter.created_after"
+            ]
         );
     }
 
@@ -348,7 +406,10 @@ mod tests {
         check_user_id("user_id", "user/../x", &mut violations);
         check_user_id("user_id", &"u".repeat(129), &mut violations);
         assert_eq!(violations.len(), 3);
-        assert_eq!(order_by("-username", &mut violations).to_string(), "-username");
+        assert_eq!(
+            order_by("-username", &mut violations).to_string(),
+            "-username"
+        );
         order_by("name", &mut violations);
         assert_eq!(page_size(0, &mut violations), 100);
         page_size(501, &mut violations);
@@ -357,12 +418,21 @@ mod tests {
 
     #[test]
     fn converts_durations_and_times() {
-        assert_eq!(duration(&ProtoDuration { seconds: -1, nanos: 0 }), None);
+        assert_eq!(
+            duration(&ProtoDuration {
+                seconds: -1,
+                nanos: 0
+            }),
+            None
+        );
         assert_eq!(
             duration(&proto_duration(Duration::from_millis(1500))),
             Some(Duration::from_millis(1500))
         );
         assert_eq!(timestamp_to_millis(&millis_to_timestamp(-1)), None);
-        assert_eq!(timestamp_to_millis(&millis_to_timestamp(1_234)), Some(1_234));
+        assert_eq!(
+            timestamp_to_millis(&millis_to_timestamp(1_234)),
+            Some(1_234)
+        );
     }
 }

@@ -99,18 +99,40 @@ mod tests {
         let second = Duration::from_secs(1);
         let table = [
             (UpstreamError::NotFound("user"), Code::NotFound),
-            (UpstreamError::KeyRejected { status: 401 }, Code::FailedPrecondition),
-            (UpstreamError::BudgetExhausted { retry_after: second }, Code::ResourceExhausted),
-            (UpstreamError::RateLimited { retry_after: second }, Code::ResourceExhausted),
-            (UpstreamError::Rejected { code: "x".into() }, Code::InvalidArgument),
+            (
+                UpstreamError::KeyRejected { status: 401 },
+                Code::FailedPrecondition,
+            ),
+            (
+                UpstreamError::BudgetExhausted {
+                    retry_after: second,
+                },
+                Code::ResourceExhausted,
+            ),
+            (
+                UpstreamError::RateLimited {
+                    retry_after: second,
+                },
+                Code::ResourceExhausted,
+            ),
+            (
+                UpstreamError::Rejected { code: "x".into() },
+                Code::InvalidArgument,
+            ),
             (UpstreamError::Unavailable("down".into()), Code::Unavailable),
             (UpstreamError::DeadlineExceeded, Code::DeadlineExceeded),
         ];
         for (error, code) in table {
             let status = upstream(&error);
             assert_eq!(status.code(), code, "{error:?}");
-            let retry = status.get_details_retry_info().and_then(|info| info.retry_delay);
-            assert_eq!(retry.is_some(), code == Code::ResourceExhausted, "{error:?}");
+            let retry = status
+                .get_details_retry_info()
+                .and_then(|info| info.retry_delay);
+            assert_eq!(
+                retry.is_some(),
+                code == Code::ResourceExhausted,
+                "{error:?}"
+            );
         }
     }
 
@@ -118,9 +140,14 @@ mod tests {
     fn admission_outcomes_map_to_documented_codes() {
         let table = [
             (AdmissionError::UnknownBudget("x".into()), Code::NotFound),
-            (AdmissionError::CostTooLarge { cost: 5, limit: 2 }, Code::InvalidArgument),
             (
-                AdmissionError::Refused { retry_after: Duration::from_secs(2) },
+                AdmissionError::CostTooLarge { cost: 5, limit: 2 },
+                Code::InvalidArgument,
+            ),
+            (
+                AdmissionError::Refused {
+                    retry_after: Duration::from_secs(2),
+                },
                 Code::ResourceExhausted,
             ),
         ];
@@ -135,7 +162,10 @@ mod tests {
             ("user_ids".into(), "has 600 values".into()),
             ("page_size".into(), "must be 1 to 500".into()),
         ]);
-        assert_eq!(status.message(), "user_ids has 600 values; page_size must be 1 to 500");
+        assert_eq!(
+            status.message(),
+            "user_ids has 600 values; page_size must be 1 to 500"
+        );
         let violations = status.get_details_bad_request().unwrap().field_violations;
         assert_eq!(violations.len(), 2);
         assert_eq!(violations[1].field, "page_size");

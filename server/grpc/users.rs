@@ -99,7 +99,8 @@ impl UserService for UserApi {
         }))
     }
 
-    type ListUsersStream = Pin<Box<dyn Stream<Item = Result<pb::ListUsersResponse, Status>> + Send>>;
+    type ListUsersStream =
+        Pin<Box<dyn Stream<Item = Result<pb::ListUsersResponse, Status>> + Send>>;
 
     async fn list_users(
         &self,
@@ -111,7 +112,10 @@ impl UserService for UserApi {
         let chunk_size = convert::page_size(request.page_size, &mut violations);
         let cursor = if request.resume_token.is_empty() {
             let filter = convert::user_filter(request.filter, &mut violations);
-            Cursor::start(filter, convert::order_by(&request.order_by, &mut violations))
+            Cursor::start(
+                filter,
+                convert::order_by(&request.order_by, &mut violations),
+            )
         } else {
             self.resume(&request, &mut violations)
         };
@@ -149,17 +153,23 @@ impl UserService for UserApi {
 
 impl UserApi {
     /// The cursor of a resumed export; filter and order come from the token.
-    fn resume(&self, request: &pb::ListUsersRequest, violations: &mut convert::Violations) -> Cursor {
+    fn resume(
+        &self,
+        request: &pb::ListUsersRequest,
+        violations: &mut convert::Violations,
+    ) -> Cursor {
         if request.filter.is_some() {
             violations.push((
                 "filter".to_owned(),
-                "must be unset when resuming: the resume_token carries the original filter".to_owned(),
+                "must be unset when resuming: the resume_token carries the original filter"
+                    .to_owned(),
             ));
         }
         if !request.order_by.is_empty() {
             violations.push((
                 "order_by".to_owned(),
-                "must be empty when resuming: the resume_token carries the original order".to_owned(),
+                "must be empty when resuming: the resume_token carries the original order"
+                    .to_owned(),
             ));
         }
         match self.tokens.open::<Cursor>(&request.resume_token) {
@@ -174,7 +184,9 @@ impl UserApi {
             Err(error) => {
                 violations.push((
                     "resume_token".to_owned(),
-                    format!("is invalid ({error}): pass a token from a ListUsersResponse unchanged"),
+                    format!(
+                        "is invalid ({error}): pass a token from a ListUsersResponse unchanged"
+                    ),
                 ));
                 Cursor::start(UserFilter::default(), Default::default())
             }

@@ -57,12 +57,19 @@ async fn ten_times_oversubscribed_causes_no_429() {
                         }),
                         ..Default::default()
                     };
-                    if quota.acquire_permit(request).await.unwrap().into_inner().granted {
+                    if quota
+                        .acquire_permit(request)
+                        .await
+                        .unwrap()
+                        .into_inner()
+                        .granted
+                    {
                         permits.fetch_add(1, Ordering::Relaxed);
                     }
                 } else {
                     let id = harness.ids[(caller * 13 + round) % harness.ids.len()].clone();
-                    let request = with_deadline(GetUserRequest { user_id: id }, Duration::from_millis(400));
+                    let request =
+                        with_deadline(GetUserRequest { user_id: id }, Duration::from_millis(400));
                     let _ = users.get_user(request).await;
                 }
             }
@@ -84,7 +91,10 @@ async fn ten_times_oversubscribed_causes_no_429() {
         "{} requests + {granted} permits in {elapsed:?}",
         stats.requests
     );
-    assert!(stats.requests + granted >= 50, "the budget was used: {granted} permits, {stats:?}");
+    assert!(
+        stats.requests + granted >= 50,
+        "the budget was used: {granted} permits, {stats:?}"
+    );
 }
 
 #[tokio::test]
@@ -99,7 +109,10 @@ async fn a_429_pauses_all_upstream_traffic_until_retry_after() {
         let mut users = users.clone();
         calls.push(tokio::spawn(async move {
             users
-                .get_user(with_deadline(GetUserRequest { user_id: id }, Duration::from_secs(8)))
+                .get_user(with_deadline(
+                    GetUserRequest { user_id: id },
+                    Duration::from_secs(8),
+                ))
                 .await
         }));
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -116,5 +129,8 @@ async fn a_429_pauses_all_upstream_traffic_until_retry_after() {
     );
     // And it keeps serving.
     let id = harness.ids[9].clone();
-    users.get_user(GetUserRequest { user_id: id }).await.unwrap();
+    users
+        .get_user(GetUserRequest { user_id: id })
+        .await
+        .unwrap();
 }

@@ -17,9 +17,21 @@ fn bad_configuration_exits_64_with_a_clear_line() {
     let secret = "sk_live_do_not_print_me_123";
     let cases: [(&[&str], Option<&str>, &str); 5] = [
         (&["serve"], None, "no Clerk secret key"),
-        (&["serve"], Some("pk_live_abc"), "must start with sk_live_ or sk_test_"),
-        (&["serve", "--upstream-rate", "lots"], Some(secret), "--upstream-rate"),
-        (&["serve", "--listen", "somewhere"], Some(secret), "--listen"),
+        (
+            &["serve"],
+            Some("pk_live_abc"),
+            "must start with sk_live_ or sk_test_",
+        ),
+        (
+            &["serve", "--upstream-rate", "lots"],
+            Some(secret),
+            "--upstream-rate",
+        ),
+        (
+            &["serve", "--listen", "somewhere"],
+            Some(secret),
+            "--listen",
+        ),
         (&["serve", "--no-such-flag"], Some(secret), "--no-such-flag"),
     ];
     for (args, key, expected) in cases {

@@ -23,22 +23,22 @@ use tonic::transport::Channel;
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
 /// The key the fake accepts and the broker holds.
-pub const KEY: &str = "sk_test_integration_key_0123456789";
+pub(crate) const KEY: &str = "sk_test_integration_key_0123456789";
 
 /// What a test needs of its broker.
-pub struct Options {
+pub(crate) struct Options {
     /// Synthetic users in the fake.
-    pub users: usize,
+    pub(crate) users: usize,
     /// The broker's upstream budget.
-    pub rate: Rate,
+    pub(crate) rate: Rate,
     /// Extra window length the broker counts.
-    pub margin: Duration,
+    pub(crate) margin: Duration,
     /// The fake's own rate limit (None: unlimited).
-    pub fake_limit: Option<Rate>,
+    pub(crate) fake_limit: Option<Rate>,
     /// Grace period on shutdown.
-    pub grace: Duration,
+    pub(crate) grace: Duration,
     /// The key the broker sends (the fake always accepts only `KEY`).
-    pub broker_key: &'static str,
+    pub(crate) broker_key: &'static str,
 }
 
 impl Default for Options {
@@ -58,20 +58,20 @@ impl Default for Options {
 }
 
 /// A running broker and its fake Clerk.
-pub struct Harness {
+pub(crate) struct Harness {
     /// The fake Clerk, for counting requests and injecting faults.
-    pub fake: FakeClerk,
+    pub(crate) fake: FakeClerk,
     /// Where the broker listens.
-    pub addr: SocketAddr,
+    pub(crate) addr: SocketAddr,
     /// Ids of the seeded users, in seed order.
-    pub ids: Vec<String>,
+    pub(crate) ids: Vec<String>,
     shutdown: Option<oneshot::Sender<()>>,
     server: JoinHandle<Result<(), ServeError>>,
 }
 
 impl Harness {
     /// Starts a fake Clerk and a broker in front of it.
-    pub async fn start(options: Options) -> Self {
+    pub(crate) async fn start(options: Options) -> Self {
         let users = seed::synthetic_users(options.users, 7);
         let ids = users
             .iter()
@@ -109,7 +109,7 @@ impl Harness {
     }
 
     /// A fresh connection to the broker.
-    pub async fn channel(&self) -> Channel {
+    pub(crate) async fn channel(&self) -> Channel {
         Channel::from_shared(format!("http://{}", self.addr))
             .unwrap()
             .connect()
@@ -118,17 +118,17 @@ impl Harness {
     }
 
     /// A `UserService` client on a fresh connection.
-    pub async fn users(&self) -> UserServiceClient<Channel> {
+    pub(crate) async fn users(&self) -> UserServiceClient<Channel> {
         UserServiceClient::new(self.channel().await)
     }
 
     /// A `QuotaService` client on a fresh connection.
-    pub async fn quota(&self) -> QuotaServiceClient<Channel> {
+    pub(crate) async fn quota(&self) -> QuotaServiceClient<Channel> {
         QuotaServiceClient::new(self.channel().await)
     }
 
     /// The health status of `service` ("" for overall).
-    pub async fn health(&self, service: &str) -> i32 {
+    pub(crate) async fn health(&self, service: &str) -> i32 {
         let mut client = HealthClient::new(self.channel().await);
         client
             .check(HealthCheckRequest {
@@ -141,14 +141,14 @@ impl Harness {
     }
 
     /// Starts a graceful shutdown without waiting for it.
-    pub fn begin_shutdown(&mut self) {
+    pub(crate) fn begin_shutdown(&mut self) {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
     }
 
     /// Shuts down gracefully and returns how `run` ended.
-    pub async fn stop(mut self) -> Result<(), ServeError> {
+    pub(crate) async fn stop(mut self) -> Result<(), ServeError> {
         self.begin_shutdown();
         tokio::time::timeout(Duration::from_secs(30), &mut self.server)
             .await
@@ -158,14 +158,14 @@ impl Harness {
 }
 
 /// A request with a deadline, as a caller would send it.
-pub fn with_deadline<T>(message: T, timeout: Duration) -> tonic::Request<T> {
+pub(crate) fn with_deadline<T>(message: T, timeout: Duration) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
     request.set_timeout(timeout);
     request
 }
 
 /// The broker binary in demo mode on a free port, and its address.
-pub fn demo_process() -> (Child, String, mpsc::Receiver<String>) {
+pub(crate) fn demo_process() -> (Child, String, mpsc::Receiver<String>) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_clerk-broker"))
         .args(["demo", "--listen", "127.0.0.1:0", "--users", "3000"])
         .env("CLERK_BROKER_UPSTREAM_RATE", "1000/1s")
@@ -189,4 +189,3 @@ pub fn demo_process() -> (Child, String, mpsc::Receiver<String>) {
         .to_owned();
     (child, address, rx)
 }
-

@@ -15,7 +15,9 @@ async fn get_user_returns_the_user_and_its_raw_object() {
     let mut client = harness.users().await;
     let id = harness.ids[3].clone();
     let user = client
-        .get_user(GetUserRequest { user_id: id.clone() })
+        .get_user(GetUserRequest {
+            user_id: id.clone(),
+        })
         .await
         .unwrap()
         .into_inner();
@@ -36,7 +38,10 @@ async fn get_user_returns_the_user_and_its_raw_object() {
         .await
         .unwrap_err();
     assert_eq!(missing.code(), Code::NotFound);
-    assert!(missing.message().contains("user_doesnotexist"), "{missing:?}");
+    assert!(
+        missing.message().contains("user_doesnotexist"),
+        "{missing:?}"
+    );
     assert_eq!(harness.fake.stats().rate_limited, 0);
 }
 
@@ -137,12 +142,23 @@ async fn list_streams_everyone_once_in_order_at_full_pages() {
     let (ids, tokens) = read_export(&harness, request, usize::MAX).await;
     assert_eq!(tokens.len(), 12, "1200 users in messages of 100");
     assert_eq!(ids.len(), 1_200);
-    assert_eq!(ids.iter().collect::<HashSet<_>>().len(), 1_200, "no repeats");
+    assert_eq!(
+        ids.iter().collect::<HashSet<_>>().len(),
+        1_200,
+        "no repeats"
+    );
     let created: Vec<i64> = ids
         .iter()
-        .map(|id| harness.fake.user(id).unwrap()["created_at"].as_i64().unwrap())
+        .map(|id| {
+            harness.fake.user(id).unwrap()["created_at"]
+                .as_i64()
+                .unwrap()
+        })
         .collect();
-    assert!(created.windows(2).all(|pair| pair[0] <= pair[1]), "ascending order");
+    assert!(
+        created.windows(2).all(|pair| pair[0] <= pair[1]),
+        "ascending order"
+    );
     let stats = harness.fake.stats();
     assert_eq!(stats.list_requests, 3, "pages of 500: 500 + 500 + 200");
     assert_eq!(stats.count_requests, 0);

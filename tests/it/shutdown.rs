@@ -85,7 +85,6 @@ fn fake_ids(fake: &clerk_broker::fake::FakeClerk) -> Vec<String> {
         .collect()
 }
 
-
 #[tokio::test]
 async fn sigterm_ends_streams_cleanly_and_exits_zero() {
     let (mut child, address, lines) = demo_process();
@@ -109,11 +108,15 @@ async fn sigterm_ends_streams_cleanly_and_exits_zero() {
         .expect("the export is cut by the drain");
     assert_eq!(status.code(), Code::Unavailable, "{status:?}");
     assert!(status.metadata().get("x-resume-token").is_some());
-    let exit = tokio::task::spawn_blocking(move || child.wait()).await.unwrap().unwrap();
+    let exit = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
     assert!(exit.success(), "exit status {exit:?}");
     let rest: Vec<String> = lines.try_iter().collect();
     assert!(
-        rest.iter().any(|line| line.contains("fake Clerk saw") && line.ends_with(" 0 429s")),
+        rest.iter()
+            .any(|line| line.contains("fake Clerk saw") && line.ends_with(" 0 429s")),
         "{rest:?}"
     );
 }

@@ -20,16 +20,28 @@ async fn server_errors_are_retried_then_reported_unavailable() {
     harness.fake.reset_stats();
     let id = harness.ids[0].clone();
     let started = Instant::now();
-    let request = with_deadline(GetUserRequest { user_id: id.clone() }, Duration::from_secs(5));
+    let request = with_deadline(
+        GetUserRequest {
+            user_id: id.clone(),
+        },
+        Duration::from_secs(5),
+    );
     let status = users.get_user(request).await.unwrap_err();
     assert_eq!(status.code(), Code::Unavailable, "{status:?}");
     assert!(started.elapsed() < Duration::from_secs(5));
-    assert_eq!(harness.fake.stats().requests, 4, "one try and three retries");
+    assert_eq!(
+        harness.fake.stats().requests,
+        4,
+        "one try and three retries"
+    );
     // A Clerk outage is not a broker outage.
     assert_eq!(harness.health("").await, ServingStatus::Serving as i32);
 
     harness.fake.set_faults(Faults::default());
-    users.get_user(GetUserRequest { user_id: id }).await.unwrap();
+    users
+        .get_user(GetUserRequest { user_id: id })
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
@@ -63,7 +75,10 @@ async fn malformed_answers_and_timeouts_end_before_the_deadline() {
             matches!(status.code(), Code::Unavailable | Code::DeadlineExceeded),
             "{faults:?}: {status:?}"
         );
-        assert!(started.elapsed() < Duration::from_millis(1_600), "{faults:?}");
+        assert!(
+            started.elapsed() < Duration::from_millis(1_600),
+            "{faults:?}"
+        );
     }
 }
 
@@ -94,5 +109,8 @@ async fn a_rejected_key_fails_readiness_but_not_liveness() {
         harness.health("clerk_broker.v1.UserService").await,
         ServingStatus::NotServing as i32
     );
-    assert_eq!(harness.health("liveness").await, ServingStatus::Serving as i32);
+    assert_eq!(
+        harness.health("liveness").await,
+        ServingStatus::Serving as i32
+    );
 }

