@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use tokio::{sync::mpsc, time::Instant};
 
 use crate::{
+    admission::{CallerName, Demand, Priority},
     clerk::{ClerkUser, ListQuery, MAX_PAGE, OrderBy, UpstreamError, UserFilter},
     users::Users,
 };
@@ -64,6 +65,8 @@ pub struct ExportPlan {
     pub chunk_size: usize,
     /// Stop after this many users (None: all).
     pub max_users: Option<u64>,
+    /// On whose behalf the pages are fetched (at bulk priority).
+    pub caller: CallerName,
     /// The call's deadline, if it set one.
     pub deadline: Option<Instant>,
 }
@@ -78,6 +81,7 @@ pub fn start(users: Arc<Users>, plan: ExportPlan) -> mpsc::Receiver<Result<Chunk
             mut cursor,
             chunk_size,
             max_users,
+            caller,
             deadline,
         } = plan;
         let mut left = max_users.unwrap_or(u64::MAX);
@@ -89,9 +93,13 @@ pub fn start(users: Arc<Users>, plan: ExportPlan) -> mpsc::Receiver<Result<Chunk
                 limit,
                 offset: cursor.offset,
             };
-            let page_deadline = deadline.unwrap_or_else(|| Instant::now() + PAGE_DEADLINE);
+            let demand = Demand {
+                caller: caller.clone(),
+                priority: Priority::Bulk,
+                deadline: deadline.unwrap_or_else(|| Instant::now() + PAGE_DEADLINE),
+            };
             let page = tokio::select! {
-                page = users.list(&query, page_deadline) => page,
+                page = users.list(&query, &demand) => page,
                 () = tx.closed() => return,
             };
             let page = match page {

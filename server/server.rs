@@ -12,7 +12,7 @@ use tonic::transport::Server;
 use tonic_health::{ServingStatus, server::HealthReporter};
 
 use crate::{
-    admission::Admission,
+    admission::{Admission, Demand},
     clerk::{ClerkClient, KeyState, UserFilter},
     config::Config,
     grpc::{QuotaApi, UserApi},
@@ -32,6 +32,9 @@ const READINESS_SERVICES: [&str; 3] = [
     "clerk_broker.v1.QuotaService",
     "clerk_broker.v1.UserService",
 ];
+
+/// The caller name of the broker's own upstream requests (the key probe).
+const BROKER_CALLER: &str = "clerk-broker";
 
 /// How often the key is re-checked while Clerk rejects it.
 const KEY_PROBE_INTERVAL: Duration = Duration::from_secs(30);
@@ -183,8 +186,11 @@ async fn follow_key_state(
             tokio::select! {
                 changed = key_state.changed() => if changed.is_err() { return },
                 () = tokio::time::sleep(KEY_PROBE_INTERVAL) => {
-                    let deadline = Instant::now() + Duration::from_secs(10);
-                    let _ = clerk.count_users(&UserFilter::default(), deadline).await;
+                    let demand = Demand::interactive(
+                        BROKER_CALLER.into(),
+                        Instant::now() + Duration::from_secs(10),
+                    );
+                    let _ = clerk.count_users(&UserFilter::default(), &demand).await;
                 }
             }
         } else if key_state.changed().await.is_err() {

@@ -5,12 +5,13 @@
 
 use std::{collections::HashMap, sync::Arc};
 
-use futures_util::future::try_join_all;
-use tokio::time::Instant;
-
-use crate::clerk::{
-    ClerkClient, ClerkUser, ListQuery, MAX_FILTER_VALUES, OrderBy, UpstreamError, UserFilter,
+use crate::{
+    admission::Demand,
+    clerk::{
+        ClerkClient, ClerkUser, ListQuery, MAX_FILTER_VALUES, OrderBy, UpstreamError, UserFilter,
+    },
 };
+use futures_util::future::try_join_all;
 
 /// Most ids one `BatchGetUsers` call may name.
 pub const MAX_BATCH_IDS: usize = 500;
@@ -37,17 +38,13 @@ impl Users {
     }
 
     /// One user; `UpstreamError::NotFound` if Clerk has none with this id.
-    pub async fn get(&self, id: &str, deadline: Instant) -> Result<ClerkUser, UpstreamError> {
-        self.clerk.get_user(id, deadline).await
+    pub async fn get(&self, id: &str, demand: &Demand) -> Result<ClerkUser, UpstreamError> {
+        self.clerk.get_user(id, demand).await
     }
 
     /// Many users by id (distinct, validated ids), 100 per upstream request,
     /// the requests running concurrently.
-    pub async fn batch_get(
-        &self,
-        ids: &[String],
-        deadline: Instant,
-    ) -> Result<Batch, UpstreamError> {
+    pub async fn batch_get(&self, ids: &[String], demand: &Demand) -> Result<Batch, UpstreamError> {
         let pages = ids.chunks(MAX_FILTER_VALUES).map(|chunk| {
             let query = ListQuery {
                 filter: UserFilter::ids(chunk.to_vec()),
@@ -55,7 +52,7 @@ impl Users {
                 limit: chunk.len() as u32,
                 offset: 0,
             };
-            async move { self.clerk.list_users(&query, deadline).await }
+            async move { self.clerk.list_users(&query, demand).await }
         });
         let mut by_id: HashMap<String, ClerkUser> = try_join_all(pages)
             .await?
@@ -77,17 +74,13 @@ impl Users {
     pub async fn list(
         &self,
         query: &ListQuery,
-        deadline: Instant,
+        demand: &Demand,
     ) -> Result<Vec<ClerkUser>, UpstreamError> {
-        self.clerk.list_users(query, deadline).await
+        self.clerk.list_users(query, demand).await
     }
 
     /// How many users match `filter`.
-    pub async fn count(
-        &self,
-        filter: &UserFilter,
-        deadline: Instant,
-    ) -> Result<u64, UpstreamError> {
-        self.clerk.count_users(filter, deadline).await
+    pub async fn count(&self, filter: &UserFilter, demand: &Demand) -> Result<u64, UpstreamError> {
+        self.clerk.count_users(filter, demand).await
     }
 }

@@ -35,6 +35,34 @@ pub enum Priority {
     Bulk,
 }
 
+/// The name of a caller, as configured; shared cheaply.
+pub type CallerName = Arc<str>;
+
+/// The caller of demo mode and of deployments without a callers file.
+pub const ANONYMOUS: &str = "anonymous";
+
+/// Who wants upstream budget, how urgently, and until when.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Demand {
+    /// The caller on whose behalf the requests are made.
+    pub caller: CallerName,
+    /// How urgent the work is.
+    pub priority: Priority,
+    /// When the caller stops waiting.
+    pub deadline: Instant,
+}
+
+impl Demand {
+    /// Interactive work of `caller` until `deadline`.
+    pub fn interactive(caller: CallerName, deadline: Instant) -> Self {
+        Self {
+            caller,
+            priority: Priority::Interactive,
+            deadline,
+        }
+    }
+}
+
 /// Why a permit was not granted.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum AdmissionError {
@@ -152,21 +180,18 @@ impl Budget {
     }
 
     /// Waits, first come first served, until `cost` requests fit in the
-    /// budget; refuses at once if that will likely take longer than
-    /// `max_wait`, and when `max_wait` runs out. Dropping the future before
-    /// it completes leaves the queue and costs nothing.
-    pub async fn acquire(
-        &self,
-        cost: u32,
-        max_wait: Duration,
-    ) -> Result<Permit<'_>, AdmissionError> {
+    /// budget; refuses at once if that will likely take longer than the
+    /// demand's deadline allows, and when the deadline comes. Dropping the
+    /// future before it completes leaves the queue and costs nothing.
+    pub async fn acquire(&self, demand: &Demand, cost: u32) -> Result<Permit<'_>, AdmissionError> {
         let cost = cost.max(1);
         let limit = self.rate.limit;
         if cost > limit {
             return Err(AdmissionError::CostTooLarge { cost, limit });
         }
         let start = Instant::now();
-        let deadline = start + max_wait;
+        let deadline = demand.deadline.max(start);
+        let max_wait = deadline - start;
         let (ticket, wake) = {
             let mut state = self.lock();
             if state.queue.is_empty() && state.window.available_at(start, cost) == Some(start) {
@@ -317,6 +342,10 @@ mod tests {
         Arc::new(Budget::new("test", rate, Duration::ZERO))
     }
 
+    fn demand(max_wait: Duration) -> Demand {
+        Demand::interactive(ANONYMOUS.into(), Instant::now() + max_wait)
+    }
+
     /// Takes a permit and finishes its request at once.
     async fn spend(
         budget: &Budget,
@@ -324,7 +353,7 @@ mod tests {
         max_wait: Duration,
     ) -> Result<Duration, AdmissionError> {
         budget
-            .acquire(cost, max_wait)
+            .acquire(&demand(max_wait), cost)
             .await
             .map(|permit| permit.waited)
     }
@@ -358,15 +387,15 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_request_in_flight_holds_its_slot_until_it_finishes() {
         let budget = budget(1, 1000);
-        let permit = budget.acquire(1, Duration::ZERO).await.unwrap();
+        let permit = budget.acquire(&demand(Duration::ZERO), 1).await.unwrap();
         tokio::time::sleep(Duration::from_secs(3)).await;
         assert!(
-            budget.acquire(1, Duration::ZERO).await.is_err(),
+            budget.acquire(&demand(Duration::ZERO), 1).await.is_err(),
             "still in flight"
         );
         drop(permit);
         let refused = budget
-            .acquire(1, Duration::from_millis(500))
+            .acquire(&demand(Duration::from_millis(500)), 1)
             .await
             .unwrap_err();
         assert_eq!(
@@ -429,7 +458,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_waiter_whose_time_runs_out_is_refused_at_its_deadline() {
         let budget = budget(1, 1000);
-        let held = budget.acquire(1, Duration::ZERO).await.unwrap();
+        let held = budget.acquire(&demand(Duration::ZERO), 1).await.unwrap();
         let start = Instant::now();
         // Room depends on the request in flight: the estimate is one window.
         let refused = spend(&budget, 1, Duration::from_secs(2)).await;

@@ -27,7 +27,10 @@ pub use query::{
 };
 pub use user::ClerkUser;
 
-use crate::{admission::Admission, secret::SecretKey};
+use crate::{
+    admission::{Admission, AdmissionError, Demand},
+    secret::SecretKey,
+};
 
 /// The Clerk API version every request pins.
 pub const API_VERSION: &str = "2025-11-10";
@@ -142,12 +145,12 @@ impl ClerkClient {
     }
 
     /// `GET /users/{id}`.
-    pub async fn get_user(&self, id: &str, deadline: Instant) -> Result<ClerkUser, UpstreamError> {
+    pub async fn get_user(&self, id: &str, demand: &Demand) -> Result<ClerkUser, UpstreamError> {
         let mut url = self.url("users");
         url.path_segments_mut()
             .map_err(|()| UpstreamError::Unavailable("bad base URL".into()))?
             .push(id);
-        let body = self.send(Endpoint::GetUser, url, deadline).await?;
+        let body = self.send(Endpoint::GetUser, url, demand).await?;
         let value = serde_json::from_slice(&body).ok();
         value
             .and_then(ClerkUser::from_json)
@@ -158,11 +161,11 @@ impl ClerkClient {
     pub async fn list_users(
         &self,
         query: &ListQuery,
-        deadline: Instant,
+        demand: &Demand,
     ) -> Result<Vec<ClerkUser>, UpstreamError> {
         let mut url = self.url("users");
         url.query_pairs_mut().extend_pairs(query.params());
-        let body = self.send(Endpoint::ListUsers, url, deadline).await?;
+        let body = self.send(Endpoint::ListUsers, url, demand).await?;
         let values: Vec<serde_json::Value> = serde_json::from_slice(&body)
             .map_err(|_| UpstreamError::Unavailable("Clerk sent a malformed user list".into()))?;
         Ok(values
@@ -175,7 +178,7 @@ impl ClerkClient {
     pub async fn count_users(
         &self,
         filter: &UserFilter,
-        deadline: Instant,
+        demand: &Demand,
     ) -> Result<u64, UpstreamError> {
         let mut url = self.url("users/count");
         let mut params = Vec::new();
@@ -183,7 +186,7 @@ impl ClerkClient {
         if !params.is_empty() {
             url.query_pairs_mut().extend_pairs(params);
         }
-        let body = self.send(Endpoint::CountUsers, url, deadline).await?;
+        let body = self.send(Endpoint::CountUsers, url, demand).await?;
         let count: TotalCount = serde_json::from_slice(&body)
             .map_err(|_| UpstreamError::Unavailable("Clerk sent a malformed count".into()))?;
         Ok(count.total_count)
@@ -201,12 +204,13 @@ impl ClerkClient {
         &self,
         endpoint: Endpoint,
         url: Url,
-        deadline: Instant,
+        demand: &Demand,
     ) -> Result<Bytes, UpstreamError> {
+        let deadline = demand.deadline;
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let retry_reason = match self.attempt(endpoint, &url, deadline).await {
+            let retry_reason = match self.attempt(endpoint, &url, demand).await {
                 Ok(body) => return Ok(body),
                 Err(Attempt::Fail(error)) => return Err(error),
                 Err(Attempt::Retry(reason)) => reason,
@@ -227,22 +231,21 @@ impl ClerkClient {
         &self,
         endpoint: Endpoint,
         url: &Url,
-        deadline: Instant,
+        demand: &Demand,
     ) -> Result<Bytes, Attempt> {
-        let now = Instant::now();
-        let remaining = deadline.saturating_duration_since(now);
-        if remaining.is_zero() {
+        let deadline = demand.deadline;
+        if Instant::now() >= deadline {
             return Err(Attempt::Fail(UpstreamError::DeadlineExceeded));
         }
         // Held until the answer is in: the request counts from then on.
         let _permit = self
             .admission
             .upstream()
-            .acquire(1, remaining)
+            .acquire(demand, 1)
             .await
             .map_err(|refused| {
                 Attempt::Fail(match refused {
-                    crate::admission::AdmissionError::Refused { retry_after } => {
+                    AdmissionError::Refused { retry_after } => {
                         UpstreamError::BudgetExhausted { retry_after }
                     }
                     other => UpstreamError::Unavailable(other.to_string()),

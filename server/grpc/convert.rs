@@ -9,6 +9,7 @@ use serde_json::Value;
 use std::{collections::BTreeMap, time::Duration};
 
 use crate::{
+    admission::Priority,
     clerk::{
         ClerkUser, ExactField, MAX_FILTER_VALUES, MAX_PAGE, OrderBy, PartialField, TimeField,
         UserFilter,
@@ -188,6 +189,21 @@ pub(crate) fn page_size(size: u32, violations: &mut Violations) -> usize {
                 format!("must be 1 to {MAX_PAGE} (0 means 100), got {size}"),
             ));
             100
+        }
+    }
+}
+
+/// Validates a `Priority` (unspecified means interactive).
+pub(crate) fn priority(value: i32, violations: &mut Violations) -> Priority {
+    match pb::Priority::try_from(value) {
+        Ok(pb::Priority::Bulk) => Priority::Bulk,
+        Ok(pb::Priority::Interactive | pb::Priority::Unspecified) => Priority::Interactive,
+        Err(_) => {
+            violations.push((
+                "priority".to_owned(),
+                format!("{value} is not a Priority: use PRIORITY_INTERACTIVE or PRIORITY_BULK"),
+            ));
+            Priority::Interactive
         }
     }
 }

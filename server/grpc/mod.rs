@@ -4,6 +4,7 @@
 //! `convert`, the error mapping in `status`.
 
 mod convert;
+mod export;
 mod quota;
 mod status;
 mod users;
@@ -11,7 +12,9 @@ mod users;
 use std::time::Duration;
 
 use tokio::time::Instant;
-use tonic::metadata::MetadataMap;
+use tonic::{Request, metadata::MetadataMap};
+
+use crate::admission::{ANONYMOUS, CallerName};
 
 pub use quota::QuotaApi;
 pub use users::UserApi;
@@ -29,6 +32,20 @@ pub(crate) fn call_deadline(metadata: &MetadataMap) -> Option<Instant> {
     let value = metadata.get("grpc-timeout")?.to_str().ok()?;
     let timeout = parse_grpc_timeout(value)?;
     Some(Instant::now() + timeout - (timeout / 10).min(REPLY_MARGIN))
+}
+
+/// The deadline of a unary call: its own, or the default.
+pub(crate) fn unary_deadline<T>(request: &Request<T>) -> Instant {
+    call_deadline(request.metadata()).unwrap_or_else(|| Instant::now() + DEFAULT_DEADLINE)
+}
+
+/// The caller a request was authenticated as.
+pub(crate) fn caller<T>(request: &Request<T>) -> CallerName {
+    request
+        .extensions()
+        .get::<CallerName>()
+        .cloned()
+        .unwrap_or_else(|| ANONYMOUS.into())
 }
 
 /// Parses the `grpc-timeout` header: up to 8 digits and a unit (H M S m u n).

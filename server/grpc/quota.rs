@@ -5,9 +5,9 @@ use std::{sync::Arc, time::Duration};
 use tokio::time::Instant;
 use tonic::{Request, Response, Status};
 
-use super::{call_deadline, convert, status};
+use super::{call_deadline, caller, convert, status};
 use crate::{
-    admission::{Admission, AdmissionError},
+    admission::{Admission, AdmissionError, Demand},
     pb::{self, quota_service_server::QuotaService},
 };
 
@@ -33,22 +33,33 @@ impl QuotaService for QuotaApi {
         &self,
         request: Request<pb::AcquirePermitRequest>,
     ) -> Result<Response<pb::AcquirePermitResponse>, Status> {
-        let deadline = call_deadline(request.metadata());
+        let call_deadline = call_deadline(request.metadata());
+        let caller = caller(&request);
         let request = request.into_inner();
-        let mut max_wait = match request.max_wait.as_ref().map(convert::duration) {
+        let mut violations = convert::Violations::new();
+        let priority = convert::priority(request.priority, &mut violations);
+        let max_wait = match request.max_wait.as_ref().map(convert::duration) {
             None => Duration::ZERO,
             Some(Some(wait)) if wait <= MAX_WAIT => wait,
             Some(_) => {
-                return Err(status::invalid_argument(vec![(
+                violations.push((
                     "max_wait".to_owned(),
                     "must be between 0 and 300s".to_owned(),
-                )]));
+                ));
+                Duration::ZERO
             }
         };
-        if let Some(deadline) = deadline {
-            let left = deadline.saturating_duration_since(Instant::now());
-            max_wait = max_wait.min(left);
+        status::check(violations)?;
+        // Never wait past the call's own deadline.
+        let mut deadline = Instant::now() + max_wait;
+        if let Some(call_deadline) = call_deadline {
+            deadline = deadline.min(call_deadline);
         }
+        let demand = Demand {
+            caller,
+            priority,
+            deadline,
+        };
         let budget = self
             .admission
             .budget(&request.budget)
@@ -60,7 +71,7 @@ impl QuotaService for QuotaApi {
             window: Some(convert::proto_duration(rate.window)),
             ..Default::default()
         };
-        match budget.acquire(request.cost, max_wait).await {
+        match budget.acquire(&demand, request.cost).await {
             Ok(permit) => {
                 // The caller makes its requests itself: they count from now.
                 reply.granted = true;
