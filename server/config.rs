@@ -5,13 +5,14 @@
 //! secret key is never a flag value (it would show in `ps`): it comes from
 //! `CLERK_SECRET_KEY` or from a file.
 
-use std::{net::SocketAddr, path::PathBuf, time::Duration};
+use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
 use clap::{Args, Parser, Subcommand};
 use reqwest::Url;
 
 use crate::{
-    admission::{Rate, parse_duration},
+    admission::{BudgetSpec, Rate, default_burst, parse_duration},
+    callers::Policy,
     clerk::{ClerkConfig, DEFAULT_BASE_URL},
     secret::{KeyKind, SecretKey},
 };
@@ -40,10 +41,18 @@ pub enum Command {
 /// Flags shared by `serve` and `demo`.
 #[derive(Debug, Args)]
 pub struct BrokerArgs {
+    /// Policy file (TOML) naming callers, their tokens' SHA-256, weights and
+    /// budgets, and extra budgets. Without it every call is anonymous.
+    #[arg(long, env = "CLERK_BROKER_CONFIG")]
+    pub config: Option<PathBuf>,
     /// Upstream budget, e.g. 100/10s: at most N requests in any interval of
     /// the window. Default: 1000/10s for sk_live_ keys, 100/10s for sk_test_.
     #[arg(long, env = "CLERK_BROKER_UPSTREAM_RATE")]
     pub upstream_rate: Option<String>,
+    /// Most upstream requests sent at once (refilled at the budget's rate).
+    /// Default: a tenth of the limit.
+    #[arg(long, env = "CLERK_BROKER_UPSTREAM_BURST")]
+    pub upstream_burst: Option<u32>,
     /// Extra length counted on every window, so jitter between sending and
     /// arrival at Clerk cannot squeeze N+1 requests into one window.
     /// Default: 2% of the window.
@@ -123,10 +132,25 @@ pub struct Config {
     pub clerk: ClerkConfig,
     /// The upstream budget.
     pub upstream_rate: Rate,
+    /// Most upstream requests at once.
+    pub upstream_burst: u32,
     /// Extra length counted on every window of the upstream budget.
     pub upstream_margin: Duration,
     /// Time in-flight calls get after a shutdown signal.
     pub shutdown_grace: Duration,
+    /// Callers and extra budgets.
+    pub policy: Arc<Policy>,
+}
+
+impl Config {
+    /// The spec of the upstream budget.
+    pub fn upstream_spec(&self) -> BudgetSpec {
+        let mut spec = BudgetSpec::new(self.upstream_rate);
+        spec.burst = Some(self.upstream_burst);
+        spec.margin = self.upstream_margin;
+        spec.bulk_share = self.policy.bulk_share;
+        spec
+    }
 }
 
 impl Config {
@@ -186,13 +210,28 @@ impl Config {
         };
         let upstream_margin = match &args.upstream_margin {
             Some(text) => duration("--upstream-margin", text)?,
-            None => upstream_rate.window / 50,
+            None => default_margin(upstream_rate),
         };
+        let upstream_burst = args
+            .upstream_burst
+            .unwrap_or_else(|| default_burst(upstream_rate));
+        if upstream_burst == 0 || upstream_burst > upstream_rate.limit {
+            return Err(ConfigError(format!(
+                "--upstream-burst {upstream_burst} must be between 1 and the budget's limit {}",
+                upstream_rate.limit
+            )));
+        }
         let upstream_timeout = duration("--upstream-timeout", &args.upstream_timeout)?;
         if upstream_timeout.is_zero() {
             return Err(ConfigError("--upstream-timeout must be above 0".into()));
         }
+        let policy = match &args.config {
+            Some(path) => Policy::load(path, default_margin)
+                .map_err(|error| ConfigError(format!("--config {error}")))?,
+            None => Policy::anonymous(),
+        };
         Ok(Self {
+            policy: Arc::new(policy),
             listen,
             clerk: ClerkConfig {
                 base_url: url,
@@ -201,10 +240,16 @@ impl Config {
                 max_attempts: 4,
             },
             upstream_rate,
+            upstream_burst,
             upstream_margin,
             shutdown_grace: duration("--shutdown-grace", &args.shutdown_grace)?,
         })
     }
+}
+
+/// Extra length counted on a budget's window unless configured: 2% of it.
+pub fn default_margin(rate: Rate) -> Duration {
+    rate.window / 50
 }
 
 /// Parses a duration flag such as `10s` or `500ms`.

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use tokio::{sync::mpsc, time::Instant};
 
 use crate::{
-    admission::{CallerName, Demand, Priority},
+    admission::Demand,
     clerk::{ClerkUser, ListQuery, MAX_PAGE, OrderBy, UpstreamError, UserFilter},
     users::Users,
 };
@@ -65,8 +65,9 @@ pub struct ExportPlan {
     pub chunk_size: usize,
     /// Stop after this many users (None: all).
     pub max_users: Option<u64>,
-    /// On whose behalf the pages are fetched (at bulk priority).
-    pub caller: CallerName,
+    /// On whose behalf and at which priority pages are fetched; its
+    /// deadline is replaced page by page.
+    pub demand: Demand,
     /// The call's deadline, if it set one.
     pub deadline: Option<Instant>,
 }
@@ -81,7 +82,7 @@ pub fn start(users: Arc<Users>, plan: ExportPlan) -> mpsc::Receiver<Result<Chunk
             mut cursor,
             chunk_size,
             max_users,
-            caller,
+            demand,
             deadline,
         } = plan;
         let mut left = max_users.unwrap_or(u64::MAX);
@@ -94,9 +95,8 @@ pub fn start(users: Arc<Users>, plan: ExportPlan) -> mpsc::Receiver<Result<Chunk
                 offset: cursor.offset,
             };
             let demand = Demand {
-                caller: caller.clone(),
-                priority: Priority::Bulk,
                 deadline: deadline.unwrap_or_else(|| Instant::now() + PAGE_DEADLINE),
+                ..demand.clone()
             };
             let page = tokio::select! {
                 page = users.list(&query, &demand) => page,

@@ -11,6 +11,7 @@ pub mod pb {
 }
 
 pub mod admission;
+pub mod callers;
 pub mod clerk;
 pub mod config;
 pub mod demo;

@@ -15,7 +15,7 @@ use crate::{
     admission::{Admission, Demand},
     clerk::{ClerkClient, KeyState, UserFilter},
     config::Config,
-    grpc::{QuotaApi, UserApi},
+    grpc::{Authenticate, QuotaApi, UserApi},
     pb::{self, quota_service_server::QuotaServiceServer, user_service_server::UserServiceServer},
     token::TokenKey,
     users::Users,
@@ -69,7 +69,10 @@ pub struct Broker {
 impl Broker {
     /// Builds the domain objects from a validated configuration.
     pub fn new(config: &Config) -> Result<Self, ServeError> {
-        let admission = Arc::new(Admission::new(config.upstream_rate, config.upstream_margin));
+        let admission = Arc::new(Admission::new(
+            config.upstream_spec(),
+            config.policy.budgets.clone(),
+        ));
         let tokens = TokenKey::derive(&config.clerk.secret_key);
         let clerk = Arc::new(ClerkClient::new(config.clerk.clone(), admission.clone())?);
         let users = Arc::new(Users::new(clerk.clone()));
@@ -97,6 +100,20 @@ pub async fn run(
         .await;
     set_readiness(&health, ServingStatus::Serving).await;
     let (draining_tx, draining) = watch::channel(false);
+    if config.policy.is_anonymous() {
+        tracing::warn!(
+            "no policy file (--config): every call is the anonymous caller, unauthenticated"
+        );
+    } else {
+        let callers: Vec<_> = config
+            .policy
+            .callers()
+            .iter()
+            .map(|c| c.name.to_string())
+            .collect();
+        tracing::info!(?callers, "callers authenticate with bearer tokens");
+    }
+    let authenticate = Authenticate::new(config.policy.clone());
     let key_watch = tokio::spawn(follow_key_state(
         broker.clerk.clone(),
         health.clone(),
@@ -112,14 +129,19 @@ pub async fn run(
         // Both reflection versions: grpcurl 1.8 speaks only v1alpha.
         .add_service(reflection().build_v1()?)
         .add_service(reflection().build_v1alpha()?)
-        .add_service(QuotaServiceServer::new(QuotaApi::new(
-            broker.admission.clone(),
-        )))
-        .add_service(UserServiceServer::new(UserApi::new(
-            broker.users.clone(),
-            broker.tokens.clone(),
-            draining.clone(),
-        )))
+        // The broker's own services need a caller; health and reflection do not.
+        .add_service(QuotaServiceServer::with_interceptor(
+            QuotaApi::new(broker.admission.clone()),
+            authenticate.clone(),
+        ))
+        .add_service(UserServiceServer::with_interceptor(
+            UserApi::new(
+                broker.users.clone(),
+                broker.tokens.clone(),
+                draining.clone(),
+            ),
+            authenticate,
+        ))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
             let _ = stop_rx.await;
         });

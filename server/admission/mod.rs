@@ -5,22 +5,17 @@
 //! through `QuotaService`. This module knows nothing of gRPC or HTTP; time is
 //! tokio's clock, so tests prove rates exactly with `tokio::time::pause()`.
 
+mod budget;
+mod fair;
 mod rate;
 mod window;
 
-use std::{
-    collections::VecDeque,
-    sync::{Arc, Mutex, MutexGuard, PoisonError},
-};
+use std::{collections::HashMap, sync::Arc};
 
-use tokio::{
-    sync::Notify,
-    time::{Duration, Instant},
-};
+use tokio::time::{Duration, Instant};
 
-pub use rate::parse_duration;
-pub use rate::{MAX_LIMIT, Rate, RateParseError};
-use window::SlidingWindow;
+pub use budget::{Budget, BudgetSpec, DEFAULT_QUEUE_LIMIT, Permit};
+pub use rate::{MAX_LIMIT, Rate, RateParseError, parse_duration};
 
 /// The name of the budget that guards the broker's own Clerk requests.
 pub const UPSTREAM_BUDGET: &str = "clerk";
@@ -46,6 +41,8 @@ pub const ANONYMOUS: &str = "anonymous";
 pub struct Demand {
     /// The caller on whose behalf the requests are made.
     pub caller: CallerName,
+    /// The caller's weight in fair sharing (at least 1).
+    pub weight: u32,
     /// How urgent the work is.
     pub priority: Priority,
     /// When the caller stops waiting.
@@ -53,10 +50,11 @@ pub struct Demand {
 }
 
 impl Demand {
-    /// Interactive work of `caller` until `deadline`.
+    /// Interactive work of `caller` (weight 1) until `deadline`.
     pub fn interactive(caller: CallerName, deadline: Instant) -> Self {
         Self {
             caller,
+            weight: 1,
             priority: Priority::Interactive,
             deadline,
         }
@@ -85,232 +83,32 @@ pub enum AdmissionError {
     },
 }
 
-/// One shared rate limit.
-#[derive(Debug)]
-pub struct Budget {
-    /// The name callers use for it.
-    name: String,
-    /// The limit as configured (without the safety margin).
-    rate: Rate,
-    /// The request log and the queue of waiters; locked only briefly.
-    state: Mutex<State>,
-}
-
-#[derive(Debug)]
-struct State {
-    window: SlidingWindow,
-    /// Waiting requests, first come first served.
-    queue: VecDeque<Waiter>,
-    /// Sum of the costs in `queue`.
-    queued_cost: u64,
-    next_ticket: u64,
-}
-
-#[derive(Debug)]
-struct Waiter {
-    ticket: u64,
-    cost: u32,
-    /// Woken when this waiter may have reached the head with room.
-    wake: Arc<Notify>,
-}
-
-impl State {
-    /// Wakes the waiter at the head of the queue, if any.
-    fn wake_head(&self) {
-        if let Some(head) = self.queue.front() {
-            head.wake.notify_one();
-        }
-    }
-
-    fn leave(&mut self, ticket: u64) {
-        if let Some(index) = self.queue.iter().position(|w| w.ticket == ticket) {
-            if let Some(waiter) = self.queue.remove(index) {
-                self.queued_cost -= u64::from(waiter.cost);
-            }
-            if index == 0 {
-                self.wake_head();
-            }
-        }
-    }
-}
-
-/// Admission to spend `cost` upstream requests. The units count as in flight
-/// until the permit is dropped, and then from that instant on: hold it until
-/// the upstream answered.
-#[derive(Debug)]
-pub struct Permit<'a> {
-    budget: &'a Budget,
-    cost: u32,
-    /// How long the request waited for room.
-    pub waited: Duration,
-}
-
-impl Drop for Permit<'_> {
-    fn drop(&mut self) {
-        let mut state = self.budget.lock();
-        state.window.finish(Instant::now(), self.cost);
-        state.wake_head();
-    }
-}
-
-impl Budget {
-    /// A budget enforcing `rate`, counting each window `margin` longer to
-    /// absorb timing jitter between here and the upstream.
-    pub fn new(name: impl Into<String>, rate: Rate, margin: Duration) -> Self {
-        Self {
-            name: name.into(),
-            rate,
-            state: Mutex::new(State {
-                window: SlidingWindow::new(rate, margin),
-                queue: VecDeque::new(),
-                queued_cost: 0,
-                next_ticket: 0,
-            }),
-        }
-    }
-
-    /// The budget's name.
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    /// The budget's configured rate.
-    pub fn rate(&self) -> Rate {
-        self.rate
-    }
-
-    /// Waits, first come first served, until `cost` requests fit in the
-    /// budget; refuses at once if that will likely take longer than the
-    /// demand's deadline allows, and when the deadline comes. Dropping the
-    /// future before it completes leaves the queue and costs nothing.
-    pub async fn acquire(&self, demand: &Demand, cost: u32) -> Result<Permit<'_>, AdmissionError> {
-        let cost = cost.max(1);
-        let limit = self.rate.limit;
-        if cost > limit {
-            return Err(AdmissionError::CostTooLarge { cost, limit });
-        }
-        let start = Instant::now();
-        let deadline = demand.deadline.max(start);
-        let max_wait = deadline - start;
-        let (ticket, wake) = {
-            let mut state = self.lock();
-            if state.queue.is_empty() && state.window.available_at(start, cost) == Some(start) {
-                state.window.start(cost);
-                return Ok(self.permit(cost, start));
-            }
-            let ahead = state.queued_cost;
-            let retry_after = state.window.estimate_wait(start, ahead, cost);
-            if retry_after > max_wait {
-                return Err(AdmissionError::Refused { retry_after });
-            }
-            let ticket = state.next_ticket;
-            state.next_ticket += 1;
-            let wake = Arc::new(Notify::new());
-            state.queue.push_back(Waiter {
-                ticket,
-                cost,
-                wake: wake.clone(),
-            });
-            state.queued_cost += u64::from(cost);
-            (ticket, wake)
-        };
-        let mut place = Place {
-            budget: self,
-            ticket,
-            queued: true,
-        };
-        loop {
-            let now = Instant::now();
-            let sleep_until = {
-                let mut state = self.lock();
-                if state
-                    .queue
-                    .front()
-                    .is_some_and(|head| head.ticket == ticket)
-                {
-                    match state.window.available_at(now, cost) {
-                        Some(at) if at <= now => {
-                            state.queue.pop_front();
-                            state.queued_cost -= u64::from(cost);
-                            place.queued = false;
-                            state.window.start(cost);
-                            state.wake_head();
-                            return Ok(self.permit(cost, start));
-                        }
-                        other => other,
-                    }
-                } else {
-                    None
-                }
-            };
-            // Wait for a wake-up (a finished request, a departure ahead), for
-            // our instant, or for the end of our patience.
-            let until = sleep_until.map_or(deadline, |at| at.min(deadline));
-            tokio::select! {
-                () = wake.notified() => {}
-                () = tokio::time::sleep_until(until) => {
-                    let now = Instant::now();
-                    if now >= deadline {
-                        let retry_after = self.lock().window.estimate_wait(now, 0, cost);
-                        return Err(AdmissionError::Refused {
-                            retry_after: retry_after.max(Duration::from_millis(1)),
-                        });
-                    }
-                }
-            }
-        }
-    }
-
-    /// Stops every admission until `until` (the upstream answered 429 with
-    /// `Retry-After`), then resumes at an even pace, without a burst.
-    pub fn pause_until(&self, until: Instant) {
-        self.lock().window.pause_until(until);
-    }
-
-    fn permit(&self, cost: u32, start: Instant) -> Permit<'_> {
-        Permit {
-            budget: self,
-            cost,
-            waited: Instant::now() - start,
-        }
-    }
-
-    fn lock(&self) -> MutexGuard<'_, State> {
-        // The state's invariants hold between statements, so a panic elsewhere
-        // while holding the lock leaves it usable.
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-}
-
-/// A waiter's place in the queue; leaving it (the caller gave up) lets the
-/// next one move up.
-struct Place<'a> {
-    budget: &'a Budget,
-    ticket: u64,
-    queued: bool,
-}
-
-impl Drop for Place<'_> {
-    fn drop(&mut self) {
-        if self.queued {
-            self.budget.lock().leave(self.ticket);
-        }
-    }
+/// The burst cap of a budget unless configured: a tenth of its limit (at
+/// least 1). Under saturation it spaces grants evenly (one per W/N), so a
+/// newly arriving interactive request waits at most about one such interval.
+pub fn default_burst(rate: Rate) -> u32 {
+    (rate.limit / 10).max(1)
 }
 
 /// All budgets of the broker.
 #[derive(Debug)]
 pub struct Admission {
     /// The budget of the broker's own Clerk requests.
-    upstream: Budget,
+    upstream: Arc<Budget>,
+    /// Every budget by name, the upstream one included.
+    budgets: HashMap<String, Arc<Budget>>,
 }
 
 impl Admission {
-    /// Admission with the upstream Clerk budget only.
-    pub fn new(upstream: Rate, margin: Duration) -> Self {
-        Self {
-            upstream: Budget::new(UPSTREAM_BUDGET, upstream, margin),
+    /// Admission with the upstream Clerk budget and the named `others`
+    /// (whose names must differ from `UPSTREAM_BUDGET` and each other).
+    pub fn new(upstream: BudgetSpec, others: Vec<(String, BudgetSpec)>) -> Self {
+        let upstream = Arc::new(Budget::new(UPSTREAM_BUDGET, upstream));
+        let mut budgets = HashMap::from([(UPSTREAM_BUDGET.to_owned(), upstream.clone())]);
+        for (name, spec) in others {
+            budgets.insert(name.clone(), Arc::new(Budget::new(name, spec)));
         }
+        Self { upstream, budgets }
     }
 
     /// The budget every Clerk request of the broker draws on.
@@ -319,12 +117,16 @@ impl Admission {
     }
 
     /// Looks a budget up by name; "" is the upstream budget.
-    pub fn budget(&self, name: &str) -> Result<&Budget, AdmissionError> {
-        if name.is_empty() || name == UPSTREAM_BUDGET {
-            Ok(&self.upstream)
+    pub fn budget(&self, name: &str) -> Result<Arc<Budget>, AdmissionError> {
+        let name = if name.is_empty() {
+            UPSTREAM_BUDGET
         } else {
-            Err(AdmissionError::UnknownBudget(name.to_owned()))
-        }
+            name
+        };
+        self.budgets
+            .get(name)
+            .cloned()
+            .ok_or_else(|| AdmissionError::UnknownBudget(name.to_owned()))
     }
 }
 
@@ -339,7 +141,7 @@ mod tests {
             limit,
             window: Duration::from_millis(window_ms),
         };
-        Arc::new(Budget::new("test", rate, Duration::ZERO))
+        Arc::new(Budget::new("test", BudgetSpec::new(rate)))
     }
 
     fn demand(max_wait: Duration) -> Demand {
@@ -467,13 +269,174 @@ mod tests {
         drop(held);
     }
 
+    /// Runs `loops` saturating request loops per (caller, weight, priority)
+    /// for `run_for` of simulated time; returns grants per caller and the
+    /// longest wait each saw.
+    async fn saturate(
+        budget: Arc<Budget>,
+        callers: &[(&'static str, u32, Priority, usize)],
+        run_for: Duration,
+    ) -> Vec<(usize, Duration)> {
+        let end = Instant::now() + run_for;
+        let mut tasks = Vec::new();
+        for &(name, weight, priority, loops) in callers {
+            let mut mine = Vec::new();
+            for _ in 0..loops {
+                let budget = budget.clone();
+                mine.push(tokio::spawn(async move {
+                    let (mut granted, mut longest) = (0, Duration::ZERO);
+                    while Instant::now() < end {
+                        let demand = Demand {
+                            caller: name.into(),
+                            weight,
+                            priority,
+                            deadline: Instant::now() + Duration::from_secs(60),
+                        };
+                        let permit = budget.acquire(&demand, 1).await.unwrap();
+                        // Waiters queued before the end may be served after it,
+                        // when the competition has stopped: those do not count.
+                        if Instant::now() < end {
+                            longest = longest.max(permit.waited);
+                            granted += 1;
+                        }
+                    }
+                    (granted, longest)
+                }));
+            }
+            tasks.push(mine);
+        }
+        let mut results = Vec::new();
+        for mine in tasks {
+            let (mut granted, mut longest) = (0, Duration::ZERO);
+            for task in mine {
+                let (g, l) = task.await.unwrap();
+                granted += g;
+                longest = longest.max(l);
+            }
+            results.push((granted, longest));
+        }
+        results
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn saturating_callers_share_by_weight() {
+        let budget = budget(20, 1000);
+        let results = saturate(
+            budget,
+            &[
+                ("heavy", 3, Priority::Interactive, 30),
+                ("light", 1, Priority::Interactive, 30),
+            ],
+            Duration::from_secs(30),
+        )
+        .await;
+        let heavy = results[0].0 as f64 / (results[0].0 + results[1].0) as f64;
+        assert!(
+            (0.70..=0.80).contains(&heavy),
+            "heavy share {heavy}: {results:?}"
+        );
+        let total = results[0].0 + results[1].0;
+        assert!(total >= 20 * 29, "the whole budget is used: {total}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn interactive_goes_first_and_bulk_keeps_its_share() {
+        let budget = budget(20, 1000);
+        let results = saturate(
+            budget,
+            &[
+                ("web", 1, Priority::Interactive, 30),
+                ("export", 10, Priority::Bulk, 30),
+            ],
+            Duration::from_secs(30),
+        )
+        .await;
+        let bulk = results[1].0 as f64 / (results[0].0 + results[1].0) as f64;
+        assert!(
+            (0.07..=0.13).contains(&bulk),
+            "bulk share {bulk}: {results:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn interactive_waits_stay_short_while_bulk_saturates() {
+        let mut spec = BudgetSpec::new(Rate {
+            limit: 20,
+            window: Duration::from_secs(1),
+        });
+        spec.burst = Some(default_burst(spec.rate));
+        let budget = Arc::new(Budget::new("paced", spec));
+        let exporter = {
+            let budget = budget.clone();
+            tokio::spawn(async move {
+                saturate(
+                    budget,
+                    &[("export", 1, Priority::Bulk, 50)],
+                    Duration::from_secs(20),
+                )
+                .await
+            })
+        };
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let mut longest = Duration::ZERO;
+        for _ in 0..30 {
+            let demand = Demand::interactive("web".into(), Instant::now() + Duration::from_secs(5));
+            let permit = budget.acquire(&demand, 1).await.unwrap();
+            longest = longest.max(permit.waited);
+            drop(permit);
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        // One refill interval of a 20/1s budget is 50 ms.
+        assert!(
+            longest <= Duration::from_millis(50),
+            "interactive waited {longest:?}"
+        );
+        assert!(exporter.await.unwrap()[0].0 > 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_full_queue_refuses_with_retry_after() {
+        let mut spec = BudgetSpec::new(Rate {
+            limit: 1,
+            window: Duration::from_secs(1),
+        });
+        spec.queue_limit = 2;
+        let budget = Arc::new(Budget::new("tight", spec));
+        spend(&budget, 1, Duration::ZERO).await.unwrap();
+        let mut waiting = Vec::new();
+        for _ in 0..2 {
+            let budget = budget.clone();
+            waiting.push(tokio::spawn(async move {
+                spend(&budget, 1, Duration::from_secs(10)).await
+            }));
+            tokio::task::yield_now().await;
+        }
+        let refused = spend(&budget, 1, Duration::from_secs(10))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(refused, AdmissionError::Refused { retry_after } if retry_after >= Duration::from_secs(2))
+        );
+        // Another caller still gets in line.
+        let other = Demand::interactive("other".into(), Instant::now() + Duration::from_secs(10));
+        assert!(budget.acquire(&other, 1).await.is_ok());
+        for task in waiting {
+            assert!(task.await.unwrap().is_ok());
+        }
+    }
+
     #[test]
     fn unknown_budgets_are_named_in_the_error() {
-        let admission = Admission::new(Rate::CLERK_DEVELOPMENT, Duration::ZERO);
+        let spec = |rate| BudgetSpec::new(rate);
+        let admission = Admission::new(
+            spec(Rate::CLERK_DEVELOPMENT),
+            vec![("exports".into(), spec(Rate::CLERK_DEVELOPMENT))],
+        );
+        assert_eq!(admission.budget("exports").unwrap().name(), "exports");
         assert_eq!(admission.budget("").unwrap().name(), UPSTREAM_BUDGET);
         assert_eq!(
-            admission.budget("exports").unwrap_err().to_string(),
-            "no budget is named \"exports\""
+            admission.budget("imports").unwrap_err().to_string(),
+            "no budget is named \"imports\""
         );
     }
 }

@@ -30,6 +30,40 @@ pub(crate) struct SlidingWindow {
     finished: VecDeque<Instant>,
     /// The end of the latest pause, if any.
     paused_until: Option<Instant>,
+    /// An optional burst limit on top of the window.
+    burst: Option<Burst>,
+}
+
+/// A token bucket of `capacity` refilled at the window's rate: it caps how
+/// many units go at once without lowering the sustained rate.
+#[derive(Debug)]
+struct Burst {
+    capacity: f64,
+    /// Units per second.
+    refill: f64,
+    tokens: f64,
+    updated: Instant,
+}
+
+impl Burst {
+    fn refill(&mut self, now: Instant) {
+        if now > self.updated {
+            let gained = (now - self.updated).as_secs_f64() * self.refill;
+            self.tokens = (self.tokens + gained).min(self.capacity);
+            self.updated = now;
+        }
+    }
+
+    /// When `cost` tokens will be there.
+    fn ready_at(&mut self, now: Instant, cost: u32) -> Instant {
+        self.refill(now);
+        let missing = f64::from(cost) - self.tokens;
+        if missing <= 0.0 {
+            now
+        } else {
+            now + Duration::from_secs_f64(missing / self.refill)
+        }
+    }
 }
 
 impl SlidingWindow {
@@ -42,7 +76,30 @@ impl SlidingWindow {
             in_flight: 0,
             finished: VecDeque::with_capacity(rate.limit.min(4096) as usize),
             paused_until: None,
+            burst: None,
         }
+    }
+
+    /// Also caps how many units go at once to `burst` (below the limit),
+    /// refilled at the window's rate.
+    pub(crate) fn with_burst(mut self, burst: u32) -> Self {
+        if burst < self.limit {
+            let capacity = f64::from(burst.max(1));
+            self.burst = Some(Burst {
+                capacity,
+                refill: f64::from(self.limit) / self.window.as_secs_f64(),
+                tokens: capacity,
+                updated: Instant::now(),
+            });
+        }
+        self
+    }
+
+    /// The largest cost one admission can have.
+    pub(crate) fn max_cost(&self) -> u32 {
+        self.burst
+            .as_ref()
+            .map_or(self.limit, |burst| burst.capacity as u32)
     }
 
     /// The earliest instant, not before `now`, at which `cost` more units can
@@ -55,19 +112,26 @@ impl SlidingWindow {
             return None;
         }
         let room = (self.limit - busy) as usize;
-        if self.finished.len() <= room {
-            return Some(now);
+        let mut at = now;
+        if self.finished.len() > room {
+            // The entry `room + 1` places from the end must leave the window.
+            // (After a pause the log holds entries up to the pause's end; this
+            // entry's expiry is then past all of them.)
+            let blocking = self.finished[self.finished.len() - room - 1];
+            at = at.max(blocking + self.window);
         }
-        // The entry `room + 1` places from the end must leave the window.
-        // (After a pause the log holds entries up to the pause's end; this
-        // entry's expiry is then past all of them.)
-        let blocking = self.finished[self.finished.len() - room - 1];
-        Some(now.max(blocking + self.window))
+        if let Some(burst) = &mut self.burst {
+            at = at.max(burst.ready_at(now, cost));
+        }
+        Some(at)
     }
 
     /// Admits `cost` units now (after [`SlidingWindow::available_at`] said so).
     pub(crate) fn start(&mut self, cost: u32) {
         self.in_flight += cost;
+        if let Some(burst) = &mut self.burst {
+            burst.tokens -= f64::from(cost);
+        }
     }
 
     /// Records that `cost` admitted units finished at `now`.
@@ -113,6 +177,10 @@ impl SlidingWindow {
             return;
         }
         self.paused_until = Some(until);
+        if let Some(burst) = &mut self.burst {
+            burst.tokens = 0.0;
+            burst.updated = until;
+        }
         self.finished.clear();
         let step = self.window / self.limit;
         let start = until.checked_sub(self.window).unwrap_or(until);
@@ -246,6 +314,26 @@ mod tests {
         for pair in starts.windows(2) {
             assert_eq!(pair[1] - pair[0], Duration::from_millis(100), "no burst");
         }
+    }
+
+    #[test]
+    fn a_burst_limit_spreads_a_full_window() {
+        let start = Instant::now();
+        let rate = Rate {
+            limit: 10,
+            window: Duration::from_secs(1),
+        };
+        let mut window = SlidingWindow::new(rate, Duration::ZERO).with_burst(2);
+        assert_eq!(window.max_cost(), 2);
+        let starts = run(&mut window, start, 6, Duration::ZERO);
+        // Two at once, then one per 100 ms (the window's rate).
+        assert_eq!(starts[1], starts[0]);
+        let gaps: Vec<Duration> = starts.windows(2).skip(1).map(|p| p[1] - p[0]).collect();
+        assert!(
+            gaps.iter()
+                .all(|gap| gap.abs_diff(Duration::from_millis(100)) < Duration::from_millis(1)),
+            "{gaps:?}"
+        );
     }
 
     #[test]

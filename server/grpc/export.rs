@@ -6,8 +6,9 @@ use futures_util::{Stream, stream};
 use tokio::sync::{mpsc, watch};
 use tonic::{Request, Response, Status, metadata::MetadataValue};
 
-use super::{call_deadline, caller, convert, status, users::UserApi};
+use super::{call_deadline, convert, status, upstream_demand, users::UserApi};
 use crate::{
+    admission::Priority,
     clerk::{UpstreamError, UserFilter},
     export::{self, Chunk, Cursor, ExportPlan},
     pb,
@@ -20,7 +21,8 @@ pub(super) fn list_users(
     request: Request<pb::ListUsersRequest>,
 ) -> Result<Response<<UserApi as pb::user_service_server::UserService>::ListUsersStream>, Status> {
     let deadline = call_deadline(request.metadata());
-    let caller = caller(&request);
+    // Pages are fetched at bulk priority, each with its own deadline.
+    let demand = upstream_demand(&request, Priority::Bulk, tokio::time::Instant::now())?;
     let request = request.into_inner();
     let mut violations = convert::Violations::new();
     let chunk_size = convert::page_size(request.page_size, &mut violations);
@@ -38,7 +40,7 @@ pub(super) fn list_users(
         cursor,
         chunk_size,
         max_users: (request.max_users > 0).then_some(request.max_users),
-        caller,
+        demand,
         deadline,
     };
     let chunks = export::start(api.users.clone(), plan);

@@ -3,6 +3,7 @@
 //! Handlers hold no logic of their own beyond that; conversions live in
 //! `convert`, the error mapping in `status`.
 
+mod auth;
 mod convert;
 mod export;
 mod quota;
@@ -14,8 +15,9 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tonic::{Request, metadata::MetadataMap};
 
-use crate::admission::{ANONYMOUS, CallerName};
+use crate::admission::{Demand, Priority, UPSTREAM_BUDGET};
 
+pub use auth::Authenticate;
 pub use quota::QuotaApi;
 pub use users::UserApi;
 
@@ -39,13 +41,21 @@ pub(crate) fn unary_deadline<T>(request: &Request<T>) -> Instant {
     call_deadline(request.metadata()).unwrap_or_else(|| Instant::now() + DEFAULT_DEADLINE)
 }
 
-/// The caller a request was authenticated as.
-pub(crate) fn caller<T>(request: &Request<T>) -> CallerName {
-    request
-        .extensions()
-        .get::<CallerName>()
-        .cloned()
-        .unwrap_or_else(|| ANONYMOUS.into())
+/// Upstream demand of the caller of `request`, checked against the budgets
+/// it may use: the broker's lookups draw on the upstream budget.
+pub(crate) fn upstream_demand<T>(
+    request: &Request<T>,
+    priority: Priority,
+    deadline: Instant,
+) -> Result<Demand, tonic::Status> {
+    let caller = auth::caller(request);
+    auth::require_budget(&caller, UPSTREAM_BUDGET)?;
+    Ok(Demand {
+        caller: caller.name.clone(),
+        weight: caller.weight,
+        priority,
+        deadline,
+    })
 }
 
 /// Parses the `grpc-timeout` header: up to 8 digits and a unit (H M S m u n).

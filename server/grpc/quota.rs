@@ -5,7 +5,7 @@ use std::{sync::Arc, time::Duration};
 use tokio::time::Instant;
 use tonic::{Request, Response, Status};
 
-use super::{call_deadline, caller, convert, status};
+use super::{auth, call_deadline, convert, status};
 use crate::{
     admission::{Admission, AdmissionError, Demand},
     pb::{self, quota_service_server::QuotaService},
@@ -34,7 +34,7 @@ impl QuotaService for QuotaApi {
         request: Request<pb::AcquirePermitRequest>,
     ) -> Result<Response<pb::AcquirePermitResponse>, Status> {
         let call_deadline = call_deadline(request.metadata());
-        let caller = caller(&request);
+        let caller = auth::caller(&request);
         let request = request.into_inner();
         let mut violations = convert::Violations::new();
         let priority = convert::priority(request.priority, &mut violations);
@@ -55,8 +55,10 @@ impl QuotaService for QuotaApi {
         if let Some(call_deadline) = call_deadline {
             deadline = deadline.min(call_deadline);
         }
+        auth::require_budget(&caller, &request.budget)?;
         let demand = Demand {
-            caller,
+            caller: caller.name.clone(),
+            weight: caller.weight,
             priority,
             deadline,
         };

@@ -6,9 +6,9 @@ use futures_util::Stream;
 use tokio::sync::watch;
 use tonic::{Request, Response, Status};
 
-use super::{caller, convert, export, status, unary_deadline};
+use super::{convert, export, status, unary_deadline, upstream_demand};
 use crate::{
-    admission::Demand,
+    admission::{Demand, Priority},
     clerk::UpstreamError,
     pb::{self, user_service_server::UserService},
     token::TokenKey,
@@ -36,8 +36,8 @@ impl UserApi {
 }
 
 /// Interactive demand of the caller of `request`, until its deadline.
-fn interactive<T>(request: &Request<T>) -> Demand {
-    Demand::interactive(caller(request), unary_deadline(request))
+fn interactive<T>(request: &Request<T>) -> Result<Demand, Status> {
+    upstream_demand(request, Priority::Interactive, unary_deadline(request))
 }
 
 #[tonic::async_trait]
@@ -46,7 +46,7 @@ impl UserService for UserApi {
         &self,
         request: Request<pb::GetUserRequest>,
     ) -> Result<Response<pb::User>, Status> {
-        let demand = interactive(&request);
+        let demand = interactive(&request)?;
         let id = request.into_inner().user_id;
         let mut violations = convert::Violations::new();
         convert::check_user_id("user_id", &id, &mut violations);
@@ -64,7 +64,7 @@ impl UserService for UserApi {
         &self,
         request: Request<pb::BatchGetUsersRequest>,
     ) -> Result<Response<pb::BatchGetUsersResponse>, Status> {
-        let demand = interactive(&request);
+        let demand = interactive(&request)?;
         let requested = request.into_inner().user_ids;
         let mut violations = convert::Violations::new();
         let mut seen = HashSet::new();
@@ -110,7 +110,7 @@ impl UserService for UserApi {
         &self,
         request: Request<pb::CountUsersRequest>,
     ) -> Result<Response<pb::CountUsersResponse>, Status> {
-        let demand = interactive(&request);
+        let demand = interactive(&request)?;
         let mut violations = convert::Violations::new();
         let filter = convert::user_filter(request.into_inner().filter, &mut violations);
         status::check(violations)?;

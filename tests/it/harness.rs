@@ -5,12 +5,14 @@ use std::{
     io::{BufRead, BufReader},
     net::SocketAddr,
     process::{Child, Command, Stdio},
+    sync::Arc,
     sync::mpsc,
     time::Duration,
 };
 
 use clerk_broker::{
     admission::Rate,
+    callers::Policy,
     clerk::ClerkConfig,
     config::Config,
     fake::{FakeClerk, FakeClerkConfig, seed},
@@ -39,6 +41,8 @@ pub(crate) struct Options {
     pub(crate) grace: Duration,
     /// The key the broker sends (the fake always accepts only `KEY`).
     pub(crate) broker_key: &'static str,
+    /// Callers and extra budgets.
+    pub(crate) policy: Policy,
 }
 
 impl Default for Options {
@@ -53,6 +57,7 @@ impl Default for Options {
             fake_limit: None,
             grace: Duration::from_secs(5),
             broker_key: KEY,
+            policy: Policy::anonymous(),
         }
     }
 }
@@ -90,8 +95,10 @@ impl Harness {
                 max_attempts: 4,
             },
             upstream_rate: options.rate,
+            upstream_burst: clerk_broker::admission::default_burst(options.rate),
             upstream_margin: options.margin,
             shutdown_grace: options.grace,
+            policy: Arc::new(options.policy),
         };
         let listener = TcpListener::bind(config.listen).await.unwrap();
         let addr = listener.local_addr().unwrap();

@@ -1,0 +1,278 @@
+//! `Budget`: one shared rate limit, its fair queue of waiters, and permits.
+//!
+//! The fast path (nobody waiting, room now) takes the lock once and returns.
+//! Otherwise the request joins the fair queue and waits until the queue names
+//! it next *and* the window has room; each waiter re-checks when woken (a
+//! permit finished, someone ahead left, a new waiter arrived) or when the
+//! instant it computed comes, so no timer task is needed.
+
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc, Mutex, MutexGuard, PoisonError,
+        atomic::{AtomicU64, Ordering},
+    },
+};
+
+use tokio::{
+    sync::Notify,
+    time::{Duration, Instant},
+};
+
+use super::{
+    AdmissionError, Demand, Rate,
+    fair::{Entry, FairQueue},
+    window::SlidingWindow,
+};
+
+/// Most units one caller may have waiting on one budget, unless configured.
+pub const DEFAULT_QUEUE_LIMIT: u32 = 1000;
+
+/// How a budget is configured.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BudgetSpec {
+    /// At most `limit` units in any interval of `window`.
+    pub rate: Rate,
+    /// At most this many units at once (refilled at the rate); None: the limit.
+    pub burst: Option<u32>,
+    /// Extra length counted on every window, for jitter.
+    pub margin: Duration,
+    /// Most units one caller may have waiting; beyond, refusals.
+    pub queue_limit: u32,
+    /// Share of the budget bulk work keeps while interactive work waits too.
+    pub bulk_share: f64,
+}
+
+impl BudgetSpec {
+    /// A budget of `rate` with defaults: no burst cap, no margin,
+    /// [`DEFAULT_QUEUE_LIMIT`] units of queue per caller, 10% for bulk work.
+    pub fn new(rate: Rate) -> Self {
+        Self {
+            rate,
+            burst: None,
+            margin: Duration::ZERO,
+            queue_limit: DEFAULT_QUEUE_LIMIT,
+            bulk_share: 0.1,
+        }
+    }
+}
+
+/// One shared rate limit.
+#[derive(Debug)]
+pub struct Budget {
+    /// The name callers use for it.
+    name: String,
+    /// How it was configured.
+    spec: BudgetSpec,
+    /// The request log and the waiters; locked only briefly.
+    state: Mutex<State>,
+    /// Counters for operators: granted and refused requests, 429 pauses.
+    granted: AtomicU64,
+    refused: AtomicU64,
+    pauses: AtomicU64,
+}
+
+#[derive(Debug)]
+struct State {
+    window: SlidingWindow,
+    queue: FairQueue,
+    /// How to wake each waiter.
+    wakers: HashMap<u64, Arc<Notify>>,
+    next_ticket: u64,
+}
+
+impl State {
+    /// Wakes the waiter the queue names next, if any.
+    fn wake_next(&self) {
+        if let Some(next) = self.queue.peek() {
+            if let Some(waker) = self.wakers.get(&next.ticket) {
+                waker.notify_one();
+            }
+        }
+    }
+}
+
+/// Admission to spend some upstream requests. The units count as in flight
+/// until the permit is dropped, and from that instant on afterwards: hold it
+/// until the upstream has answered.
+#[derive(Debug)]
+pub struct Permit<'a> {
+    budget: &'a Budget,
+    cost: u32,
+    /// How long the request waited for room.
+    pub waited: Duration,
+}
+
+impl Drop for Permit<'_> {
+    fn drop(&mut self) {
+        let mut state = self.budget.lock();
+        state.window.finish(Instant::now(), self.cost);
+        state.wake_next();
+    }
+}
+
+/// A waiter's place in the queue; dropped early (the caller gave up), it
+/// leaves the queue without being charged.
+struct Place<'a> {
+    budget: &'a Budget,
+    ticket: u64,
+    queued: bool,
+}
+
+impl Drop for Place<'_> {
+    fn drop(&mut self) {
+        if self.queued {
+            let mut state = self.budget.lock();
+            state.queue.remove(self.ticket);
+            state.wakers.remove(&self.ticket);
+            state.wake_next();
+        }
+    }
+}
+
+impl Budget {
+    /// A budget named `name` as `spec` says.
+    pub fn new(name: impl Into<String>, spec: BudgetSpec) -> Self {
+        let mut window = SlidingWindow::new(spec.rate, spec.margin);
+        if let Some(burst) = spec.burst {
+            window = window.with_burst(burst);
+        }
+        Self {
+            name: name.into(),
+            state: Mutex::new(State {
+                window,
+                queue: FairQueue::new(spec.bulk_share),
+                wakers: HashMap::new(),
+                next_ticket: 0,
+            }),
+            spec,
+            granted: AtomicU64::new(0),
+            refused: AtomicU64::new(0),
+            pauses: AtomicU64::new(0),
+        }
+    }
+
+    /// The budget's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The budget's configured rate.
+    pub fn rate(&self) -> Rate {
+        self.spec.rate
+    }
+
+    /// Requests granted, refused, and upstream 429 pauses so far.
+    pub fn counts(&self) -> (u64, u64, u64) {
+        (
+            self.granted.load(Ordering::Relaxed),
+            self.refused.load(Ordering::Relaxed),
+            self.pauses.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Waits for room for `cost` units, in fair order (by priority class,
+    /// then by caller weight), until the demand's deadline. Refuses at once
+    /// if the wait will likely outlast the deadline or the caller's queue is
+    /// full, and at the deadline otherwise; dropping the future first leaves
+    /// the queue and costs nothing.
+    pub async fn acquire(&self, demand: &Demand, cost: u32) -> Result<Permit<'_>, AdmissionError> {
+        let cost = cost.max(1);
+        let start = Instant::now();
+        let (ticket, waker) = {
+            let mut state = self.lock();
+            let limit = state.window.max_cost();
+            if cost > limit {
+                return Err(AdmissionError::CostTooLarge { cost, limit });
+            }
+            if state.queue.is_empty() && state.window.available_at(start, cost) == Some(start) {
+                state.window.start(cost);
+                return Ok(self.grant(cost, start));
+            }
+            let queued = state.queue.queued_by(&demand.caller);
+            let ahead = state
+                .queue
+                .ahead_of(&demand.caller, demand.weight, demand.priority, cost);
+            let retry_after = state.window.estimate_wait(start, ahead, cost);
+            if queued + u64::from(cost) > u64::from(self.spec.queue_limit)
+                || start + retry_after > demand.deadline
+            {
+                return Err(self.refuse(retry_after));
+            }
+            let ticket = state.next_ticket;
+            state.next_ticket += 1;
+            let waker = Arc::new(Notify::new());
+            state.wakers.insert(ticket, waker.clone());
+            let entry = Entry { ticket, cost };
+            state
+                .queue
+                .push(&demand.caller, demand.weight, demand.priority, entry);
+            (ticket, waker)
+        };
+        let mut place = Place {
+            budget: self,
+            ticket,
+            queued: true,
+        };
+        loop {
+            let now = Instant::now();
+            let ready_at = {
+                let mut state = self.lock();
+                if state.queue.peek().is_some_and(|next| next.ticket == ticket) {
+                    match state.window.available_at(now, cost) {
+                        Some(at) if at <= now => {
+                            state.queue.pop();
+                            state.wakers.remove(&ticket);
+                            place.queued = false;
+                            state.window.start(cost);
+                            state.wake_next();
+                            return Ok(self.grant(cost, start));
+                        }
+                        other => other,
+                    }
+                } else {
+                    None
+                }
+            };
+            // Sleep until woken, until our instant, or until the deadline.
+            let until = ready_at.map_or(demand.deadline, |at| at.min(demand.deadline));
+            tokio::select! {
+                () = waker.notified() => {}
+                () = tokio::time::sleep_until(until) => {
+                    let now = Instant::now();
+                    if now >= demand.deadline {
+                        let retry_after = self.lock().window.estimate_wait(now, 0, cost);
+                        return Err(self.refuse(retry_after.max(Duration::from_millis(1))));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Stops every admission until `until` (the upstream answered 429 with
+    /// `Retry-After`), then resumes at an even pace, without a burst.
+    pub fn pause_until(&self, until: Instant) {
+        self.pauses.fetch_add(1, Ordering::Relaxed);
+        self.lock().window.pause_until(until);
+    }
+
+    fn grant(&self, cost: u32, start: Instant) -> Permit<'_> {
+        self.granted.fetch_add(u64::from(cost), Ordering::Relaxed);
+        Permit {
+            budget: self,
+            cost,
+            waited: Instant::now() - start,
+        }
+    }
+
+    fn refuse(&self, retry_after: Duration) -> AdmissionError {
+        self.refused.fetch_add(1, Ordering::Relaxed);
+        AdmissionError::Refused { retry_after }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // The state's invariants hold between statements, so a panic elsewhere
+        // while holding the lock leaves it usable.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}

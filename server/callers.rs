@@ -1,0 +1,393 @@
+//! Callers and budgets: the policy file, and who a bearer token belongs to.
+//!
+//! The file (TOML; see `deploy/clerk-broker.toml`) names the extra budgets and
+//! the callers. A caller has a name, the SHA-256 of its bearer token (the
+//! token itself is never stored), a weight for fair sharing, and the budgets
+//! it may draw on. Without a file, every call is the one anonymous caller,
+//! allowed everything (demo mode, or a broker only reachable by trusted
+//! callers).
+
+use std::{
+    collections::{HashMap, HashSet},
+    path::Path,
+    sync::Arc,
+};
+
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+use crate::admission::{
+    ANONYMOUS, BudgetSpec, CallerName, DEFAULT_QUEUE_LIMIT, Rate, UPSTREAM_BUDGET, default_burst,
+};
+
+/// Share of a budget bulk work keeps while interactive work waits too.
+pub const DEFAULT_BULK_SHARE: f64 = 0.1;
+
+/// A known caller.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Caller {
+    /// Its name, used in logs, metrics and fair sharing.
+    pub name: CallerName,
+    /// Its weight in fair sharing, at least 1.
+    pub weight: u32,
+    /// The budgets it may draw on; `None` means all.
+    pub budgets: Option<HashSet<String>>,
+}
+
+impl Caller {
+    /// The caller of a broker without a policy file.
+    pub fn anonymous() -> Self {
+        Self {
+            name: ANONYMOUS.into(),
+            weight: 1,
+            budgets: None,
+        }
+    }
+
+    /// Whether it may draw on the budget `name` ("" is the upstream budget).
+    pub fn may_use(&self, name: &str) -> bool {
+        let name = if name.is_empty() {
+            UPSTREAM_BUDGET
+        } else {
+            name
+        };
+        self.budgets
+            .as_ref()
+            .is_none_or(|budgets| budgets.contains(name))
+    }
+}
+
+/// Why a call could not be tied to a caller.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum AuthError {
+    /// No `authorization` metadata.
+    #[error("missing bearer token: send metadata `authorization: Bearer <token>`")]
+    Missing,
+    /// Not of the form `Bearer <token>`.
+    #[error("malformed authorization metadata: expected `Bearer <token>`")]
+    Malformed,
+    /// No caller has this token.
+    #[error("unknown bearer token")]
+    Unknown,
+}
+
+/// The callers and budgets in force.
+#[derive(Clone, Debug)]
+pub struct Policy {
+    /// Callers by the SHA-256 of their token; empty: anonymous mode.
+    by_token: HashMap<[u8; 32], Arc<Caller>>,
+    /// The caller of every call in anonymous mode.
+    anonymous: Option<Arc<Caller>>,
+    /// Extra budgets (the upstream budget is configured by flags).
+    pub budgets: Vec<(String, BudgetSpec)>,
+    /// Share of every budget bulk work keeps while interactive work waits.
+    pub bulk_share: f64,
+}
+
+impl Policy {
+    /// No file: one anonymous caller allowed everything, no extra budgets.
+    pub fn anonymous() -> Self {
+        Self {
+            by_token: HashMap::new(),
+            anonymous: Some(Arc::new(Caller::anonymous())),
+            budgets: Vec::new(),
+            bulk_share: DEFAULT_BULK_SHARE,
+        }
+    }
+
+    /// Whether calls need no token.
+    pub fn is_anonymous(&self) -> bool {
+        self.anonymous.is_some()
+    }
+
+    /// The callers, in name order (for logs and tests).
+    pub fn callers(&self) -> Vec<Arc<Caller>> {
+        let mut callers: Vec<_> = self.by_token.values().cloned().collect();
+        callers.sort_by(|a, b| a.name.cmp(&b.name));
+        callers
+    }
+
+    /// The caller an `authorization` metadata value belongs to.
+    pub fn authenticate(&self, authorization: Option<&[u8]>) -> Result<Arc<Caller>, AuthError> {
+        if let Some(anonymous) = &self.anonymous {
+            return Ok(anonymous.clone());
+        }
+        let value = authorization.ok_or(AuthError::Missing)?;
+        let token = value
+            .strip_prefix(b"Bearer ")
+            .or_else(|| value.strip_prefix(b"bearer "))
+            .filter(|token| !token.is_empty())
+            .ok_or(AuthError::Malformed)?;
+        let digest: [u8; 32] = Sha256::digest(token).into();
+        self.by_token
+            .get(&digest)
+            .cloned()
+            .ok_or(AuthError::Unknown)
+    }
+
+    /// Reads and validates a policy file; `margin` is added to every
+    /// budget's window, as for the upstream budget.
+    pub fn load(
+        path: &Path,
+        margin: impl Fn(Rate) -> tokio::time::Duration,
+    ) -> Result<Self, PolicyError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|error| PolicyError(format!("cannot read {}: {error}", path.display())))?;
+        Self::parse(&text, margin)
+            .map_err(|error| PolicyError(format!("{}: {}", path.display(), error.0)))
+    }
+
+    /// Validates a policy file's text.
+    pub fn parse(
+        text: &str,
+        margin: impl Fn(Rate) -> tokio::time::Duration,
+    ) -> Result<Self, PolicyError> {
+        let file: PolicyFile =
+            toml::from_str(text).map_err(|error| PolicyError(describe(text, &error)))?;
+        let bulk_share = file.bulk_share.unwrap_or(DEFAULT_BULK_SHARE);
+        if !(0.01..=0.5).contains(&bulk_share) {
+            return Err(PolicyError(format!(
+                "bulk_share {bulk_share} must be between 0.01 and 0.5"
+            )));
+        }
+        let mut budgets = Vec::new();
+        let mut names = HashSet::from([UPSTREAM_BUDGET.to_owned()]);
+        for (i, entry) in file.budgets.into_iter().enumerate() {
+            let at = format!("budgets[{i}] ({:?})", entry.name);
+            if !names.insert(entry.name.clone()) {
+                return Err(PolicyError(format!(
+                    "{at}: the name is taken (\"{UPSTREAM_BUDGET}\" is the upstream budget)"
+                )));
+            }
+            check_name(&at, &entry.name)?;
+            let rate: Rate = entry
+                .rate
+                .parse()
+                .map_err(|error| PolicyError(format!("{at}: {error}")))?;
+            if entry
+                .burst
+                .is_some_and(|burst| burst == 0 || burst > rate.limit)
+            {
+                return Err(PolicyError(format!(
+                    "{at}: burst must be between 1 and the rate's limit {}",
+                    rate.limit
+                )));
+            }
+            let mut spec = BudgetSpec::new(rate);
+            spec.burst = Some(entry.burst.unwrap_or_else(|| default_burst(rate)));
+            spec.margin = margin(rate);
+            spec.queue_limit = entry.queue_limit.unwrap_or(DEFAULT_QUEUE_LIMIT).max(1);
+            spec.bulk_share = bulk_share;
+            budgets.push((entry.name, spec));
+        }
+        let mut by_token = HashMap::new();
+        let mut caller_names = HashSet::new();
+        for (i, entry) in file.callers.into_iter().enumerate() {
+            let at = format!("callers[{i}] ({:?})", entry.name);
+            check_name(&at, &entry.name)?;
+            if !caller_names.insert(entry.name.clone()) || entry.name == ANONYMOUS {
+                return Err(PolicyError(format!("{at}: the name is taken")));
+            }
+            let digest = parse_sha256(&entry.token_sha256).ok_or_else(|| {
+                PolicyError(format!(
+                    "{at}: token_sha256 must be 64 hex digits (e.g. `printf %s \"$TOKEN\" | sha256sum`)"
+                ))
+            })?;
+            let weight = entry.weight.unwrap_or(1);
+            if weight == 0 || weight > 1000 {
+                return Err(PolicyError(format!(
+                    "{at}: weight must be between 1 and 1000"
+                )));
+            }
+            let allowed = entry
+                .budgets
+                .unwrap_or_else(|| vec![UPSTREAM_BUDGET.to_owned()]);
+            if let Some(unknown) = allowed.iter().find(|name| !names.contains(*name)) {
+                return Err(PolicyError(format!("{at}: unknown budget {unknown:?}")));
+            }
+            let caller = Arc::new(Caller {
+                name: entry.name.as_str().into(),
+                weight,
+                budgets: Some(allowed.into_iter().collect()),
+            });
+            if by_token.insert(digest, caller).is_some() {
+                return Err(PolicyError(format!(
+                    "{at}: another caller has the same token"
+                )));
+            }
+        }
+        if by_token.is_empty() {
+            return Err(PolicyError(
+                "no callers: add at least one [[callers]] entry".into(),
+            ));
+        }
+        Ok(Self {
+            by_token,
+            anonymous: None,
+            budgets,
+            bulk_share,
+        })
+    }
+}
+
+/// An invalid policy file, explained with its location.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct PolicyError(String);
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PolicyFile {
+    bulk_share: Option<f64>,
+    #[serde(default)]
+    budgets: Vec<BudgetEntry>,
+    #[serde(default)]
+    callers: Vec<CallerEntry>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BudgetEntry {
+    name: String,
+    rate: String,
+    burst: Option<u32>,
+    queue_limit: Option<u32>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CallerEntry {
+    name: String,
+    token_sha256: String,
+    weight: Option<u32>,
+    budgets: Option<Vec<String>>,
+}
+
+fn check_name(at: &str, name: &str) -> Result<(), PolicyError> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(PolicyError(format!(
+            "{at}: a name must be 1 to 64 characters of letters, digits, '-', '_' and '.'"
+        )))
+    }
+}
+
+fn parse_sha256(hex: &str) -> Option<[u8; 32]> {
+    let hex = hex.trim();
+    if hex.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+/// A TOML error with its line and column.
+fn describe(text: &str, error: &toml::de::Error) -> String {
+    let message = error.message();
+    match error.span() {
+        Some(span) => {
+            let line = text[..span.start].matches('\n').count() + 1;
+            let column = span.start - text[..span.start].rfind('\n').map_or(0, |i| i + 1) + 1;
+            format!("line {line}, column {column}: {message}")
+        }
+        None => message.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    const TOKEN_HASH: &str = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"; // "test"
+
+    fn parse(text: &str) -> Result<Policy, PolicyError> {
+        Policy::parse(text, |_| Duration::ZERO)
+    }
+
+    #[test]
+    fn reads_callers_and_budgets() {
+        let policy = parse(&format!(
+            r#"
+            bulk_share = 0.2
+            [[budgets]]
+            name = "writes"
+            rate = "10/10s"
+            burst = 2
+            [[callers]]
+            name = "checkout"
+            token_sha256 = "{TOKEN_HASH}"
+            weight = 3
+            budgets = ["clerk", "writes"]
+            "#
+        ))
+        .unwrap();
+        assert!(!policy.is_anonymous());
+        assert_eq!(policy.bulk_share, 0.2);
+        assert_eq!(policy.budgets[0].0, "writes");
+        assert_eq!(policy.budgets[0].1.burst, Some(2));
+        let caller = policy.authenticate(Some(b"Bearer test")).unwrap();
+        assert_eq!((&*caller.name, caller.weight), ("checkout", 3));
+        assert!(caller.may_use("") && caller.may_use("writes") && !caller.may_use("other"));
+        assert_eq!(
+            policy.authenticate(Some(b"Bearer nope")),
+            Err(AuthError::Unknown)
+        );
+        assert_eq!(
+            policy.authenticate(Some(b"Basic x")),
+            Err(AuthError::Malformed)
+        );
+        assert_eq!(policy.authenticate(None), Err(AuthError::Missing));
+    }
+
+    #[test]
+    fn anonymous_mode_lets_everyone_in() {
+        let policy = Policy::anonymous();
+        let caller = policy.authenticate(None).unwrap();
+        assert_eq!(&*caller.name, ANONYMOUS);
+        assert!(caller.may_use("anything"));
+    }
+
+    #[test]
+    fn explains_each_mistake_with_its_place() {
+        let caller = format!("[[callers]]\nname = \"a\"\ntoken_sha256 = \"{TOKEN_HASH}\"\n");
+        let cases = [
+            ("[[callers]]\nname = 3\n".to_owned(), "line 2"),
+            ("colour = \"red\"\n".to_owned(), "unknown field"),
+            (
+                format!("{caller}weight = 0\n"),
+                "callers[0] (\"a\"): weight",
+            ),
+            (
+                format!("{caller}budgets = [\"x\"]\n"),
+                "unknown budget \"x\"",
+            ),
+            (caller.replace(TOKEN_HASH, "abc"), "64 hex digits"),
+            (format!("{caller}{caller}"), "the name is taken"),
+            (
+                "[[budgets]]\nname = \"clerk\"\nrate = \"1/1s\"\n".to_owned(),
+                "upstream budget",
+            ),
+            (
+                "[[budgets]]\nname = \"b\"\nrate = \"1/1x\"\n".to_owned(),
+                "invalid rate",
+            ),
+            ("bulk_share = 0.9\n".to_owned(), "bulk_share"),
+            (String::new(), "no callers"),
+        ];
+        for (text, expected) in cases {
+            let error = parse(&text).unwrap_err().to_string();
+            assert!(error.contains(expected), "{text:?}: {error}");
+        }
+    }
+}

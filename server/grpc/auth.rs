@@ -1,0 +1,61 @@
+//! Who is calling: the bearer-token interceptor and permission checks.
+//!
+//! The interceptor runs in front of the broker's own services (not health or
+//! reflection, which need no token) and puts the authenticated [`Caller`]
+//! into the request's extensions, where handlers find it.
+
+use std::sync::Arc;
+
+use tonic::{Request, Status, service::Interceptor};
+
+use crate::callers::{Caller, Policy};
+
+/// Authenticates every call against the policy in force.
+#[derive(Clone, Debug)]
+pub struct Authenticate {
+    policy: Arc<Policy>,
+}
+
+impl Authenticate {
+    /// Authenticates against `policy`.
+    pub fn new(policy: Arc<Policy>) -> Self {
+        Self { policy }
+    }
+}
+
+impl Interceptor for Authenticate {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        let header = request
+            .metadata()
+            .get("authorization")
+            .map(|value| value.as_bytes());
+        let caller = self
+            .policy
+            .authenticate(header)
+            .map_err(|error| Status::unauthenticated(error.to_string()))?;
+        request.extensions_mut().insert(caller);
+        Ok(request)
+    }
+}
+
+/// The caller a request was authenticated as (anonymous if no interceptor ran).
+pub(crate) fn caller<T>(request: &Request<T>) -> Arc<Caller> {
+    request
+        .extensions()
+        .get::<Arc<Caller>>()
+        .cloned()
+        .unwrap_or_else(|| Arc::new(Caller::anonymous()))
+}
+
+/// PERMISSION_DENIED unless `caller` may draw on `budget`.
+pub(crate) fn require_budget(caller: &Caller, budget: &str) -> Result<(), Status> {
+    if caller.may_use(budget) {
+        Ok(())
+    } else {
+        Err(Status::permission_denied(format!(
+            "caller {:?} may not draw on budget {budget:?}: ask an operator to add it to the \
+             caller's budgets",
+            caller.name
+        )))
+    }
+}
