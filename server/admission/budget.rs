@@ -84,10 +84,12 @@ struct State {
 impl State {
     /// Wakes the waiter the queue names next, if any.
     fn wake_next(&self) {
-        if let Some(next) = self.queue.peek() {
-            if let Some(waker) = self.wakers.get(&next.ticket) {
-                waker.notify_one();
-            }
+        if let Some(waker) = self
+            .queue
+            .peek()
+            .and_then(|next| self.wakers.get(&next.ticket))
+        {
+            waker.notify_one();
         }
     }
 }
