@@ -319,6 +319,60 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn ten_times_oversubscribed_uses_over_95_percent_and_never_more() {
+        // Clerk's development budget, 2% margin, 50 ms per upstream request.
+        let rate = Rate::CLERK_DEVELOPMENT;
+        let mut spec = BudgetSpec::new(rate);
+        spec.burst = Some(default_burst(rate));
+        spec.margin = rate.window / 50;
+        let budget = Arc::new(Budget::new("clerk", spec));
+        let start = Instant::now();
+        let end = start + Duration::from_secs(60);
+        let log = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut tasks = Vec::new();
+        // 50 callers each wanting 2 requests per second: 10x the budget.
+        for caller in 0..50u32 {
+            let budget = budget.clone();
+            let log = log.clone();
+            tasks.push(tokio::spawn(async move {
+                let name: CallerName = format!("caller-{caller}").into();
+                while Instant::now() < end {
+                    let demand =
+                        Demand::interactive(name.clone(), Instant::now() + Duration::from_secs(2));
+                    match budget.acquire(&demand, 1).await {
+                        Ok(permit) => {
+                            let sent = Instant::now();
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            drop(permit);
+                            log.lock().unwrap().push(sent);
+                        }
+                        Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+                    }
+                }
+            }));
+        }
+        for task in tasks {
+            task.await.unwrap();
+        }
+        let mut sent = log.lock().unwrap().clone();
+        sent.sort();
+        // Never more than 100 in any 10 s interval (sliding, not aligned).
+        for (i, &t) in sent.iter().enumerate() {
+            let in_window = sent[i..]
+                .iter()
+                .take_while(|&&u| u < t + rate.window)
+                .count();
+            assert!(
+                in_window <= 100,
+                "{in_window} requests within 10 s of request {i}"
+            );
+        }
+        // Over 6 windows, at least 95% of 600.
+        let used = sent.iter().filter(|&&t| t < end).count();
+        assert!(used >= 570, "only {used} of 600 used");
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn saturating_callers_share_by_weight() {
         let budget = budget(20, 1000);
         let results = saturate(

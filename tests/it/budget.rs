@@ -14,7 +14,12 @@ use clerk_broker::{
     pb::{AcquirePermitRequest, GetUserRequest},
 };
 
-use crate::harness::{Harness, Options, with_deadline};
+use tonic_types::StatusExt;
+
+use crate::{
+    callers::{as_caller, policy},
+    harness::{Harness, Options, with_deadline},
+};
 
 fn rate(limit: u32, window_ms: u64) -> Rate {
     Rate {
@@ -25,30 +30,33 @@ fn rate(limit: u32, window_ms: u64) -> Rate {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_times_oversubscribed_causes_no_429() {
-    let limit = rate(20, 1_000);
+    let limit = rate(40, 1_000);
     let harness = Arc::new(
         Harness::start(Options {
             rate: limit,
-            margin: Duration::from_millis(30),
+            margin: Duration::from_millis(10),
             fake_limit: Some(limit),
             ..Options::default()
         })
         .await,
     );
     let permits = Arc::new(AtomicU64::new(0));
+    let attempts = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
-    let run_for = Duration::from_secs(3);
+    let run_for = Duration::from_secs(5);
     let mut callers = Vec::new();
     // 50 callers, each asking several times per second: about 10x the budget.
     for caller in 0..50usize {
         let harness = harness.clone();
         let permits = permits.clone();
+        let attempts = attempts.clone();
         callers.push(tokio::spawn(async move {
             let mut users = harness.users().await;
             let mut quota = harness.quota().await;
             let mut round = 0;
             while start.elapsed() < run_for {
                 round += 1;
+                attempts.fetch_add(1, Ordering::Relaxed);
                 if caller % 5 == 0 {
                     let request = AcquirePermitRequest {
                         max_wait: Some(prost_types::Duration {
@@ -57,43 +65,71 @@ async fn ten_times_oversubscribed_causes_no_429() {
                         }),
                         ..Default::default()
                     };
-                    if quota
-                        .acquire_permit(request)
-                        .await
-                        .unwrap()
-                        .into_inner()
-                        .granted
-                    {
+                    let reply = quota.acquire_permit(request).await.unwrap().into_inner();
+                    if reply.granted {
                         permits.fetch_add(1, Ordering::Relaxed);
+                    } else if let Some(retry) = reply.retry_after {
+                        // A polite caller waits as told (here at most 50 ms).
+                        let retry = Duration::new(retry.seconds as u64, retry.nanos as u32);
+                        tokio::time::sleep(retry.min(Duration::from_millis(50))).await;
                     }
                 } else {
                     let id = harness.ids[(caller * 13 + round) % harness.ids.len()].clone();
                     let request =
                         with_deadline(GetUserRequest { user_id: id }, Duration::from_millis(400));
-                    let _ = users.get_user(request).await;
+                    if let Err(status) = users.get_user(request).await {
+                        let retry = status
+                            .get_details_retry_info()
+                            .and_then(|info| info.retry_delay);
+                        let retry = retry.unwrap_or(Duration::from_millis(10));
+                        tokio::time::sleep(retry.min(Duration::from_millis(50))).await;
+                    }
                 }
             }
         }));
     }
+    // Measure the steady state: from 1 s (clients connected) to 5 s.
+    tokio::time::sleep_until((start + Duration::from_secs(1)).into()).await;
+    let (requests_before, permits_before, attempts_before) = (
+        harness.fake.stats().requests,
+        permits.load(Ordering::Relaxed),
+        attempts.load(Ordering::Relaxed),
+    );
+    tokio::time::sleep_until((start + run_for).into()).await;
+    let (requests_after, permits_after, attempts_after) = (
+        harness.fake.stats().requests,
+        permits.load(Ordering::Relaxed),
+        attempts.load(Ordering::Relaxed),
+    );
+    let elapsed = start.elapsed();
     for caller in callers {
         caller.await.unwrap();
     }
-    let elapsed = start.elapsed();
     let stats = harness.fake.stats();
-    let granted = permits.load(Ordering::Relaxed);
+    let granted = permits_after - permits_before;
     assert_eq!(stats.rate_limited, 0, "{stats:?}");
-    assert!(stats.max_in_window <= 20, "{stats:?}");
-    // Permits and the broker's own requests share one budget.
-    let windows = elapsed.as_secs_f64() / 1.03;
-    let ceiling = (20.0 * (windows.ceil() + 1.0)) as u64;
-    assert!(
-        stats.requests + granted <= ceiling,
-        "{} requests + {granted} permits in {elapsed:?}",
-        stats.requests
+    assert!(stats.max_in_window <= 40, "{stats:?}");
+    // Permits and the broker's own requests share one budget, and together
+    // use nearly all of it: 40 per second over the run.
+    let used = ((requests_after - requests_before) + granted) as f64;
+    let capacity = 40.0 * 4.0;
+    let demand = (attempts_after - attempts_before) as f64;
+    println!(
+        "budget used: {used} of {capacity} in {elapsed:?} ({:.1}%), demand {:.1}x",
+        100.0 * used / capacity,
+        demand / capacity
     );
     assert!(
-        stats.requests + granted >= 50,
-        "the budget was used: {granted} permits, {stats:?}"
+        demand >= 10.0 * capacity,
+        "only {demand} calls: not oversubscribed"
+    );
+    assert!(used <= capacity + 40.0, "{used} > {capacity}: {stats:?}");
+    assert!(stats.requests + permits_after <= 40 * 6, "{stats:?}");
+    // Exactly >= 95% is proven in simulated time (admission unit tests);
+    // over real time on a shared 2-core machine, allow for scheduling noise.
+    assert!(
+        used >= 0.85 * capacity,
+        "only {used} of {capacity}: {stats:?}"
     );
 }
 
@@ -133,4 +169,139 @@ async fn a_429_pauses_all_upstream_traffic_until_retry_after() {
         .get_user(GetUserRequest { user_id: id })
         .await
         .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn saturating_callers_share_by_weight() {
+    let harness = Arc::new(
+        Harness::start(Options {
+            policy: policy(
+                "40/1s",
+                &[
+                    ("heavy", "heavy-token", 3, &["writes"]),
+                    ("light", "light-token", 1, &["writes"]),
+                ],
+            ),
+            ..Options::default()
+        })
+        .await,
+    );
+    let start = Instant::now();
+    let run_for = Duration::from_secs(6);
+    let mut loops = Vec::new();
+    for token in ["heavy-token", "light-token"] {
+        for _ in 0..10 {
+            let harness = harness.clone();
+            loops.push(tokio::spawn(async move {
+                let mut quota = harness.quota().await;
+                let mut granted = 0u32;
+                while start.elapsed() < run_for {
+                    let request = AcquirePermitRequest {
+                        budget: "writes".into(),
+                        max_wait: Some(prost_types::Duration {
+                            seconds: 5,
+                            nanos: 0,
+                        }),
+                        ..Default::default()
+                    };
+                    let reply = quota
+                        .acquire_permit(as_caller(token, request))
+                        .await
+                        .unwrap();
+                    // Grants after the run, when the competition stopped, do not count.
+                    if reply.into_inner().granted && start.elapsed() < run_for {
+                        granted += 1;
+                    }
+                }
+                (token, granted)
+            }));
+        }
+    }
+    let (mut heavy, mut light) = (0, 0);
+    for task in loops {
+        match task.await.unwrap() {
+            ("heavy-token", granted) => heavy += granted,
+            (_, granted) => light += granted,
+        }
+    }
+    let share = f64::from(heavy) / f64::from(heavy + light);
+    println!("heavy {heavy}, light {light}: heavy share {share:.3}");
+    assert!(
+        (0.70..=0.80).contains(&share),
+        "heavy {heavy}, light {light}"
+    );
+    // 40 per second for 6 seconds.
+    assert!(heavy + light >= 200, "heavy {heavy}, light {light}");
+}
+
+#[tokio::test]
+async fn refusals_come_before_the_deadline_with_retry_info() {
+    let harness = Harness::start(Options {
+        rate: rate(2, 10_000),
+        burst: Some(2),
+        ..Options::default()
+    })
+    .await;
+    let mut quota = harness.quota().await;
+    let mut users = harness.users().await;
+    let too_much = AcquirePermitRequest {
+        cost: 3,
+        ..Default::default()
+    };
+    let status = quota.acquire_permit(too_much).await.unwrap_err();
+    assert_eq!(
+        status.code(),
+        tonic::Code::InvalidArgument,
+        "cost above the limit"
+    );
+    let spend_all = AcquirePermitRequest {
+        cost: 2,
+        ..Default::default()
+    };
+    assert!(
+        quota
+            .acquire_permit(spend_all)
+            .await
+            .unwrap()
+            .into_inner()
+            .granted
+    );
+
+    let started = Instant::now();
+    let refused = quota
+        .acquire_permit(AcquirePermitRequest {
+            max_wait: Some(prost_types::Duration {
+                seconds: 2,
+                nanos: 0,
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!refused.granted);
+    let retry = refused.retry_after.unwrap();
+    assert!(retry.seconds >= 8, "{retry:?}");
+    assert!(
+        started.elapsed() < Duration::from_millis(500),
+        "refused at once"
+    );
+
+    let started = Instant::now();
+    let request = with_deadline(
+        GetUserRequest {
+            user_id: harness.ids[0].clone(),
+        },
+        Duration::from_secs(2),
+    );
+    let status = users.get_user(request).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+    let delay = status
+        .get_details_retry_info()
+        .unwrap()
+        .retry_delay
+        .unwrap();
+    assert!(delay >= Duration::from_secs(7), "{delay:?}");
+    assert!(started.elapsed() < Duration::from_millis(500));
+    assert_eq!(harness.fake.stats().requests, 0);
 }

@@ -33,6 +33,8 @@ pub(crate) struct Options {
     pub(crate) users: usize,
     /// The broker's upstream budget.
     pub(crate) rate: Rate,
+    /// Most upstream requests at once (default: a tenth of the limit).
+    pub(crate) burst: Option<u32>,
     /// Extra window length the broker counts.
     pub(crate) margin: Duration,
     /// The fake's own rate limit (None: unlimited).
@@ -54,6 +56,7 @@ impl Default for Options {
                 window: Duration::from_secs(1),
             },
             margin: Duration::from_millis(20),
+            burst: None,
             fake_limit: None,
             grace: Duration::from_secs(5),
             broker_key: KEY,
@@ -95,7 +98,9 @@ impl Harness {
                 max_attempts: 4,
             },
             upstream_rate: options.rate,
-            upstream_burst: clerk_broker::admission::default_burst(options.rate),
+            upstream_burst: options
+                .burst
+                .unwrap_or_else(|| clerk_broker::admission::default_burst(options.rate)),
             upstream_margin: options.margin,
             shutdown_grace: options.grace,
             policy: Arc::new(options.policy),

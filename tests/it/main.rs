@@ -4,6 +4,7 @@
 mod harness;
 
 mod budget;
+mod callers;
 mod cli;
 mod grpcurl;
 mod lookups;
