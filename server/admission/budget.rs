@@ -189,7 +189,7 @@ impl Budget {
             }
             if state.queue.is_empty() && state.window.available_at(start, cost) == Some(start) {
                 state.window.start(cost);
-                return Ok(self.grant(cost, start));
+                return Ok(self.grant(cost, Duration::ZERO));
             }
             let queued = state.queue.queued_by(&demand.caller);
             let ahead = state
@@ -228,7 +228,7 @@ impl Budget {
                             place.queued = false;
                             state.window.start(cost);
                             state.wake_next();
-                            return Ok(self.grant(cost, start));
+                            return Ok(self.grant(cost, now - start));
                         }
                         other => other,
                     }
@@ -258,12 +258,12 @@ impl Budget {
         self.lock().window.pause_until(until);
     }
 
-    fn grant(&self, cost: u32, start: Instant) -> Permit<'_> {
+    fn grant(&self, cost: u32, waited: Duration) -> Permit<'_> {
         self.granted.fetch_add(u64::from(cost), Ordering::Relaxed);
         Permit {
             budget: self,
             cost,
-            waited: Instant::now() - start,
+            waited,
         }
     }
 

@@ -16,6 +16,9 @@ use tokio::time::{Duration, Instant};
 
 use super::Rate;
 
+/// Resolution of the completion log.
+const TICK: Duration = Duration::from_millis(1);
+
 /// The request log of one budget.
 #[derive(Debug)]
 pub(crate) struct SlidingWindow {
@@ -25,9 +28,15 @@ pub(crate) struct SlidingWindow {
     window: Duration,
     /// Units admitted and not finished yet; they count in every window.
     in_flight: u32,
-    /// When recent requests finished (one entry per unit of cost), ascending.
+    /// When recent requests finished, ascending, as (instant, units): each
+    /// instant rounded up to the next [`TICK`] so that busy budgets need at
+    /// most one entry per tick (rounding up only makes the limit stricter).
     /// Entries that left the window are pruned as time goes on.
-    finished: VecDeque<Instant>,
+    finished: VecDeque<(Instant, u32)>,
+    /// Sum of the units in `finished`.
+    finished_units: u64,
+    /// Where ticks are counted from (the first completion).
+    origin: Option<Instant>,
     /// The end of the latest pause, if any.
     paused_until: Option<Instant>,
     /// An optional burst limit on top of the window.
@@ -74,7 +83,9 @@ impl SlidingWindow {
             limit: rate.limit,
             window: rate.window + margin,
             in_flight: 0,
-            finished: VecDeque::with_capacity(rate.limit.min(4096) as usize),
+            finished: VecDeque::new(),
+            finished_units: 0,
+            origin: None,
             paused_until: None,
             burst: None,
         }
@@ -111,14 +122,13 @@ impl SlidingWindow {
         if busy > self.limit {
             return None;
         }
-        let room = (self.limit - busy) as usize;
+        let room = u64::from(self.limit - busy);
         let mut at = now;
-        if self.finished.len() > room {
-            // The entry `room + 1` places from the end must leave the window.
-            // (After a pause the log holds entries up to the pause's end; this
-            // entry's expiry is then past all of them.)
-            let blocking = self.finished[self.finished.len() - room - 1];
-            at = at.max(blocking + self.window);
+        if self.finished_units > room {
+            // The oldest units must leave the window until `room` remain.
+            // (After a pause the log holds entries up to the pause's end; the
+            // expiry found is then past all of them.)
+            at = at.max(self.expiry_of(self.finished_units - room - 1));
         }
         if let Some(burst) = &mut self.burst {
             at = at.max(burst.ready_at(now, cost));
@@ -137,12 +147,52 @@ impl SlidingWindow {
     /// Records that `cost` admitted units finished at `now`.
     pub(crate) fn finish(&mut self, now: Instant, cost: u32) {
         self.in_flight = self.in_flight.saturating_sub(cost);
-        // Usually `now` is the latest instant; after a pause, future entries
-        // may follow it, so insert in order.
-        let at = self.finished.partition_point(|&t| t <= now);
-        for _ in 0..cost {
-            self.finished.insert(at, now);
+        let at = self.tick(now);
+        self.record(at, cost);
+    }
+
+    /// `now` rounded up to the next tick.
+    fn tick(&mut self, now: Instant) -> Instant {
+        let origin = *self.origin.get_or_insert(now);
+        let since = now.saturating_duration_since(origin);
+        // Whole ticks, rounded up, in u64 arithmetic (this runs per request).
+        let tick_nanos = TICK.as_nanos() as u64;
+        let nanos = since
+            .as_secs()
+            .saturating_mul(1_000_000_000)
+            .saturating_add(u64::from(since.subsec_nanos()));
+        origin + Duration::from_nanos(nanos.div_ceil(tick_nanos).saturating_mul(tick_nanos))
+    }
+
+    /// Adds `units` at `at`, keeping the log ascending (after a pause,
+    /// future entries may follow `at`).
+    fn record(&mut self, at: Instant, units: u32) {
+        self.finished_units += u64::from(units);
+        match self.finished.back_mut() {
+            Some((last, count)) if *last == at => *count += units,
+            Some((last, _)) if *last > at => {
+                let index = self.finished.partition_point(|&(t, _)| t < at);
+                match self.finished.get_mut(index) {
+                    Some((t, count)) if *t == at => *count += units,
+                    _ => self.finished.insert(index, (at, units)),
+                }
+            }
+            _ => self.finished.push_back((at, units)),
         }
+    }
+
+    /// When the unit at `index` (0 = oldest) of the log leaves the window.
+    fn expiry_of(&self, index: u64) -> Instant {
+        let mut seen = 0;
+        for &(at, units) in &self.finished {
+            seen += u64::from(units);
+            if seen > index {
+                return at + self.window;
+            }
+        }
+        self.finished
+            .back()
+            .map_or_else(Instant::now, |&(at, _)| at + self.window)
     }
 
     /// Estimates how long until `cost` units could be admitted behind
@@ -150,7 +200,7 @@ impl SlidingWindow {
     pub(crate) fn estimate_wait(&mut self, now: Instant, ahead: u64, cost: u32) -> Duration {
         self.prune(now);
         let needed = ahead + u64::from(cost);
-        let used = u64::from(self.in_flight) + self.finished.len() as u64;
+        let used = u64::from(self.in_flight) + self.finished_units;
         let free = u64::from(self.limit).saturating_sub(used);
         let paused = self.paused_until.filter(|&until| until > now);
         if needed <= free && paused.is_none() {
@@ -160,11 +210,12 @@ impl SlidingWindow {
         // their instant plus W, requests in flight one window from now.
         let beyond = needed.saturating_sub(free).max(1) - 1;
         let cycle = beyond / u64::from(self.limit);
-        let index = (beyond % u64::from(self.limit)) as usize;
-        let expiry = self
-            .finished
-            .get(index)
-            .map_or(now + self.window, |&t| t + self.window);
+        let index = beyond % u64::from(self.limit);
+        let expiry = if index < self.finished_units {
+            self.expiry_of(index)
+        } else {
+            now + self.window
+        };
         let at = expiry + self.window * u32::try_from(cycle).unwrap_or(u32::MAX);
         at.max(paused.unwrap_or(now)).saturating_duration_since(now)
     }
@@ -182,20 +233,22 @@ impl SlidingWindow {
             burst.updated = until;
         }
         self.finished.clear();
+        self.finished_units = 0;
         let step = self.window / self.limit;
         let start = until.checked_sub(self.window).unwrap_or(until);
         for i in 0..self.limit {
-            self.finished.push_back((start + step * (i + 1)).min(until));
+            let at = self.tick((start + step * (i + 1)).min(until));
+            self.record(at, 1);
         }
     }
 
     fn prune(&mut self, now: Instant) {
-        while self
-            .finished
-            .front()
-            .is_some_and(|&oldest| oldest + self.window <= now)
-        {
+        while let Some(&(oldest, units)) = self.finished.front() {
+            if oldest + self.window > now {
+                break;
+            }
             self.finished.pop_front();
+            self.finished_units -= u64::from(units);
         }
     }
 }

@@ -1,0 +1,222 @@
+//! Load generator: drives `AcquirePermit` on the broker and on a bare tonic
+//! server built in the same profile (the baseline), in the same run, and
+//! prints RPC/s, latency percentiles and the ratio; then times the admission
+//! controller's decision alone.
+//!
+//! `cargo bench --bench load -- --seconds 5 --connections 4 --concurrency 16`
+
+use std::{
+    hint::black_box,
+    net::SocketAddr,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use clap::Parser;
+use clerk_broker::{
+    admission::{Budget, BudgetSpec, Demand, Rate},
+    callers::Policy,
+    clerk::ClerkConfig,
+    config::Config,
+    pb::{
+        AcquirePermitRequest, AcquirePermitResponse,
+        quota_service_client::QuotaServiceClient,
+        quota_service_server::{QuotaService, QuotaServiceServer},
+    },
+    secret::SecretKey,
+    server,
+};
+use tokio::net::TcpListener;
+use tonic::{Request, Response, Status, transport::Channel};
+
+/// What to run.
+#[derive(Debug, Parser)]
+struct Args {
+    /// Seconds of load per server.
+    #[arg(long, default_value_t = 5)]
+    seconds: u64,
+    /// HTTP/2 connections.
+    #[arg(long, default_value_t = 4)]
+    connections: usize,
+    /// Calls in flight per connection.
+    #[arg(long, default_value_t = 16)]
+    concurrency: usize,
+    /// Rounds (baseline, broker) to run; the best round of each is reported.
+    #[arg(long, default_value_t = 2)]
+    rounds: usize,
+    /// Ignored (passed by `cargo bench`).
+    #[arg(long, hide = true)]
+    bench: bool,
+}
+
+/// The baseline: `QuotaService` answering at once, with no broker logic.
+struct Bare;
+
+#[tonic::async_trait]
+impl QuotaService for Bare {
+    async fn acquire_permit(
+        &self,
+        request: Request<AcquirePermitRequest>,
+    ) -> Result<Response<AcquirePermitResponse>, Status> {
+        let request = request.into_inner();
+        Ok(Response::new(AcquirePermitResponse {
+            granted: true,
+            budget: request.budget,
+            limit: 1_000_000,
+            waited: Some(prost_types::Duration::default()),
+            window: Some(prost_types::Duration {
+                seconds: 1,
+                nanos: 0,
+            }),
+            ..Default::default()
+        }))
+    }
+}
+
+/// Figures of one load run.
+#[derive(Clone, Copy, Debug)]
+struct Figures {
+    rps: f64,
+    p50: Duration,
+    p99: Duration,
+}
+
+async fn start_bare() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(QuotaServiceServer::new(Bare))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    addr
+}
+
+/// A broker whose upstream budget is never the limit (no upstream calls are
+/// made by `AcquirePermit`).
+async fn start_broker() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let rate: Rate = "1000000/1s".parse().unwrap();
+    let config = Config {
+        listen: addr,
+        clerk: ClerkConfig {
+            base_url: "http://127.0.0.1:9/v1".parse().unwrap(),
+            secret_key: SecretKey::parse("sk_test_bench").unwrap(),
+            request_timeout: Duration::from_secs(1),
+            max_attempts: 1,
+        },
+        upstream_rate: rate,
+        upstream_burst: rate.limit,
+        upstream_margin: Duration::ZERO,
+        shutdown_grace: Duration::from_secs(1),
+        policy: Arc::new(Policy::anonymous()),
+    };
+    tokio::spawn(server::run(listener, config, std::future::pending()));
+    addr
+}
+
+async fn drive(addr: SocketAddr, args: &Args) -> Figures {
+    let mut tasks = Vec::new();
+    let end = Instant::now() + Duration::from_secs(args.seconds);
+    for _ in 0..args.connections {
+        let channel = Channel::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        for _ in 0..args.concurrency {
+            let mut client = QuotaServiceClient::new(channel.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut latencies = Vec::with_capacity(100_000);
+                while Instant::now() < end {
+                    let started = Instant::now();
+                    let reply = client
+                        .acquire_permit(AcquirePermitRequest::default())
+                        .await
+                        .unwrap();
+                    assert!(reply.into_inner().granted);
+                    latencies.push(started.elapsed());
+                }
+                latencies
+            }));
+        }
+    }
+    let started = Instant::now();
+    let mut latencies = Vec::new();
+    for task in tasks {
+        latencies.extend(task.await.unwrap());
+    }
+    let elapsed = started.elapsed().max(Duration::from_secs(args.seconds));
+    latencies.sort();
+    let at = |q: f64| latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)];
+    Figures {
+        rps: latencies.len() as f64 / elapsed.as_secs_f64(),
+        p50: at(0.50),
+        p99: at(0.99),
+    }
+}
+
+/// Nanoseconds per admission decision (acquire and release) on an
+/// uncontended budget, measured over `iterations`.
+async fn decision_ns(iterations: u32) -> f64 {
+    // 10 million per second: far above what one core can ask for.
+    let rate: Rate = "1000000/100ms".parse().unwrap();
+    let mut spec = BudgetSpec::new(rate);
+    spec.burst = Some(rate.limit);
+    let budget = Budget::new("bench", spec);
+    let demand = Demand::interactive(
+        "bench".into(),
+        tokio::time::Instant::now() + Duration::from_secs(3600),
+    );
+    let started = Instant::now();
+    for _ in 0..iterations {
+        let permit = budget.acquire(black_box(&demand), 1).await.unwrap();
+        drop(black_box(permit));
+    }
+    started.elapsed().as_nanos() as f64 / f64::from(iterations)
+}
+
+fn show(name: &str, figures: Figures) {
+    println!(
+        "{name:<28} {:>10.0} RPC/s   p50 {:>8.1?}   p99 {:>8.1?}",
+        figures.rps, figures.p50, figures.p99
+    );
+}
+
+fn best(runs: &[Figures]) -> Figures {
+    *runs
+        .iter()
+        .max_by(|a, b| a.rps.total_cmp(&b.rps))
+        .expect("at least one round")
+}
+
+#[tokio::main]
+async fn main() {
+    let args = Args::parse();
+    let bare = start_bare().await;
+    let broker = start_broker().await;
+    println!(
+        "AcquirePermit, {} connections x {} in flight, {} s per run, {} rounds",
+        args.connections, args.concurrency, args.seconds, args.rounds
+    );
+    let (mut bare_runs, mut broker_runs) = (Vec::new(), Vec::new());
+    for _ in 0..args.rounds {
+        bare_runs.push(drive(bare, &args).await);
+        broker_runs.push(drive(broker, &args).await);
+    }
+    let (bare, broker) = (best(&bare_runs), best(&broker_runs));
+    show("bare tonic (baseline)", bare);
+    show("clerk-broker AcquirePermit", broker);
+    println!(
+        "ratio: {:.2}x RPC/s, p99 {:.2}x",
+        broker.rps / bare.rps,
+        broker.p99.as_secs_f64() / bare.p99.as_secs_f64()
+    );
+    // Warm up, then measure the decision alone.
+    decision_ns(100_000).await;
+    println!(
+        "admission decision alone: {:.0} ns per acquire+release",
+        decision_ns(2_000_000).await
+    );
+}
