@@ -111,6 +111,7 @@ async fn start_broker() -> SocketAddr {
         upstream_margin: Duration::ZERO,
         shutdown_grace: Duration::from_secs(1),
         policy: Arc::new(Policy::anonymous()),
+        policy_path: None,
     };
     tokio::spawn(server::run(listener, config, std::future::pending()));
     addr

@@ -36,6 +36,11 @@ pub enum Command {
     Demo(DemoArgs),
     /// Run only the fake Clerk API over HTTP (for benchmarks and experiments).
     FakeClerk(FakeClerkArgs),
+    /// Validate a policy file and explain every error with its location.
+    CheckConfig {
+        /// The policy file (TOML).
+        file: PathBuf,
+    },
 }
 
 /// Flags shared by `serve` and `demo`.
@@ -140,6 +145,8 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// Callers and extra budgets.
     pub policy: Arc<Policy>,
+    /// Where the policy came from, to reload it (None: anonymous mode).
+    pub policy_path: Option<PathBuf>,
 }
 
 impl Config {
@@ -232,6 +239,7 @@ impl Config {
         };
         Ok(Self {
             policy: Arc::new(policy),
+            policy_path: args.config.clone(),
             listen,
             clerk: ClerkConfig {
                 base_url: url,

@@ -13,10 +13,12 @@ use tonic_health::{ServingStatus, server::HealthReporter};
 
 use crate::{
     admission::{Admission, Demand},
+    callers::PolicyStore,
     clerk::{ClerkClient, KeyState, UserFilter},
     config::Config,
     grpc::{Authenticate, QuotaApi, UserApi},
     pb::{self, quota_service_server::QuotaServiceServer, user_service_server::UserServiceServer},
+    reload::{self, ReloadStats},
     token::TokenKey,
     users::Users,
 };
@@ -64,6 +66,8 @@ pub struct Broker {
     pub users: Arc<Users>,
     /// Signs resume tokens.
     pub tokens: TokenKey,
+    /// Outcomes of policy reloads.
+    pub reloads: Arc<ReloadStats>,
 }
 
 impl Broker {
@@ -81,6 +85,7 @@ impl Broker {
             clerk,
             users,
             tokens,
+            reloads: Arc::default(),
         })
     }
 }
@@ -113,7 +118,17 @@ pub async fn run(
             .collect();
         tracing::info!(?callers, "callers authenticate with bearer tokens");
     }
-    let authenticate = Authenticate::new(config.policy.clone());
+    let policy = Arc::new(PolicyStore::new(config.policy.clone()));
+    let authenticate = Authenticate::new(policy.clone());
+    let reloader = config.policy_path.clone().map(|path| {
+        tokio::spawn(reload::watch(
+            path,
+            policy,
+            broker.admission.clone(),
+            config.upstream_spec(),
+            broker.reloads.clone(),
+        ))
+    });
     let key_watch = tokio::spawn(follow_key_state(
         broker.clerk.clone(),
         health.clone(),
@@ -146,11 +161,10 @@ pub async fn run(
             let _ = stop_rx.await;
         });
     tokio::pin!(server);
+    // Background tasks end with the server.
+    let _background = AbortOnDrop([Some(key_watch), reloader].into_iter().flatten().collect());
     tokio::select! {
-        result = &mut server => {
-            key_watch.abort();
-            return result.map_err(ServeError::from);
-        }
+        result = &mut server => return result.map_err(ServeError::from),
         () = shutdown => {}
     }
 
@@ -159,13 +173,23 @@ pub async fn run(
     set_readiness(&health, ServingStatus::NotServing).await;
     let _ = stop_tx.send(());
     let drained = tokio::time::timeout_at(Instant::now() + config.shutdown_grace, server).await;
-    key_watch.abort();
     match drained {
         Ok(result) => result?,
         Err(_) => tracing::warn!("shutdown grace expired with calls still running; they are cut"),
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Aborts background tasks when dropped (whichever way `run` ends).
+struct AbortOnDrop(Vec<tokio::task::JoinHandle<()>>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        for task in &self.0 {
+            task.abort();
+        }
+    }
 }
 
 /// Reflection over the broker's own services, the health service, and the

@@ -62,8 +62,6 @@ impl BudgetSpec {
 pub struct Budget {
     /// The name callers use for it.
     name: String,
-    /// How it was configured.
-    spec: BudgetSpec,
     /// The request log and the waiters; locked only briefly.
     state: Mutex<State>,
     /// Counters for operators: granted and refused requests, 429 pauses.
@@ -74,6 +72,8 @@ pub struct Budget {
 
 #[derive(Debug)]
 struct State {
+    /// How the budget is configured now (a reload may change it).
+    spec: BudgetSpec,
     window: SlidingWindow,
     queue: FairQueue,
     /// How to wake each waiter.
@@ -142,12 +142,12 @@ impl Budget {
         Self {
             name: name.into(),
             state: Mutex::new(State {
-                window,
                 queue: FairQueue::new(spec.bulk_share),
+                window,
+                spec,
                 wakers: HashMap::new(),
                 next_ticket: 0,
             }),
-            spec,
             granted: AtomicU64::new(0),
             refused: AtomicU64::new(0),
             pauses: AtomicU64::new(0),
@@ -161,7 +161,17 @@ impl Budget {
 
     /// The budget's configured rate.
     pub fn rate(&self) -> Rate {
-        self.spec.rate
+        self.lock().spec.rate
+    }
+
+    /// Applies a new configuration in place: requests in flight, the log and
+    /// every waiter are kept (waiters are re-checked against the new rate).
+    pub fn reconfigure(&self, spec: BudgetSpec) {
+        let mut state = self.lock();
+        state.window.reconfigure(spec.rate, spec.margin, spec.burst);
+        state.queue.set_bulk_share(spec.bulk_share);
+        state.spec = spec;
+        state.wake_next();
     }
 
     /// Requests granted, refused, and upstream 429 pauses so far.
@@ -196,7 +206,7 @@ impl Budget {
                 .queue
                 .ahead_of(&demand.caller, demand.weight, demand.priority, cost);
             let retry_after = state.window.estimate_wait(start, ahead, cost);
-            if queued + u64::from(cost) > u64::from(self.spec.queue_limit)
+            if queued + u64::from(cost) > u64::from(state.spec.queue_limit)
                 || start + retry_after > demand.deadline
             {
                 return Err(self.refuse(retry_after));

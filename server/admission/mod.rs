@@ -10,7 +10,10 @@ mod fair;
 mod rate;
 mod window;
 
-use std::{collections::HashMap, sync::Arc};
+use std::{
+    collections::HashMap,
+    sync::{Arc, PoisonError, RwLock},
+};
 
 use tokio::time::{Duration, Instant};
 
@@ -95,8 +98,8 @@ pub fn default_burst(rate: Rate) -> u32 {
 pub struct Admission {
     /// The budget of the broker's own Clerk requests.
     upstream: Arc<Budget>,
-    /// Every budget by name, the upstream one included.
-    budgets: HashMap<String, Arc<Budget>>,
+    /// Every budget by name, the upstream one included; replaced on reload.
+    budgets: RwLock<HashMap<String, Arc<Budget>>>,
 }
 
 impl Admission {
@@ -104,11 +107,37 @@ impl Admission {
     /// (whose names must differ from `UPSTREAM_BUDGET` and each other).
     pub fn new(upstream: BudgetSpec, others: Vec<(String, BudgetSpec)>) -> Self {
         let upstream = Arc::new(Budget::new(UPSTREAM_BUDGET, upstream));
-        let mut budgets = HashMap::from([(UPSTREAM_BUDGET.to_owned(), upstream.clone())]);
-        for (name, spec) in others {
-            budgets.insert(name.clone(), Arc::new(Budget::new(name, spec)));
+        let admission = Self {
+            budgets: RwLock::new(HashMap::from([(
+                UPSTREAM_BUDGET.to_owned(),
+                upstream.clone(),
+            )])),
+            upstream,
+        };
+        admission.apply(None, others);
+        admission
+    }
+
+    /// Puts a new set of budgets in force: existing ones are reconfigured in
+    /// place (their waiters stay queued), new ones created, missing ones
+    /// dropped (calls already holding them finish normally).
+    pub fn apply(&self, upstream: Option<BudgetSpec>, others: Vec<(String, BudgetSpec)>) {
+        if let Some(spec) = upstream {
+            self.upstream.reconfigure(spec);
         }
-        Self { upstream, budgets }
+        let mut budgets = self.budgets.write().unwrap_or_else(PoisonError::into_inner);
+        let mut next = HashMap::from([(UPSTREAM_BUDGET.to_owned(), self.upstream.clone())]);
+        for (name, spec) in others {
+            let budget = match budgets.get(&name) {
+                Some(existing) => {
+                    existing.reconfigure(spec);
+                    existing.clone()
+                }
+                None => Arc::new(Budget::new(name.clone(), spec)),
+            };
+            next.insert(name, budget);
+        }
+        *budgets = next;
     }
 
     /// The budget every Clerk request of the broker draws on.
@@ -124,6 +153,8 @@ impl Admission {
             name
         };
         self.budgets
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
             .get(name)
             .cloned()
             .ok_or_else(|| AdmissionError::UnknownBudget(name.to_owned()))
@@ -477,6 +508,48 @@ mod tests {
         for task in waiting {
             assert!(task.await.unwrap().is_ok());
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_reload_changes_the_rate_and_keeps_waiters() {
+        let admission = Arc::new(Admission::new(
+            BudgetSpec::new(Rate::CLERK_DEVELOPMENT),
+            vec![(
+                "writes".into(),
+                BudgetSpec::new(Rate {
+                    limit: 1,
+                    window: Duration::from_secs(10),
+                }),
+            )],
+        ));
+        let writes = admission.budget("writes").unwrap();
+        spend(&writes, 1, Duration::ZERO).await.unwrap();
+        let start = Instant::now();
+        let waiter = {
+            let writes = writes.clone();
+            tokio::spawn(async move { spend(&writes, 1, Duration::from_secs(30)).await })
+        };
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        // 1 per 10 s becomes 5 per 10 s: the queued waiter goes at once.
+        admission.apply(
+            None,
+            vec![(
+                "writes".into(),
+                BudgetSpec::new(Rate {
+                    limit: 5,
+                    window: Duration::from_secs(10),
+                }),
+            )],
+        );
+        assert!(waiter.await.unwrap().is_ok());
+        assert_eq!(Instant::now() - start, Duration::from_secs(1));
+        assert_eq!(admission.budget("writes").unwrap().rate().limit, 5);
+        assert!(
+            Arc::ptr_eq(&writes, &admission.budget("writes").unwrap()),
+            "same budget, same log"
+        );
+        admission.apply(None, Vec::new());
+        assert!(admission.budget("writes").is_err());
     }
 
     #[test]
