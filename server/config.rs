@@ -69,6 +69,10 @@ pub struct BrokerArgs {
     /// How long in-flight calls may run on after SIGTERM before the broker exits.
     #[arg(long, env = "CLERK_BROKER_SHUTDOWN_GRACE", default_value = "20s")]
     pub shutdown_grace: String,
+    /// After SIGTERM, how long to keep serving with readiness NOT_SERVING,
+    /// so load balancers stop sending new calls before the drain begins.
+    #[arg(long, env = "CLERK_BROKER_DRAIN_DELAY", default_value = "0s")]
+    pub drain_delay: String,
 }
 
 /// Flags of `serve`.
@@ -143,6 +147,8 @@ pub struct Config {
     pub upstream_margin: Duration,
     /// Time in-flight calls get after a shutdown signal.
     pub shutdown_grace: Duration,
+    /// Time served on, NOT_SERVING, after a shutdown signal.
+    pub drain_delay: Duration,
     /// Callers and extra budgets.
     pub policy: Arc<Policy>,
     /// Where the policy came from, to reload it (None: anonymous mode).
@@ -251,6 +257,7 @@ impl Config {
             upstream_burst,
             upstream_margin,
             shutdown_grace: duration("--shutdown-grace", &args.shutdown_grace)?,
+            drain_delay: duration("--drain-delay", &args.drain_delay)?,
         })
     }
 }

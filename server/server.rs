@@ -91,8 +91,10 @@ impl Broker {
 }
 
 /// Serves the broker on `listener` until `shutdown` resolves, then drains:
-/// health turns NOT_SERVING, new connections are refused, exports end with a
-/// resumable status, and in-flight calls get `config.shutdown_grace` to finish.
+/// health turns NOT_SERVING (and the broker serves on for
+/// `config.drain_delay`, while load balancers notice), then new connections
+/// are refused, exports end with a resumable status, and in-flight calls get
+/// `config.shutdown_grace` to finish.
 pub async fn run(
     listener: TcpListener,
     config: Config,
@@ -161,16 +163,25 @@ pub async fn run(
             let _ = stop_rx.await;
         });
     tokio::pin!(server);
-    // Background tasks end with the server.
-    let _background = AbortOnDrop([Some(key_watch), reloader].into_iter().flatten().collect());
+    // Background tasks end with the server, or when shutdown begins.
+    let background = AbortOnDrop([Some(key_watch), reloader].into_iter().flatten().collect());
     tokio::select! {
         result = &mut server => return result.map_err(ServeError::from),
         () = shutdown => {}
     }
 
+    drop(background);
+    set_readiness(&health, ServingStatus::NotServing).await;
+    if !config.drain_delay.is_zero() {
+        // Keep serving while load balancers notice the readiness change.
+        tracing::info!(delay = ?config.drain_delay, "shutting down: readiness is NOT_SERVING");
+        tokio::select! {
+            result = &mut server => return result.map_err(ServeError::from),
+            () = tokio::time::sleep(config.drain_delay) => {}
+        }
+    }
     tracing::info!(grace = ?config.shutdown_grace, "shutting down: draining calls");
     let _ = draining_tx.send(true);
-    set_readiness(&health, ServingStatus::NotServing).await;
     let _ = stop_tx.send(());
     let drained = tokio::time::timeout_at(Instant::now() + config.shutdown_grace, server).await;
     match drained {

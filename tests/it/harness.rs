@@ -47,6 +47,8 @@ pub(crate) struct Options {
     pub(crate) policy: Policy,
     /// The file `policy` came from, watched for changes.
     pub(crate) policy_path: Option<std::path::PathBuf>,
+    /// Time served on, NOT_SERVING, after shutdown begins.
+    pub(crate) drain_delay: Duration,
 }
 
 impl Default for Options {
@@ -64,6 +66,7 @@ impl Default for Options {
             broker_key: KEY,
             policy: Policy::anonymous(),
             policy_path: None,
+            drain_delay: Duration::ZERO,
         }
     }
 }
@@ -108,6 +111,7 @@ impl Harness {
             shutdown_grace: options.grace,
             policy: Arc::new(options.policy),
             policy_path: options.policy_path,
+            drain_delay: options.drain_delay,
         };
         let listener = TcpListener::bind(config.listen).await.unwrap();
         let addr = listener.local_addr().unwrap();
