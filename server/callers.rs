@@ -1,6 +1,6 @@
 //! Callers and budgets: the policy file, and who a bearer token belongs to.
 //!
-//! The file (TOML; see `deploy/clerk-broker.toml`) names the extra budgets and
+//! The file (TOML; see `deploy/k8s/base/policy.toml`) names the extra budgets and
 //! the callers. A caller has a name, the SHA-256 of its bearer token (the
 //! token itself is never stored), a weight for fair sharing, and the budgets
 //! it may draw on. Without a file, every call is the one anonymous caller,
@@ -386,7 +386,7 @@ mod tests {
     fn the_example_policy_in_deploy_is_valid() {
         let path = Path::new(concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/deploy/clerk-broker.toml"
+            "/deploy/k8s/base/policy.toml"
         ));
         let policy = Policy::load(path, |_| Duration::ZERO).unwrap();
         let names: Vec<_> = policy
