@@ -18,6 +18,7 @@ pub mod demo;
 pub mod export;
 pub mod fake;
 pub mod grpc;
+pub mod metrics;
 pub mod reload;
 pub mod secret;
 pub mod server;

@@ -30,9 +30,21 @@ pub const POLL_INTERVAL: Duration = Duration::from_secs(1);
 #[derive(Debug, Default)]
 pub struct ReloadStats {
     /// Files put in force.
-    pub applied: AtomicU64,
+    applied: AtomicU64,
     /// Files rejected as invalid (the previous policy stayed).
-    pub rejected: AtomicU64,
+    rejected: AtomicU64,
+}
+
+impl ReloadStats {
+    /// Files put in force so far.
+    pub fn applied(&self) -> u64 {
+        self.applied.load(Ordering::Relaxed)
+    }
+
+    /// Files rejected so far.
+    pub fn rejected(&self) -> u64 {
+        self.rejected.load(Ordering::Relaxed)
+    }
 }
 
 /// Re-reads the policy file at `path` when asked (SIGHUP) or when its

@@ -17,6 +17,7 @@ use crate::{
     clerk::{ClerkClient, KeyState, UserFilter},
     config::Config,
     grpc::{Authenticate, QuotaApi, UserApi},
+    metrics::{GrpcMetricsLayer, Metrics},
     pb::{self, quota_service_server::QuotaServiceServer, user_service_server::UserServiceServer},
     reload::{self, ReloadStats},
     token::TokenKey,
@@ -68,17 +69,23 @@ pub struct Broker {
     pub tokens: TokenKey,
     /// Outcomes of policy reloads.
     pub reloads: Arc<ReloadStats>,
+    /// Everything operators can scrape.
+    pub metrics: Arc<Metrics>,
 }
 
 impl Broker {
     /// Builds the domain objects from a validated configuration.
     pub fn new(config: &Config) -> Result<Self, ServeError> {
-        let admission = Arc::new(Admission::new(
+        let metrics = Arc::new(Metrics::new());
+        let admission = Arc::new(Admission::observed(
             config.upstream_spec(),
             config.policy.budgets.clone(),
+            metrics.clone(),
         ));
         let tokens = TokenKey::derive(&config.clerk.secret_key);
-        let clerk = Arc::new(ClerkClient::new(config.clerk.clone(), admission.clone())?);
+        let clerk = Arc::new(
+            ClerkClient::new(config.clerk.clone(), admission.clone())?.observed(metrics.clone()),
+        );
         let users = Arc::new(Users::new(clerk.clone()));
         Ok(Self {
             admission,
@@ -86,6 +93,7 @@ impl Broker {
             users,
             tokens,
             reloads: Arc::default(),
+            metrics,
         })
     }
 }
@@ -139,6 +147,8 @@ pub async fn run(
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = Server::builder()
+        // Outermost: every call is counted, whatever the services answer.
+        .layer(GrpcMetricsLayer::new(broker.metrics.clone()))
         // Idle clients are dropped after a while; live ones keep HTTP/2 alive.
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))

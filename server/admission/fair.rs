@@ -107,6 +107,11 @@ impl FairQueue {
         self.classes.iter().all(|class| !class.active())
     }
 
+    /// Units waiting in one class.
+    pub(crate) fn queued(&self, priority: Priority) -> u64 {
+        self.classes[index(priority)].queued
+    }
+
     /// Units a caller has waiting in all classes.
     pub(crate) fn queued_by(&self, caller: &str) -> u64 {
         self.classes

@@ -18,6 +18,7 @@ use std::{
 use tokio::time::{Duration, Instant};
 
 pub use budget::{Budget, BudgetSpec, DEFAULT_QUEUE_LIMIT, Permit};
+
 pub use rate::{MAX_LIMIT, Rate, RateParseError, parse_duration};
 
 /// The name of the budget that guards the broker's own Clerk requests.
@@ -64,6 +65,44 @@ impl Demand {
     }
 }
 
+/// What admission reports to operators; `metrics` implements it. Calls
+/// happen outside the budget's lock.
+pub trait AdmissionEvents: Send + Sync + std::fmt::Debug {
+    /// `cost` units of `budget` were granted to `demand` after `waited`.
+    fn granted(&self, budget: &str, demand: &Demand, cost: u32, waited: Duration);
+    /// A request of `demand` for `cost` units of `budget` was refused.
+    fn refused(&self, budget: &str, demand: &Demand, cost: u32);
+    /// `budget` was paused by an upstream 429.
+    fn paused(&self, budget: &str);
+}
+
+/// Reports nothing.
+#[derive(Debug)]
+pub struct NoEvents;
+
+impl AdmissionEvents for NoEvents {
+    fn granted(&self, _: &str, _: &Demand, _: u32, _: Duration) {}
+    fn refused(&self, _: &str, _: &Demand, _: u32) {}
+    fn paused(&self, _: &str) {}
+}
+
+/// A budget's state at one instant, for metrics.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BudgetSnapshot {
+    /// Its name.
+    pub name: String,
+    /// Its rate.
+    pub rate: Rate,
+    /// Units that could be admitted now.
+    pub available: u32,
+    /// Units admitted whose requests have not finished.
+    pub in_flight: u32,
+    /// Units waiting at interactive priority.
+    pub queued_interactive: u64,
+    /// Units waiting at bulk priority.
+    pub queued_bulk: u64,
+}
+
 /// Why a permit was not granted.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum AdmissionError {
@@ -100,19 +139,31 @@ pub struct Admission {
     upstream: Arc<Budget>,
     /// Every budget by name, the upstream one included; replaced on reload.
     budgets: RwLock<HashMap<String, Arc<Budget>>>,
+    /// Handed to every budget.
+    events: Arc<dyn AdmissionEvents>,
 }
 
 impl Admission {
     /// Admission with the upstream Clerk budget and the named `others`
     /// (whose names must differ from `UPSTREAM_BUDGET` and each other).
     pub fn new(upstream: BudgetSpec, others: Vec<(String, BudgetSpec)>) -> Self {
-        let upstream = Arc::new(Budget::new(UPSTREAM_BUDGET, upstream));
+        Self::observed(upstream, others, Arc::new(NoEvents))
+    }
+
+    /// As [`Admission::new`], reporting to `events`.
+    pub fn observed(
+        upstream: BudgetSpec,
+        others: Vec<(String, BudgetSpec)>,
+        events: Arc<dyn AdmissionEvents>,
+    ) -> Self {
+        let upstream = Arc::new(Budget::observed(UPSTREAM_BUDGET, upstream, events.clone()));
         let admission = Self {
             budgets: RwLock::new(HashMap::from([(
                 UPSTREAM_BUDGET.to_owned(),
                 upstream.clone(),
             )])),
             upstream,
+            events,
         };
         admission.apply(None, others);
         admission
@@ -133,7 +184,7 @@ impl Admission {
                     existing.reconfigure(spec);
                     existing.clone()
                 }
-                None => Arc::new(Budget::new(name.clone(), spec)),
+                None => Arc::new(Budget::observed(name.clone(), spec, self.events.clone())),
             };
             next.insert(name, budget);
         }
@@ -143,6 +194,20 @@ impl Admission {
     /// The budget every Clerk request of the broker draws on.
     pub fn upstream(&self) -> &Budget {
         &self.upstream
+    }
+
+    /// Every budget's state now, by name.
+    pub fn snapshots(&self) -> Vec<BudgetSnapshot> {
+        let budgets: Vec<Arc<Budget>> = self
+            .budgets
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .cloned()
+            .collect();
+        let mut snapshots: Vec<_> = budgets.iter().map(|budget| budget.snapshot()).collect();
+        snapshots.sort_by(|a, b| a.name.cmp(&b.name));
+        snapshots
     }
 
     /// Looks a budget up by name; "" is the upstream budget.

@@ -213,6 +213,15 @@ impl SlidingWindow {
             .map_or_else(Instant::now, |&(at, _)| at + self.window)
     }
 
+    /// Units that could be admitted now (ignoring the burst cap), and units
+    /// in flight.
+    pub(crate) fn occupancy(&mut self, now: Instant) -> (u32, u32) {
+        self.prune(now);
+        let used = u64::from(self.in_flight) + self.finished_units;
+        let available = u64::from(self.limit).saturating_sub(used);
+        (u32::try_from(available).unwrap_or(u32::MAX), self.in_flight)
+    }
+
     /// Estimates how long until `cost` units could be admitted behind
     /// `ahead` units already waiting: the honest `retry_after` of a refusal.
     pub(crate) fn estimate_wait(&mut self, now: Instant, ahead: u64, cost: u32) -> Duration {
