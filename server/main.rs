@@ -9,7 +9,7 @@ use clap::Parser;
 use clerk_broker::{
     admission::Rate,
     callers::Policy,
-    config::{Cli, Command, Config, FakeClerkArgs, default_margin},
+    config::{Cli, Command, Config, FakeClerkArgs, LogFormat, default_margin},
     demo,
     fake::{FakeClerk, FakeClerkConfig, seed},
     server,
@@ -31,12 +31,15 @@ fn main() -> ExitCode {
             };
         }
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().with_current_span(true).init(),
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(error) => {

@@ -13,6 +13,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+use tracing::Instrument as _;
+
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
     TextEncoder,
@@ -301,9 +303,16 @@ where
         let method = request.uri().path().to_owned();
         let metrics = self.metrics.clone();
         let started = Instant::now();
-        let response = self.inner.call(request);
+        // One span per call; the interceptor fills in the caller.
+        let span = tracing::info_span!(
+            "rpc",
+            method = %method,
+            caller = tracing::field::Empty,
+            code = tracing::field::Empty
+        );
+        let response = span.in_scope(|| self.inner.call(request));
         Box::pin(async move {
-            let response = response.await;
+            let response = response.instrument(span.clone()).await;
             let code = match &response {
                 Ok(response) => response
                     .headers()
@@ -314,6 +323,8 @@ where
                 Err(_) => "TRANSPORT_ERROR",
             };
             metrics.grpc_call(&method, code, started.elapsed());
+            span.record("code", code);
+            tracing::debug!(parent: &span, elapsed = ?started.elapsed(), "call answered");
             response
         })
     }

@@ -315,7 +315,11 @@ impl ClerkClient {
             return Ok(body);
         }
         let (code, trace_id) = envelope(&headers, &body);
-        tracing::warn!(?endpoint, status = status.as_u16(), %code, %trace_id, "Clerk answered with an error");
+        if status == StatusCode::NOT_FOUND {
+            tracing::debug!(?endpoint, %code, %trace_id, "Clerk has no such resource");
+        } else {
+            tracing::warn!(?endpoint, status = status.as_u16(), %code, %trace_id, "Clerk answered with an error");
+        }
         Err(match status {
             StatusCode::NOT_FOUND => Attempt::Fail(UpstreamError::NotFound(match endpoint {
                 Endpoint::GetUser => "user",

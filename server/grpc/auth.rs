@@ -35,6 +35,7 @@ impl Interceptor for Authenticate {
             .current()
             .authenticate(header)
             .map_err(|error| Status::unauthenticated(error.to_string()))?;
+        tracing::Span::current().record("caller", &*caller.name);
         request.extensions_mut().insert(caller);
         Ok(request)
     }
