@@ -9,6 +9,7 @@ mod cli;
 mod grpcurl;
 mod lookups;
 mod reload;
+mod secrecy;
 mod shutdown;
 mod upstream_faults;
 mod validation;
