@@ -10,6 +10,10 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 use clap::{Args, Parser, Subcommand};
 use reqwest::Url;
 
+mod lookup;
+
+pub use lookup::{LookupArgs, LookupConfig, WEBHOOK_SECRET_ENV};
+
 use crate::{
     admission::{Rate, parse_duration},
     clerk::{ClerkConfig, DEFAULT_BASE_URL},
@@ -55,6 +59,9 @@ pub struct BrokerArgs {
     /// How long in-flight calls may run on after SIGTERM before the broker exits.
     #[arg(long, env = "CLERK_BROKER_SHUTDOWN_GRACE", default_value = "20s")]
     pub shutdown_grace: String,
+    /// Cache, batching and webhook flags.
+    #[command(flatten)]
+    pub lookup: LookupArgs,
 }
 
 /// Flags of `serve`.
@@ -127,6 +134,8 @@ pub struct Config {
     pub upstream_margin: Duration,
     /// Time in-flight calls get after a shutdown signal.
     pub shutdown_grace: Duration,
+    /// Cache, batching and webhooks of user lookups.
+    pub lookup: LookupConfig,
 }
 
 impl Config {
@@ -203,6 +212,11 @@ impl Config {
             upstream_rate,
             upstream_margin,
             shutdown_grace: duration("--shutdown-grace", &args.shutdown_grace)?,
+            lookup: LookupConfig::from_args(
+                &args.lookup,
+                listen,
+                std::env::var(WEBHOOK_SECRET_ENV).ok(),
+            )?,
         })
     }
 }

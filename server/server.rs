@@ -1,10 +1,11 @@
 //! Assembles the broker and serves it: gRPC services, standard health,
-//! reflection (v1 and v1alpha), and graceful shutdown.
+//! reflection (v1 and v1alpha), the HTTP listener (webhooks), and graceful
+//! shutdown.
 //!
-//! [`run`] takes an already-bound listener and any shutdown future: the
-//! binary passes SIGTERM/SIGINT, tests pass a listener on `127.0.0.1:0`.
+//! [`run`] takes already-bound listeners and any shutdown future: the
+//! binary passes SIGTERM/SIGINT, tests pass listeners on `127.0.0.1:0`.
 
-use std::{future::Future, sync::Arc, time::Duration};
+use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use tokio::{net::TcpListener, sync::watch, time::Instant};
 use tokio_stream::wrappers::TcpListenerStream;
@@ -15,10 +16,15 @@ use crate::{
     admission::{Admission, Demand},
     clerk::{ClerkClient, KeyState, UserFilter},
     config::Config,
-    grpc::{QuotaApi, UserApi},
-    pb::{self, quota_service_server::QuotaServiceServer, user_service_server::UserServiceServer},
+    grpc::{AdminApi, QuotaApi, UserApi},
+    http,
+    pb::{
+        self, admin_service_server::AdminServiceServer, quota_service_server::QuotaServiceServer,
+        user_service_server::UserServiceServer,
+    },
     token::TokenKey,
     users::Users,
+    webhook::Webhooks,
 };
 
 /// Health service name that stays SERVING as long as the process runs: point
@@ -27,10 +33,11 @@ use crate::{
 pub const LIVENESS_SERVICE: &str = "liveness";
 
 /// Names whose health follows readiness.
-const READINESS_SERVICES: [&str; 3] = [
+const READINESS_SERVICES: [&str; 4] = [
     "",
     "clerk_broker.v1.QuotaService",
     "clerk_broker.v1.UserService",
+    "clerk_broker.v1.AdminService",
 ];
 
 /// The caller name of the broker's own upstream requests (the key probe).
@@ -51,6 +58,38 @@ pub enum ServeError {
     /// The gRPC server failed.
     #[error("the gRPC server failed: {0}")]
     Transport(#[from] tonic::transport::Error),
+    /// A listener could not be bound.
+    #[error("cannot listen on {address}: {source}")]
+    Listen {
+        /// The address asked for.
+        address: SocketAddr,
+        /// Why it failed.
+        source: std::io::Error,
+    },
+}
+
+/// The broker's already-bound listeners.
+#[derive(Debug)]
+pub struct Listeners {
+    /// gRPC.
+    pub grpc: TcpListener,
+    /// HTTP: Clerk webhooks at `POST /webhooks/clerk`.
+    pub http: TcpListener,
+}
+
+impl Listeners {
+    /// Binds the addresses of `config`.
+    pub async fn bind(config: &Config) -> Result<Self, ServeError> {
+        let bind = |address: SocketAddr| async move {
+            TcpListener::bind(address)
+                .await
+                .map_err(|source| ServeError::Listen { address, source })
+        };
+        Ok(Self {
+            grpc: bind(config.listen).await?,
+            http: bind(config.lookup.http_listen).await?,
+        })
+    }
 }
 
 /// The broker's domain objects, shared by all handlers.
@@ -64,33 +103,46 @@ pub struct Broker {
     pub users: Arc<Users>,
     /// Signs resume tokens.
     pub tokens: TokenKey,
+    /// Verifies Clerk's webhook deliveries.
+    pub webhooks: Arc<Webhooks>,
 }
 
 impl Broker {
-    /// Builds the domain objects from a validated configuration.
+    /// Builds the domain objects from a validated configuration (inside a
+    /// tokio runtime: lookups start their batching task).
     pub fn new(config: &Config) -> Result<Self, ServeError> {
         let admission = Arc::new(Admission::new(config.upstream_rate, config.upstream_margin));
         let tokens = TokenKey::derive(&config.clerk.secret_key);
         let clerk = Arc::new(ClerkClient::new(config.clerk.clone(), admission.clone())?);
-        let users = Arc::new(Users::new(clerk.clone()));
+        let users = Arc::new(Users::new(clerk.clone(), &config.lookup));
+        let webhooks = Arc::new(Webhooks::new(config.lookup.webhook_secret.clone()));
         Ok(Self {
             admission,
             clerk,
             users,
             tokens,
+            webhooks,
         })
     }
 }
 
-/// Serves the broker on `listener` until `shutdown` resolves, then drains:
+/// Serves the broker on `listeners` until `shutdown` resolves, then drains:
 /// health turns NOT_SERVING, new connections are refused, exports end with a
 /// resumable status, and in-flight calls get `config.shutdown_grace` to finish.
 pub async fn run(
-    listener: TcpListener,
+    listeners: Listeners,
     config: Config,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
+    let Listeners {
+        grpc: listener,
+        http: http_listener,
+    } = listeners;
     let broker = Broker::new(&config)?;
+    let (http_stop, http_stopped) = tokio::sync::oneshot::channel::<()>();
+    let http = tokio::spawn(serve_http(http_listener, &broker, async {
+        let _ = http_stopped.await;
+    }));
     let (health, health_service) = tonic_health::server::health_reporter();
     health
         .set_service_status(LIVENESS_SERVICE, ServingStatus::Serving)
@@ -120,6 +172,7 @@ pub async fn run(
             broker.tokens.clone(),
             draining.clone(),
         )))
+        .add_service(AdminServiceServer::new(AdminApi::new(broker.users.clone())))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
             let _ = stop_rx.await;
         });
@@ -127,6 +180,7 @@ pub async fn run(
     tokio::select! {
         result = &mut server => {
             key_watch.abort();
+            http.abort();
             return result.map_err(ServeError::from);
         }
         () = shutdown => {}
@@ -136,14 +190,49 @@ pub async fn run(
     let _ = draining_tx.send(true);
     set_readiness(&health, ServingStatus::NotServing).await;
     let _ = stop_tx.send(());
-    let drained = tokio::time::timeout_at(Instant::now() + config.shutdown_grace, server).await;
+    let _ = http_stop.send(());
+    let grace_ends = Instant::now() + config.shutdown_grace;
+    let drained = tokio::time::timeout_at(grace_ends, server).await;
     key_watch.abort();
+    if tokio::time::timeout_at(grace_ends, http).await.is_err() {
+        tracing::warn!("shutdown grace expired with webhook requests still running");
+    }
     match drained {
         Ok(result) => result?,
         Err(_) => tracing::warn!("shutdown grace expired with calls still running; they are cut"),
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Serves the HTTP listener until `stop` resolves; says at start-up whether
+/// webhooks are enabled (never printing the secret).
+fn serve_http(
+    listener: TcpListener,
+    broker: &Broker,
+    stop: impl Future<Output = ()> + Send + 'static,
+) -> impl Future<Output = ()> + Send + 'static {
+    let address = listener
+        .local_addr()
+        .map_or_else(|_| "?".to_owned(), |address| address.to_string());
+    if broker.webhooks.is_configured() {
+        tracing::info!(
+            "webhooks: POST http://{address}{} (signed deliveries update the user cache)",
+            http::WEBHOOK_PATH
+        );
+    } else {
+        tracing::warn!(
+            "webhooks disabled: no CLERK_WEBHOOK_SIGNING_SECRET or --webhook-signing-secret-file; \
+             POST http://{address}{} answers 503 and cached users change only when they expire",
+            http::WEBHOOK_PATH
+        );
+    }
+    let router = http::router(broker.users.clone(), broker.webhooks.clone());
+    async move {
+        if let Err(error) = http::serve(listener, router, stop).await {
+            tracing::error!(%error, "the HTTP listener failed; webhooks are not received");
+        }
+    }
 }
 
 /// Reflection over the broker's own services, the health service, and the

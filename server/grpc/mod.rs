@@ -3,6 +3,7 @@
 //! Handlers hold no logic of their own beyond that; conversions live in
 //! `convert`, the error mapping in `status`.
 
+mod admin;
 mod convert;
 mod export;
 mod quota;
@@ -16,6 +17,7 @@ use tonic::{Request, metadata::MetadataMap};
 
 use crate::admission::{ANONYMOUS, CallerName};
 
+pub use admin::AdminApi;
 pub use quota::QuotaApi;
 pub use users::UserApi;
 

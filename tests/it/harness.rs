@@ -12,11 +12,12 @@ use std::{
 use clerk_broker::{
     admission::Rate,
     clerk::ClerkConfig,
-    config::Config,
+    config::{Config, LookupConfig},
     fake::{FakeClerk, FakeClerkConfig, seed},
     pb::{quota_service_client::QuotaServiceClient, user_service_client::UserServiceClient},
     secret::SecretKey,
-    server::{self, ServeError},
+    server::{self, Listeners, ServeError},
+    webhook::WebhookSecret,
 };
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
 use tonic::transport::Channel;
@@ -24,6 +25,19 @@ use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
 /// The key the fake accepts and the broker holds.
 pub(crate) const KEY: &str = "sk_test_integration_key_0123456789";
+
+/// The webhook signing secret of test brokers.
+pub(crate) const WEBHOOK_SECRET: &str = "whsec_dGVzdC13ZWJob29rLXNpZ25pbmctc2VjcmV0";
+
+/// Lookup settings of test brokers: the defaults, a batch window long enough
+/// that a burst from a loaded machine still fills batches, and webhooks on.
+pub(crate) fn test_lookup() -> LookupConfig {
+    LookupConfig {
+        batch_window: Duration::from_millis(20),
+        webhook_secret: Some(WebhookSecret::parse(WEBHOOK_SECRET).unwrap()),
+        ..LookupConfig::default()
+    }
+}
 
 /// What a test needs of its broker.
 pub(crate) struct Options {
@@ -39,6 +53,8 @@ pub(crate) struct Options {
     pub(crate) grace: Duration,
     /// The key the broker sends (the fake always accepts only `KEY`).
     pub(crate) broker_key: &'static str,
+    /// Cache, batching and webhooks.
+    pub(crate) lookup: LookupConfig,
 }
 
 impl Default for Options {
@@ -53,6 +69,7 @@ impl Default for Options {
             fake_limit: None,
             grace: Duration::from_secs(5),
             broker_key: KEY,
+            lookup: test_lookup(),
         }
     }
 }
@@ -63,6 +80,8 @@ pub(crate) struct Harness {
     pub(crate) fake: FakeClerk,
     /// Where the broker listens.
     pub(crate) addr: SocketAddr,
+    /// Where the broker's HTTP listener (webhooks) listens.
+    pub(crate) http_addr: SocketAddr,
     /// Ids of the seeded users, in seed order.
     pub(crate) ids: Vec<String>,
     shutdown: Option<oneshot::Sender<()>>,
@@ -92,16 +111,22 @@ impl Harness {
             upstream_rate: options.rate,
             upstream_margin: options.margin,
             shutdown_grace: options.grace,
+            lookup: options.lookup,
         };
-        let listener = TcpListener::bind(config.listen).await.unwrap();
-        let addr = listener.local_addr().unwrap();
+        let listeners = Listeners {
+            grpc: TcpListener::bind(config.listen).await.unwrap(),
+            http: TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        };
+        let addr = listeners.grpc.local_addr().unwrap();
+        let http_addr = listeners.http.local_addr().unwrap();
         let (tx, rx) = oneshot::channel();
-        let server = tokio::spawn(server::run(listener, config, async {
+        let server = tokio::spawn(server::run(listeners, config, async {
             let _ = rx.await;
         }));
         Self {
             fake,
             addr,
+            http_addr,
             ids,
             shutdown: Some(tx),
             server,
@@ -167,7 +192,14 @@ pub(crate) fn with_deadline<T>(message: T, timeout: Duration) -> tonic::Request<
 /// The broker binary in demo mode on a free port, and its address.
 pub(crate) fn demo_process() -> (Child, String, mpsc::Receiver<String>) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_clerk-broker"))
-        .args(["demo", "--listen", "127.0.0.1:0", "--users", "3000"])
+        .args([
+            "demo",
+            "--listen",
+            "127.0.0.1:0",
+            "--http-listen",
+            "127.0.0.1:0",
+        ])
+        .args(["--users", "3000"])
         .env("CLERK_BROKER_UPSTREAM_RATE", "1000/1s")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
