@@ -4,9 +4,11 @@
 mod harness;
 
 mod budget;
+mod cache;
 mod cli;
 mod grpcurl;
 mod lookups;
 mod shutdown;
 mod upstream_faults;
 mod validation;
+mod webhooks;
