@@ -1,15 +1,19 @@
 //! `UserCache`: users by id, and "no such user", bounded by entry count and
-//! by approximate resident bytes.
+//! by resident bytes.
 //!
 //! Each entry is fresh for a while (the TTL, or the shorter negative TTL for
 //! "no such user") and then kept `max_stale` longer as a fallback for when
 //! Clerk fails. Freshness is judged here on tokio's clock; `moka` only drops
 //! entries once they are too old to serve even as stale, and evicts by size.
 //!
+//! Users are stored compact, as the JSON text Clerk sent (about 1.2 KB for a
+//! typical user, where the parsed `serde_json` tree takes 6–7 times that), and
+//! parsed again on a hit: a few microseconds bought with most of the memory.
+//!
 //! Both bounds ride on moka's single weighted capacity: the capacity is the
 //! byte bound, and every entry weighs at least `max_bytes / max_entries`, so
 //! the cache can never hold more than `max_entries` entries nor more than
-//! `max_bytes` (as estimated by [`approximate_size`]).
+//! `max_bytes` (an entry weighs its text, its key and a fixed overhead).
 
 use std::{sync::Arc, time::Duration};
 
@@ -18,26 +22,22 @@ use moka::{
     future::Cache,
     ops::compute::{CompResult, Op},
 };
-use serde_json::Value;
 use tokio::time::Instant;
 
 use crate::{clerk::ClerkUser, config::LookupConfig};
 
-/// Bytes counted for every entry on top of its user: moka's bookkeeping,
-/// the key, the `Arc`s and the entry itself.
-const ENTRY_OVERHEAD: usize = 320;
+/// Bytes counted for every entry on top of its text and key: moka's
+/// bookkeeping (hash table slot, deque and timer nodes), the `Arc`s, and the
+/// allocator's rounding. Measured with `bench-lookups`.
+const ENTRY_OVERHEAD: usize = 400;
 
-/// A cached answer about one id.
+/// A cached answer about one id, as served.
 #[derive(Clone, Debug)]
 pub struct Cached {
     /// The user, or `None`: Clerk has no user with this id.
     pub user: Option<ClerkUser>,
     /// Until when the entry is fresh.
     pub fresh_until: Instant,
-    /// How long it is fresh in all (what moka needs to time its removal).
-    lifetime: Duration,
-    /// Its weight in the cache: its approximate size, at least the floor.
-    weight: u32,
 }
 
 impl Cached {
@@ -47,10 +47,40 @@ impl Cached {
     }
 }
 
+/// A cached answer as stored: compact.
+#[derive(Clone, Debug)]
+struct Stored {
+    /// The user's JSON text, or `None`: no such user.
+    json: Option<Arc<str>>,
+    /// The user's `updated_at`, to keep the newer of two versions.
+    updated_at: Option<i64>,
+    /// Until when the entry is fresh.
+    fresh_until: Instant,
+    /// How long it is fresh in all (what moka needs to time its removal).
+    lifetime: Duration,
+    /// Its weight in the cache: its size, at least the floor.
+    weight: u32,
+}
+
+impl Stored {
+    /// The entry as served; `None` if its text no longer parses (it was
+    /// written by `serde_json` itself, so this does not happen).
+    fn load(&self) -> Option<Cached> {
+        let user = match &self.json {
+            Some(text) => Some(ClerkUser::from_json(serde_json::from_str(text).ok()?)?),
+            None => None,
+        };
+        Some(Cached {
+            user,
+            fresh_until: self.fresh_until,
+        })
+    }
+}
+
 /// The bounded user cache. Cheap to share behind an `Arc`.
 #[derive(Debug)]
 pub struct UserCache {
-    entries: Cache<Arc<str>, Cached>,
+    entries: Cache<Arc<str>, Stored>,
     ttl: Duration,
     negative_ttl: Duration,
     max_stale: Duration,
@@ -63,11 +93,11 @@ struct KeepUntilStale {
     max_stale: Duration,
 }
 
-impl Expiry<Arc<str>, Cached> for KeepUntilStale {
+impl Expiry<Arc<str>, Stored> for KeepUntilStale {
     fn expire_after_create(
         &self,
         _: &Arc<str>,
-        value: &Cached,
+        value: &Stored,
         _: std::time::Instant,
     ) -> Option<Duration> {
         Some(value.lifetime.saturating_add(self.max_stale))
@@ -76,7 +106,7 @@ impl Expiry<Arc<str>, Cached> for KeepUntilStale {
     fn expire_after_update(
         &self,
         _: &Arc<str>,
-        value: &Cached,
+        value: &Stored,
         _: std::time::Instant,
         _: Option<Duration>,
     ) -> Option<Duration> {
@@ -92,7 +122,7 @@ impl UserCache {
         let weight_floor = u32::try_from(max_bytes / max_entries).unwrap_or(u32::MAX);
         let entries = Cache::builder()
             .max_capacity(max_bytes)
-            .weigher(|_: &Arc<str>, value: &Cached| value.weight)
+            .weigher(|_: &Arc<str>, value: &Stored| value.weight)
             .expire_after(KeepUntilStale {
                 max_stale: config.max_stale,
             })
@@ -108,7 +138,7 @@ impl UserCache {
 
     /// The entry for `id`, fresh or not (it may still serve as stale).
     pub async fn get(&self, id: &str) -> Option<Cached> {
-        self.entries.get(id).await
+        self.entries.get(id).await?.load()
     }
 
     /// Whether `entry` may still be served as stale at `now`: it expired
@@ -118,18 +148,21 @@ impl UserCache {
     }
 
     /// A new entry for what Clerk said about `id`.
-    pub fn entry(&self, id: &str, user: Option<ClerkUser>) -> Cached {
+    fn entry(&self, id: &str, user: Option<&ClerkUser>) -> Stored {
         let lifetime = if user.is_some() {
             self.ttl
         } else {
             self.negative_ttl
         };
-        let size = approximate_size(id, user.as_ref());
-        Cached {
+        let json: Option<Arc<str>> =
+            user.and_then(|user| serde_json::to_string(user.json()).ok().map(Into::into));
+        let size = entry_size(id, json.as_deref());
+        Stored {
             weight: u32::try_from(size)
                 .unwrap_or(u32::MAX)
                 .max(self.weight_floor),
-            user,
+            updated_at: user.and_then(|user| user.millis("updated_at")),
+            json,
             fresh_until: Instant::now() + lifetime,
             lifetime,
         }
@@ -140,7 +173,7 @@ impl UserCache {
     pub async fn store_unless(
         &self,
         id: Arc<str>,
-        user: Option<ClerkUser>,
+        user: Option<&ClerkUser>,
         allowed: impl FnOnce() -> bool,
     ) {
         let entry = self.entry(&id, user);
@@ -152,17 +185,13 @@ impl UserCache {
 
     /// Stores a user sent by a webhook, unless the cache holds a version
     /// updated later (webhooks can arrive late and out of order).
-    pub async fn store_newer(&self, user: ClerkUser) {
-        let id: Arc<str> = user.id().into();
-        let updated_at = user.millis("updated_at");
-        let entry = self.entry(&id, Some(user));
+    pub async fn store_newer(&self, user: &ClerkUser) {
+        let entry = self.entry(user.id(), Some(user));
+        let updated_at = entry.updated_at;
         self.entries
-            .entry(id)
+            .entry(user.id().into())
             .and_compute_with(|current| async move {
-                let cached_at = current
-                    .as_ref()
-                    .and_then(|current| current.value().user.as_ref())
-                    .and_then(|cached| cached.millis("updated_at"));
+                let cached_at = current.and_then(|current| current.into_value().updated_at);
                 match (cached_at, updated_at) {
                     (Some(cached), Some(new)) if cached > new => Op::Nop,
                     _ => Op::Put(entry),
@@ -195,7 +224,7 @@ impl UserCache {
         self.entries.entry_count()
     }
 
-    /// Total weight held, in estimated bytes (approximate likewise).
+    /// Total weight held, in bytes (approximate likewise).
     pub fn weighted_size(&self) -> u64 {
         self.entries.weighted_size()
     }
@@ -206,33 +235,10 @@ impl UserCache {
     }
 }
 
-/// Estimated resident bytes of an entry: the parsed JSON (`serde_json`'s
-/// `Value`s, `String`s and B-tree nodes) plus a fixed overhead.
-pub fn approximate_size(id: &str, user: Option<&ClerkUser>) -> usize {
-    /// Size of one `serde_json::Value`.
-    const VALUE: usize = 32;
-    /// A B-tree node of `Map`: 11 slots of (String, Value) plus links.
-    const NODE: usize = 11 * (24 + VALUE) + 16;
-    fn value(item: &Value) -> usize {
-        match item {
-            Value::String(text) => text.capacity(),
-            Value::Array(items) => {
-                items.capacity() * VALUE + items.iter().map(value).sum::<usize>()
-            }
-            Value::Object(map) => object(map),
-            Value::Null | Value::Bool(_) | Value::Number(_) => 0,
-        }
-    }
-    fn object(map: &serde_json::Map<String, Value>) -> usize {
-        // Nodes run about three quarters full once there are several.
-        let nodes = map.len().div_ceil(8).max(1);
-        nodes * NODE
-            + map
-                .iter()
-                .map(|(key, item)| key.capacity() + value(item))
-                .sum::<usize>()
-    }
-    ENTRY_OVERHEAD + 2 * id.len() + user.map_or(0, |user| object(user.json()))
+/// Resident bytes of an entry: its text, its key (held twice: by the table
+/// and by the eviction order) and a fixed overhead.
+fn entry_size(id: &str, json: Option<&str>) -> usize {
+    ENTRY_OVERHEAD + 2 * id.len() + json.map_or(0, str::len)
 }
 
 #[cfg(test)]
@@ -260,10 +266,16 @@ mod tests {
             .collect()
     }
 
+    /// What one user weighs in a cache without a floor.
+    fn cache_weight(user: &ClerkUser) -> usize {
+        let cache = UserCache::new(&config(1, 1));
+        cache.entry(user.id(), Some(user)).weight as usize
+    }
+
     async fn fill(cache: &UserCache, users: &[ClerkUser]) {
         for user in users {
             cache
-                .store_unless(user.id().into(), Some(user.clone()), || true)
+                .store_unless(user.id().into(), Some(user), || true)
                 .await;
         }
         cache.run_pending_tasks().await;
@@ -284,8 +296,8 @@ mod tests {
     #[tokio::test]
     async fn stays_within_its_byte_bound() {
         let users = users(2_000);
-        let typical = approximate_size(users[0].id(), Some(&users[0]));
-        assert!((1_000..20_000).contains(&typical), "{typical}");
+        let typical = cache_weight(&users[0]);
+        assert!((1_000..4_000).contains(&typical), "{typical}");
         let max_bytes = 100 * typical as u64;
         let cache = UserCache::new(&config(10_000, max_bytes));
         fill(&cache, &users).await;
@@ -307,7 +319,7 @@ mod tests {
         let cache = UserCache::new(&config(10, 1 << 20));
         let user = users(1).remove(0);
         cache
-            .store_unless(user.id().into(), Some(user.clone()), || true)
+            .store_unless(user.id().into(), Some(&user), || true)
             .await;
         cache.store_missing("user_gone").await;
         let found = cache.get(user.id()).await.unwrap();
@@ -332,14 +344,14 @@ mod tests {
             )
             .unwrap()
         };
-        cache.store_newer(version("new", 200)).await;
-        cache.store_newer(version("old", 100)).await;
+        cache.store_newer(&version("new", 200)).await;
+        cache.store_newer(&version("old", 100)).await;
         let name = |cached: Option<Cached>| {
             cached.and_then(|c| c.user?.str("first_name").map(str::to_owned))
         };
         assert_eq!(name(cache.get("user_1").await).as_deref(), Some("new"));
         cache
-            .store_unless("user_1".into(), Some(version("vetoed", 300)), || false)
+            .store_unless("user_1".into(), Some(&version("vetoed", 300)), || false)
             .await;
         assert_eq!(name(cache.get("user_1").await).as_deref(), Some("new"));
         assert!(cache.invalidate("user_1").await);

@@ -28,7 +28,7 @@ use crate::{
 };
 
 use batcher::Batcher;
-pub use cache::{Cached, UserCache, approximate_size};
+pub use cache::{Cached, UserCache};
 use flight::{Flight, Flights, Landing};
 
 /// Most ids one `BatchGetUsers` call may name.
@@ -180,7 +180,7 @@ impl Users {
         match event {
             UserEvent::Upserted(user) => {
                 self.shared.flights.forbid_store(user.id());
-                self.shared.cache.store_newer(user.clone()).await;
+                self.shared.cache.store_newer(user).await;
             }
             UserEvent::Deleted(id) => {
                 self.shared.flights.forbid_store(id);
@@ -311,7 +311,7 @@ async fn fetch(shared: Arc<Shared>, batch: Vec<Arc<Flight>>) {
                 let id = flight.id().clone();
                 shared
                     .cache
-                    .store_unless(id.clone(), user.clone(), || flight.is_storable())
+                    .store_unless(id.clone(), user.as_ref(), || flight.is_storable())
                     .await;
                 answers.insert(id, user);
             }
