@@ -285,7 +285,7 @@ async fn fetch(shared: Arc<Shared>, batch: Vec<Arc<Flight>>) {
     landing.land_where(|flight| cached.remove(flight.id()).map(Ok));
     let pending = landing.pending();
     // The request is made for the waiter who waits longest, so it can still
-    // serve everyone else who stays (see ARCHITECTURE.md, invariant 3).
+    // serve everyone else who stays (see ARCHITECTURE.md, invariant 9).
     let Some(demand) = pending
         .iter()
         .map(|flight| flight.demand())
