@@ -55,6 +55,8 @@ pub(crate) struct Options {
     pub(crate) broker_key: &'static str,
     /// Cache, batching and webhooks.
     pub(crate) lookup: LookupConfig,
+    /// Longest single request to the fake (a loaded machine answers slowly).
+    pub(crate) upstream_timeout: Duration,
 }
 
 impl Default for Options {
@@ -70,6 +72,7 @@ impl Default for Options {
             grace: Duration::from_secs(5),
             broker_key: KEY,
             lookup: test_lookup(),
+            upstream_timeout: Duration::from_secs(2),
         }
     }
 }
@@ -105,7 +108,7 @@ impl Harness {
             clerk: ClerkConfig {
                 base_url: url.parse().unwrap(),
                 secret_key: SecretKey::parse(options.broker_key).unwrap(),
-                request_timeout: Duration::from_secs(2),
+                request_timeout: options.upstream_timeout,
                 max_attempts: 4,
             },
             upstream_rate: options.rate,
