@@ -143,6 +143,8 @@ pub async fn run(
     let http = tokio::spawn(serve_http(http_listener, &broker, async {
         let _ = http_stopped.await;
     }));
+    // Stops the HTTP listener however `run` returns.
+    let _http_guard = AbortOnDrop(http.abort_handle());
     let (health, health_service) = tonic_health::server::health_reporter();
     health
         .set_service_status(LIVENESS_SERVICE, ServingStatus::Serving)
@@ -180,7 +182,6 @@ pub async fn run(
     tokio::select! {
         result = &mut server => {
             key_watch.abort();
-            http.abort();
             return result.map_err(ServeError::from);
         }
         () = shutdown => {}
@@ -203,6 +204,15 @@ pub async fn run(
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Aborts a background task when dropped.
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Serves the HTTP listener until `stop` resolves; says at start-up whether
