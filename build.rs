@@ -8,6 +8,7 @@ use prost::Message as _;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let files = [
+        "proto/clerk_broker/v1/admin.proto",
         "proto/clerk_broker/v1/quota.proto",
         "proto/clerk_broker/v1/users.proto",
     ];

@@ -8,14 +8,12 @@
 use std::{
     hint::black_box,
     net::SocketAddr,
-    sync::Arc,
     time::{Duration, Instant},
 };
 
 use clap::Parser;
 use clerk_broker::{
     admission::{Budget, BudgetSpec, Demand, Rate},
-    callers::Policy,
     clerk::ClerkConfig,
     config::Config,
     pb::{
@@ -24,7 +22,7 @@ use clerk_broker::{
         quota_service_server::{QuotaService, QuotaServiceServer},
     },
     secret::SecretKey,
-    server,
+    server::{self, Listeners},
 };
 use tokio::net::TcpListener;
 use tonic::{Request, Response, Status, transport::Channel};
@@ -98,23 +96,20 @@ async fn start_broker() -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let rate: Rate = "1000000/1s".parse().unwrap();
-    let config = Config {
-        listen: addr,
-        clerk: ClerkConfig {
-            base_url: "http://127.0.0.1:9/v1".parse().unwrap(),
-            secret_key: SecretKey::parse("sk_test_bench").unwrap(),
-            request_timeout: Duration::from_secs(1),
-            max_attempts: 1,
-        },
-        upstream_rate: rate,
-        upstream_burst: rate.limit,
-        upstream_margin: Duration::ZERO,
-        shutdown_grace: Duration::from_secs(1),
-        policy: Arc::new(Policy::anonymous()),
-        policy_path: None,
-        drain_delay: Duration::ZERO,
+    let clerk = ClerkConfig {
+        base_url: "http://127.0.0.1:9/v1".parse().unwrap(),
+        secret_key: SecretKey::parse("sk_test_bench").unwrap(),
+        request_timeout: Duration::from_secs(1),
+        max_attempts: 1,
     };
-    tokio::spawn(server::run(listener, config, std::future::pending()));
+    let mut config = Config::with_defaults(addr, clerk, rate);
+    config.upstream_burst = rate.limit;
+    config.upstream_margin = Duration::ZERO;
+    let listeners = Listeners {
+        grpc: listener,
+        http: TcpListener::bind("127.0.0.1:0").await.unwrap(),
+    };
+    tokio::spawn(server::run(listeners, config, std::future::pending()));
     addr
 }
 

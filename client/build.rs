@@ -2,6 +2,7 @@
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let files = [
+        "../proto/clerk_broker/v1/admin.proto",
         "../proto/clerk_broker/v1/quota.proto",
         "../proto/clerk_broker/v1/users.proto",
     ];

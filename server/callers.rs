@@ -32,6 +32,8 @@ pub struct Caller {
     pub weight: u32,
     /// The budgets it may draw on; `None` means all.
     pub budgets: Option<HashSet<String>>,
+    /// Whether it may use `AdminService` (invalidate cached users).
+    pub admin: bool,
 }
 
 impl Caller {
@@ -41,6 +43,7 @@ impl Caller {
             name: ANONYMOUS.into(),
             weight: 1,
             budgets: None,
+            admin: true,
         }
     }
 
@@ -213,6 +216,7 @@ impl Policy {
                 name: entry.name.as_str().into(),
                 weight,
                 budgets: Some(allowed.into_iter().collect()),
+                admin: entry.admin.unwrap_or(false),
             });
             if by_token.insert(digest, caller).is_some() {
                 problems.push(format!("{at}: another caller has the same token"));
@@ -288,6 +292,7 @@ struct CallerEntry {
     token_sha256: String,
     weight: Option<u32>,
     budgets: Option<Vec<String>>,
+    admin: Option<bool>,
 }
 
 fn check_name(at: &str, name: &str, problems: &mut Vec<String>) {

@@ -10,6 +10,10 @@ use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 use clap::{Args, Parser, Subcommand};
 use reqwest::Url;
 
+mod lookup;
+
+pub use lookup::{LookupArgs, LookupConfig, WEBHOOK_SECRET_ENV};
+
 use crate::{
     admission::{BudgetSpec, Rate, default_burst, parse_duration},
     callers::Policy,
@@ -91,6 +95,9 @@ pub struct BrokerArgs {
     /// so load balancers stop sending new calls before the drain begins.
     #[arg(long, env = "CLERK_BROKER_DRAIN_DELAY", default_value = "0s")]
     pub drain_delay: String,
+    /// Cache, batching and webhook flags.
+    #[command(flatten)]
+    pub lookup: LookupArgs,
 }
 
 /// Flags of `serve`.
@@ -171,9 +178,28 @@ pub struct Config {
     pub policy: Arc<Policy>,
     /// Where the policy came from, to reload it (None: anonymous mode).
     pub policy_path: Option<PathBuf>,
+    /// Cache, batching and webhooks of user lookups.
+    pub lookup: LookupConfig,
 }
 
 impl Config {
+    /// A configuration with every optional setting at its default: for
+    /// embedding the broker (benchmarks, tests); adjust fields after.
+    pub fn with_defaults(listen: SocketAddr, clerk: ClerkConfig, upstream_rate: Rate) -> Self {
+        Self {
+            listen,
+            clerk,
+            upstream_rate,
+            upstream_burst: default_burst(upstream_rate),
+            upstream_margin: default_margin(upstream_rate),
+            shutdown_grace: Duration::from_secs(20),
+            drain_delay: Duration::ZERO,
+            policy: Arc::new(Policy::anonymous()),
+            policy_path: None,
+            lookup: LookupConfig::default(),
+        }
+    }
+
     /// The spec of the upstream budget.
     pub fn upstream_spec(&self) -> BudgetSpec {
         let mut spec = BudgetSpec::new(self.upstream_rate);
@@ -276,6 +302,11 @@ impl Config {
             upstream_margin,
             shutdown_grace: duration("--shutdown-grace", &args.shutdown_grace)?,
             drain_delay: duration("--drain-delay", &args.drain_delay)?,
+            lookup: LookupConfig::from_args(
+                &args.lookup,
+                listen,
+                std::env::var(WEBHOOK_SECRET_ENV).ok(),
+            )?,
         })
     }
 }

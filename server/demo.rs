@@ -4,14 +4,14 @@
 use std::future::Future;
 
 use reqwest::Url;
-use tokio::net::TcpListener;
 
 use crate::{
     admission::Rate,
     config::{Config, ConfigError, DemoArgs},
     fake::{FakeClerk, FakeClerkConfig, seed},
+    http::WEBHOOK_PATH,
     secret::SecretKey,
-    server::{self, ServeError},
+    server::{self, Listeners, ServeError},
 };
 
 /// Seed of the synthetic users, fixed so that demo ids are stable across runs.
@@ -48,13 +48,28 @@ pub async fn run(args: DemoArgs, shutdown: impl Future<Output = ()>) -> Result<(
     let config = Config::build(&args.listen, url, secret, &args.broker)?;
     let rate = config.upstream_rate;
     fake.set_rate_limit(Some((rate.limit, rate.window)));
-    let listener = TcpListener::bind(config.listen).await?;
-    let address = listener.local_addr()?;
+    let listeners = Listeners::bind(&config).await?;
+    let address = listeners.grpc.local_addr()?;
+    let webhooks = format!(
+        "Clerk webhooks: POST http://{}{WEBHOOK_PATH} ({})",
+        listeners.http.local_addr()?,
+        if config.lookup.webhook_secret.is_some() {
+            "enabled"
+        } else {
+            "answers 503 until CLERK_WEBHOOK_SIGNING_SECRET is set"
+        }
+    );
     println!(
         "{}",
-        banner(&address.to_string(), &samples, fake.user_count(), rate)
+        banner(
+            &address.to_string(),
+            &samples,
+            fake.user_count(),
+            rate,
+            &webhooks
+        )
     );
-    let result = server::run(listener, config, shutdown).await;
+    let result = server::run(listeners, config, shutdown).await;
     let stats = fake.stats();
     println!(
         "fake Clerk saw {} requests and sent {} 429s",
@@ -64,13 +79,14 @@ pub async fn run(args: DemoArgs, shutdown: impl Future<Output = ()>) -> Result<(
 }
 
 /// The start-up text: what runs, and commands to try.
-fn banner(address: &str, samples: &[String], users: usize, rate: Rate) -> String {
+fn banner(address: &str, samples: &[String], users: usize, rate: Rate, webhooks: &str) -> String {
     let first = samples.first().map_or("user_unknown", String::as_str);
     let second = samples.get(1).map_or("user_unknown", String::as_str);
     let grpcurl = "grpcurl -plaintext";
     format!(
         "clerk-broker demo: serving gRPC on {address} in front of a fake Clerk with {users} \
          synthetic users and a budget of {rate}.\nNo caller token is needed in demo mode.\n\
+         {webhooks}\n\
          Try:\n\
          {grpcurl} {address} list\n\
          {grpcurl} {address} describe clerk_broker.v1.UserService\n\

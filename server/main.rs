@@ -57,14 +57,19 @@ async fn run(command: Command) -> ExitCode {
                 Ok(config) => config,
                 Err(error) => return usage(&error),
             };
-            match TcpListener::bind(config.listen).await {
-                Ok(listener) => {
-                    tracing::info!(listen = %config.listen, budget = %config.upstream_rate, "serving");
-                    server::run(listener, config, shutdown_signal())
+            match server::Listeners::bind(&config).await {
+                Ok(listeners) => {
+                    tracing::info!(
+                        listen = %config.listen,
+                        http_listen = %config.lookup.http_listen,
+                        budget = %config.upstream_rate,
+                        "serving"
+                    );
+                    server::run(listeners, config, shutdown_signal())
                         .await
                         .map_err(|error| error.to_string())
                 }
-                Err(error) => Err(format!("cannot listen on {}: {error}", config.listen)),
+                Err(error) => Err(error.to_string()),
             }
         }
         Command::Demo(args) => match demo::run(args, shutdown_signal()).await {

@@ -24,6 +24,7 @@ use crate::{
     admission::{Admission, AdmissionEvents, Demand, Priority},
     clerk::UpstreamEvents,
     reload::ReloadStats,
+    users::Users,
 };
 
 /// Every metric of one broker.
@@ -43,6 +44,8 @@ pub struct Metrics {
     budget_in_flight: IntGaugeVec,
     queue_depth: IntGaugeVec,
     policy_reloads: IntCounterVec,
+    cache_lookups: IntCounterVec,
+    cache_entries: IntGaugeVec,
 }
 
 /// Latency buckets, in seconds: 1 ms to 30 s.
@@ -148,6 +151,16 @@ impl Metrics {
                 "Units waiting in a budget's queue, by priority.",
                 &["budget", "priority"],
             ),
+            cache_lookups: counter(
+                "clerk_broker_cache_lookups_total",
+                "GetUser/BatchGetUsers answers by cache result (hit, miss, stale).",
+                &["result"],
+            ),
+            cache_entries: gauge(
+                "clerk_broker_cache_size",
+                "The user cache now: entries, and their weight in bytes.",
+                &["measure"],
+            ),
             policy_reloads: counter(
                 "clerk_broker_policy_reloads_total",
                 "Policy file reloads by outcome (applied/rejected).",
@@ -170,8 +183,14 @@ impl Metrics {
         &self.registry
     }
 
-    /// The text exposition of every metric, budget gauges read now.
-    pub fn render(&self, admission: &Admission, reloads: &ReloadStats) -> String {
+    /// The text exposition of every metric, gauges read now.
+    pub fn render(&self, admission: &Admission, reloads: &ReloadStats, users: &Users) -> String {
+        let (entries, bytes) = users.cache().size();
+        for (measure, value) in [("entries", entries), ("bytes", bytes)] {
+            self.cache_entries
+                .with_label_values(&[measure])
+                .set(i64::try_from(value).unwrap_or(i64::MAX));
+        }
         for budget in admission.snapshots() {
             let name = budget.name.as_str();
             self.budget_limit
@@ -323,6 +342,16 @@ where
                 Err(_) => "TRANSPORT_ERROR",
             };
             metrics.grpc_call(&method, code, started.elapsed());
+            // Lookups say how the cache served them in the `x-cache` header.
+            if let Some(result) = response
+                .as_ref()
+                .ok()
+                .and_then(|response| response.headers().get("x-cache"))
+                .and_then(|value| value.to_str().ok())
+                .filter(|value| matches!(*value, "hit" | "miss" | "stale"))
+            {
+                metrics.cache_lookups.with_label_values(&[result]).inc();
+            }
             span.record("code", code);
             tracing::debug!(parent: &span, elapsed = ?started.elapsed(), "call answered");
             response
@@ -383,7 +412,18 @@ mod tests {
             .upstream()
             .pause_until(tokio::time::Instant::now());
         metrics.answered("GET /users", Some(429), Duration::from_millis(3));
-        let text = metrics.render(&admission, &ReloadStats::default());
+        let clerk = crate::clerk::ClerkClient::new(
+            crate::clerk::ClerkConfig {
+                base_url: "http://127.0.0.1:9/v1".parse().unwrap(),
+                secret_key: crate::secret::SecretKey::parse("sk_test_metrics").unwrap(),
+                request_timeout: Duration::from_secs(1),
+                max_attempts: 1,
+            },
+            Arc::new(Admission::new(BudgetSpec::new(rate), Vec::new())),
+        )
+        .unwrap();
+        let users = Users::new(Arc::new(clerk), &crate::config::LookupConfig::default());
+        let text = metrics.render(&admission, &ReloadStats::default(), &users);
         for line in [
             r#"clerk_broker_permits_total{budget="clerk",caller="anonymous",outcome="granted",priority="interactive"} 1"#,
             r#"clerk_broker_permits_total{budget="clerk",caller="anonymous",outcome="refused",priority="interactive"} 1"#,
@@ -393,6 +433,7 @@ mod tests {
             r#"clerk_broker_upstream_requests_total{endpoint="GET /users",status="429"} 1"#,
             "clerk_broker_upstream_rate_limited_total 1",
             r#"clerk_broker_policy_reloads_total{outcome="applied"} 0"#,
+            r#"clerk_broker_cache_size{measure="entries"} 0"#,
         ] {
             assert!(text.contains(line), "missing {line}\n{text}");
         }

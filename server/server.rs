@@ -1,10 +1,11 @@
 //! Assembles the broker and serves it: gRPC services, standard health,
-//! reflection (v1 and v1alpha), and graceful shutdown.
+//! reflection (v1 and v1alpha), the HTTP listener (webhooks), and graceful
+//! shutdown.
 //!
-//! [`run`] takes an already-bound listener and any shutdown future: the
-//! binary passes SIGTERM/SIGINT, tests pass a listener on `127.0.0.1:0`.
+//! [`run`] takes already-bound listeners and any shutdown future: the
+//! binary passes SIGTERM/SIGINT, tests pass listeners on `127.0.0.1:0`.
 
-use std::{future::Future, sync::Arc, time::Duration};
+use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use tokio::{net::TcpListener, sync::watch, time::Instant};
 use tokio_stream::wrappers::TcpListenerStream;
@@ -16,12 +17,17 @@ use crate::{
     callers::PolicyStore,
     clerk::{ClerkClient, KeyState, UserFilter},
     config::Config,
-    grpc::{Authenticate, QuotaApi, UserApi},
+    grpc::{AdminApi, Authenticate, QuotaApi, UserApi},
+    http,
     metrics::{GrpcMetricsLayer, Metrics},
-    pb::{self, quota_service_server::QuotaServiceServer, user_service_server::UserServiceServer},
+    pb::{
+        self, admin_service_server::AdminServiceServer, quota_service_server::QuotaServiceServer,
+        user_service_server::UserServiceServer,
+    },
     reload::{self, ReloadStats},
     token::TokenKey,
     users::Users,
+    webhook::Webhooks,
 };
 
 /// Health service name that stays SERVING as long as the process runs: point
@@ -30,10 +36,11 @@ use crate::{
 pub const LIVENESS_SERVICE: &str = "liveness";
 
 /// Names whose health follows readiness.
-const READINESS_SERVICES: [&str; 3] = [
+const READINESS_SERVICES: [&str; 4] = [
     "",
     "clerk_broker.v1.QuotaService",
     "clerk_broker.v1.UserService",
+    "clerk_broker.v1.AdminService",
 ];
 
 /// The caller name of the broker's own upstream requests (the key probe).
@@ -54,6 +61,38 @@ pub enum ServeError {
     /// The gRPC server failed.
     #[error("the gRPC server failed: {0}")]
     Transport(#[from] tonic::transport::Error),
+    /// A listener could not be bound.
+    #[error("cannot listen on {address}: {source}")]
+    Listen {
+        /// The address asked for.
+        address: SocketAddr,
+        /// Why it failed.
+        source: std::io::Error,
+    },
+}
+
+/// The broker's already-bound listeners.
+#[derive(Debug)]
+pub struct Listeners {
+    /// gRPC.
+    pub grpc: TcpListener,
+    /// HTTP: Clerk webhooks at `POST /webhooks/clerk`.
+    pub http: TcpListener,
+}
+
+impl Listeners {
+    /// Binds the addresses of `config`.
+    pub async fn bind(config: &Config) -> Result<Self, ServeError> {
+        let bind = |address: SocketAddr| async move {
+            TcpListener::bind(address)
+                .await
+                .map_err(|source| ServeError::Listen { address, source })
+        };
+        Ok(Self {
+            grpc: bind(config.listen).await?,
+            http: bind(config.lookup.http_listen).await?,
+        })
+    }
 }
 
 /// The broker's domain objects, shared by all handlers.
@@ -71,10 +110,13 @@ pub struct Broker {
     pub reloads: Arc<ReloadStats>,
     /// Everything operators can scrape.
     pub metrics: Arc<Metrics>,
+    /// Verifies Clerk's webhook deliveries.
+    pub webhooks: Arc<Webhooks>,
 }
 
 impl Broker {
-    /// Builds the domain objects from a validated configuration.
+    /// Builds the domain objects from a validated configuration (inside a
+    /// tokio runtime: lookups start their batching task).
     pub fn new(config: &Config) -> Result<Self, ServeError> {
         let metrics = Arc::new(Metrics::new());
         let admission = Arc::new(Admission::observed(
@@ -86,7 +128,8 @@ impl Broker {
         let clerk = Arc::new(
             ClerkClient::new(config.clerk.clone(), admission.clone())?.observed(metrics.clone()),
         );
-        let users = Arc::new(Users::new(clerk.clone()));
+        let users = Arc::new(Users::new(clerk.clone(), &config.lookup));
+        let webhooks = Arc::new(Webhooks::new(config.lookup.webhook_secret.clone()));
         Ok(Self {
             admission,
             clerk,
@@ -94,21 +137,32 @@ impl Broker {
             tokens,
             reloads: Arc::default(),
             metrics,
+            webhooks,
         })
     }
 }
 
-/// Serves the broker on `listener` until `shutdown` resolves, then drains:
+/// Serves the broker on `listeners` until `shutdown` resolves, then drains:
 /// health turns NOT_SERVING (and the broker serves on for
 /// `config.drain_delay`, while load balancers notice), then new connections
 /// are refused, exports end with a resumable status, and in-flight calls get
 /// `config.shutdown_grace` to finish.
 pub async fn run(
-    listener: TcpListener,
+    listeners: Listeners,
     config: Config,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
+    let Listeners {
+        grpc: listener,
+        http: http_listener,
+    } = listeners;
     let broker = Broker::new(&config)?;
+    let (http_stop, http_stopped) = tokio::sync::oneshot::channel::<()>();
+    let http = tokio::spawn(serve_http(http_listener, &broker, async {
+        let _ = http_stopped.await;
+    }));
+    // Stops the HTTP listener however `run` returns.
+    let _http_guard = AbortOnDrop(vec![http.abort_handle()]);
     let (health, health_service) = tonic_health::server::health_reporter();
     health
         .set_service_status(LIVENESS_SERVICE, ServingStatus::Serving)
@@ -167,6 +221,10 @@ pub async fn run(
                 broker.tokens.clone(),
                 draining.clone(),
             ),
+            authenticate.clone(),
+        ))
+        .add_service(AdminServiceServer::with_interceptor(
+            AdminApi::new(broker.users.clone()),
             authenticate,
         ))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
@@ -174,7 +232,13 @@ pub async fn run(
         });
     tokio::pin!(server);
     // Background tasks end with the server, or when shutdown begins.
-    let background = AbortOnDrop([Some(key_watch), reloader].into_iter().flatten().collect());
+    let background = AbortOnDrop(
+        [Some(key_watch), reloader]
+            .into_iter()
+            .flatten()
+            .map(|task| task.abort_handle())
+            .collect(),
+    );
     tokio::select! {
         result = &mut server => return result.map_err(ServeError::from),
         () = shutdown => {}
@@ -193,7 +257,12 @@ pub async fn run(
     tracing::info!(grace = ?config.shutdown_grace, "shutting down: draining calls");
     let _ = draining_tx.send(true);
     let _ = stop_tx.send(());
-    let drained = tokio::time::timeout_at(Instant::now() + config.shutdown_grace, server).await;
+    let _ = http_stop.send(());
+    let grace_ends = Instant::now() + config.shutdown_grace;
+    let drained = tokio::time::timeout_at(grace_ends, server).await;
+    if tokio::time::timeout_at(grace_ends, http).await.is_err() {
+        tracing::warn!("shutdown grace expired with webhook requests still running");
+    }
     match drained {
         Ok(result) => result?,
         Err(_) => tracing::warn!("shutdown grace expired with calls still running; they are cut"),
@@ -203,12 +272,42 @@ pub async fn run(
 }
 
 /// Aborts background tasks when dropped (whichever way `run` ends).
-struct AbortOnDrop(Vec<tokio::task::JoinHandle<()>>);
+struct AbortOnDrop(Vec<tokio::task::AbortHandle>);
 
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         for task in &self.0 {
             task.abort();
+        }
+    }
+}
+
+/// Serves the HTTP listener until `stop` resolves; says at start-up whether
+/// webhooks are enabled (never printing the secret).
+fn serve_http(
+    listener: TcpListener,
+    broker: &Broker,
+    stop: impl Future<Output = ()> + Send + 'static,
+) -> impl Future<Output = ()> + Send + 'static {
+    let address = listener
+        .local_addr()
+        .map_or_else(|_| "?".to_owned(), |address| address.to_string());
+    if broker.webhooks.is_configured() {
+        tracing::info!(
+            "webhooks: POST http://{address}{} (signed deliveries update the user cache)",
+            http::WEBHOOK_PATH
+        );
+    } else {
+        tracing::warn!(
+            "webhooks disabled: no CLERK_WEBHOOK_SIGNING_SECRET or --webhook-signing-secret-file; \
+             POST http://{address}{} answers 503 and cached users change only when they expire",
+            http::WEBHOOK_PATH
+        );
+    }
+    let router = http::router(broker);
+    async move {
+        if let Err(error) = http::serve(listener, router, stop).await {
+            tracing::error!(%error, "the HTTP listener failed; webhooks are not received");
         }
     }
 }

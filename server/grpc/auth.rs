@@ -62,3 +62,15 @@ pub(crate) fn require_budget(caller: &Caller, budget: &str) -> Result<(), Status
         )))
     }
 }
+
+/// PERMISSION_DENIED unless `caller` may use the admin API.
+pub(crate) fn require_admin(caller: &Caller) -> Result<(), Status> {
+    if caller.admin {
+        Ok(())
+    } else {
+        Err(Status::permission_denied(format!(
+            "caller {:?} may not use AdminService: an operator must set `admin = true` for it",
+            caller.name
+        )))
+    }
+}

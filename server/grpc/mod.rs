@@ -3,6 +3,7 @@
 //! Handlers hold no logic of their own beyond that; conversions live in
 //! `convert`, the error mapping in `status`.
 
+mod admin;
 mod auth;
 mod convert;
 mod export;
@@ -17,6 +18,7 @@ use tonic::{Request, metadata::MetadataMap};
 
 use crate::admission::{Demand, Priority, UPSTREAM_BUDGET};
 
+pub use admin::AdminApi;
 pub use auth::Authenticate;
 pub use quota::QuotaApi;
 pub use users::UserApi;

@@ -4,7 +4,10 @@ use std::{collections::HashSet, pin::Pin, sync::Arc};
 
 use futures_util::Stream;
 use tokio::sync::watch;
-use tonic::{Request, Response, Status};
+use tonic::{
+    Request, Response, Status,
+    metadata::{Ascii, MetadataValue},
+};
 
 use super::{convert, export, status, unary_deadline, upstream_demand};
 use crate::{
@@ -12,7 +15,7 @@ use crate::{
     clerk::UpstreamError,
     pb::{self, user_service_server::UserService},
     token::TokenKey,
-    users::{MAX_BATCH_IDS, Users},
+    users::{CacheStatus, Lookup, MAX_BATCH_IDS, Users},
 };
 
 /// The `UserService` implementation.
@@ -35,6 +38,22 @@ impl UserApi {
     }
 }
 
+/// The response header saying where a lookup's answer came from.
+const X_CACHE: &str = "x-cache";
+
+fn cache_value(cache: CacheStatus) -> MetadataValue<Ascii> {
+    MetadataValue::from_static(cache.as_str())
+}
+
+fn with_cache_header<T>(mut response: Response<T>, cache: CacheStatus) -> Response<T> {
+    response.metadata_mut().insert(X_CACHE, cache_value(cache));
+    response
+}
+
+fn not_found(id: &str) -> Status {
+    Status::not_found(format!("no Clerk user has id {id:?}"))
+}
+
 /// Interactive demand of the caller of `request`, until its deadline.
 fn interactive<T>(request: &Request<T>) -> Result<Demand, Status> {
     upstream_demand(request, Priority::Interactive, unary_deadline(request))
@@ -52,11 +71,28 @@ impl UserService for UserApi {
         convert::check_user_id("user_id", &id, &mut violations);
         status::check(violations)?;
         match self.users.get(&id, &demand).await {
-            Ok(user) => Ok(Response::new(convert::user(&user))),
-            Err(UpstreamError::NotFound(_)) => {
-                Err(Status::not_found(format!("no Clerk user has id {id:?}")))
+            Ok(Lookup {
+                user: Some(user),
+                cache,
+            }) => Ok(with_cache_header(
+                Response::new(convert::user(&user)),
+                cache,
+            )),
+            Ok(Lookup { user: None, cache }) => {
+                let mut status = not_found(&id);
+                status.metadata_mut().insert(X_CACHE, cache_value(cache));
+                Err(status)
             }
-            Err(error) => Err(status::upstream(&error)),
+            Err(error) => {
+                let mut status = match error {
+                    UpstreamError::NotFound(_) => not_found(&id),
+                    error => status::upstream(&error),
+                };
+                status
+                    .metadata_mut()
+                    .insert(X_CACHE, cache_value(CacheStatus::Miss));
+                Err(status)
+            }
         }
     }
 
@@ -90,10 +126,11 @@ impl UserService for UserApi {
             .batch_get(&ids, &demand)
             .await
             .map_err(|error| status::upstream(&error))?;
-        Ok(Response::new(pb::BatchGetUsersResponse {
+        let reply = pb::BatchGetUsersResponse {
             users: batch.found.iter().map(convert::user).collect(),
             missing_user_ids: batch.missing,
-        }))
+        };
+        Ok(with_cache_header(Response::new(reply), batch.cache))
     }
 
     type ListUsersStream =

@@ -14,11 +14,12 @@ use clerk_broker::{
     admission::Rate,
     callers::Policy,
     clerk::ClerkConfig,
-    config::Config,
+    config::{Config, LookupConfig},
     fake::{FakeClerk, FakeClerkConfig, seed},
     pb::{quota_service_client::QuotaServiceClient, user_service_client::UserServiceClient},
     secret::SecretKey,
-    server::{self, ServeError},
+    server::{self, Listeners, ServeError},
+    webhook::WebhookSecret,
 };
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
 use tonic::transport::Channel;
@@ -26,6 +27,19 @@ use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
 /// The key the fake accepts and the broker holds.
 pub(crate) const KEY: &str = "sk_test_integration_key_0123456789";
+
+/// The webhook signing secret of test brokers.
+pub(crate) const WEBHOOK_SECRET: &str = "whsec_dGVzdC13ZWJob29rLXNpZ25pbmctc2VjcmV0";
+
+/// Lookup settings of test brokers: the defaults with webhooks on, and a
+/// 20 ms batch window (calls reach a debug build slowly on a loaded machine).
+pub(crate) fn test_lookup() -> LookupConfig {
+    LookupConfig {
+        batch_window: Duration::from_millis(20),
+        webhook_secret: Some(WebhookSecret::parse(WEBHOOK_SECRET).unwrap()),
+        ..LookupConfig::default()
+    }
+}
 
 /// What a test needs of its broker.
 pub(crate) struct Options {
@@ -49,6 +63,10 @@ pub(crate) struct Options {
     pub(crate) policy_path: Option<std::path::PathBuf>,
     /// Time served on, NOT_SERVING, after shutdown begins.
     pub(crate) drain_delay: Duration,
+    /// Cache, batching and webhooks.
+    pub(crate) lookup: LookupConfig,
+    /// Longest single request to the fake (a loaded machine answers slowly).
+    pub(crate) upstream_timeout: Duration,
 }
 
 impl Default for Options {
@@ -67,6 +85,8 @@ impl Default for Options {
             policy: Policy::anonymous(),
             policy_path: None,
             drain_delay: Duration::ZERO,
+            lookup: test_lookup(),
+            upstream_timeout: Duration::from_secs(2),
         }
     }
 }
@@ -77,6 +97,8 @@ pub(crate) struct Harness {
     pub(crate) fake: FakeClerk,
     /// Where the broker listens.
     pub(crate) addr: SocketAddr,
+    /// Where the broker's HTTP listener (webhooks) listens.
+    pub(crate) http_addr: SocketAddr,
     /// Ids of the seeded users, in seed order.
     pub(crate) ids: Vec<String>,
     shutdown: Option<oneshot::Sender<()>>,
@@ -100,7 +122,7 @@ impl Harness {
             clerk: ClerkConfig {
                 base_url: url.parse().unwrap(),
                 secret_key: SecretKey::parse(options.broker_key).unwrap(),
-                request_timeout: Duration::from_secs(2),
+                request_timeout: options.upstream_timeout,
                 max_attempts: 4,
             },
             upstream_rate: options.rate,
@@ -112,16 +134,22 @@ impl Harness {
             policy: Arc::new(options.policy),
             policy_path: options.policy_path,
             drain_delay: options.drain_delay,
+            lookup: options.lookup,
         };
-        let listener = TcpListener::bind(config.listen).await.unwrap();
-        let addr = listener.local_addr().unwrap();
+        let listeners = Listeners {
+            grpc: TcpListener::bind(config.listen).await.unwrap(),
+            http: TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        };
+        let addr = listeners.grpc.local_addr().unwrap();
+        let http_addr = listeners.http.local_addr().unwrap();
         let (tx, rx) = oneshot::channel();
-        let server = tokio::spawn(server::run(listener, config, async {
+        let server = tokio::spawn(server::run(listeners, config, async {
             let _ = rx.await;
         }));
         Self {
             fake,
             addr,
+            http_addr,
             ids,
             shutdown: Some(tx),
             server,
@@ -187,7 +215,14 @@ pub(crate) fn with_deadline<T>(message: T, timeout: Duration) -> tonic::Request<
 /// The broker binary in demo mode on a free port, and its address.
 pub(crate) fn demo_process() -> (Child, String, mpsc::Receiver<String>) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_clerk-broker"))
-        .args(["demo", "--listen", "127.0.0.1:0", "--users", "3000"])
+        .args([
+            "demo",
+            "--listen",
+            "127.0.0.1:0",
+            "--http-listen",
+            "127.0.0.1:0",
+        ])
+        .args(["--users", "3000"])
         .env("CLERK_BROKER_UPSTREAM_RATE", "1000/1s")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

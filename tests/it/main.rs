@@ -4,6 +4,7 @@
 mod harness;
 
 mod budget;
+mod cache;
 mod callers;
 mod cli;
 mod grpcurl;
@@ -13,3 +14,4 @@ mod secrecy;
 mod shutdown;
 mod upstream_faults;
 mod validation;
+mod webhooks;

@@ -1,0 +1,367 @@
+//! `UserCache`: users by id, and "no such user", bounded by entry count and
+//! by resident bytes.
+//!
+//! Each entry is fresh for a while (the TTL, or the shorter negative TTL for
+//! "no such user") and then kept `max_stale` longer as a fallback for when
+//! Clerk fails. Freshness is judged here on tokio's clock; `moka` only drops
+//! entries once they are too old to serve even as stale, and evicts by size.
+//!
+//! Users are stored compact, as the JSON text Clerk sent (about 1.2 KB for a
+//! typical user, where the parsed `serde_json` tree takes 6–7 times that), and
+//! parsed again on a hit: a few microseconds bought with most of the memory.
+//!
+//! Both bounds ride on moka's single weighted capacity: the capacity is the
+//! byte bound, and every entry weighs at least `max_bytes / max_entries`, so
+//! the cache can never hold more than `max_entries` entries nor more than
+//! `max_bytes` (an entry weighs its text, its key and a fixed overhead).
+
+use std::{sync::Arc, time::Duration};
+
+use moka::{
+    Expiry,
+    future::Cache,
+    ops::compute::{CompResult, Op},
+};
+use tokio::time::Instant;
+
+use crate::{clerk::ClerkUser, config::LookupConfig};
+
+/// Bytes counted for every entry on top of its text and key: moka's
+/// bookkeeping (hash table slot, deque and timer nodes), the `Arc`s, and the
+/// allocator's rounding: calibrated so that entries weigh what
+/// `bench-lookups` measures in resident memory (~1.8 KB per typical user).
+const ENTRY_OVERHEAD: usize = 560;
+
+/// A cached answer about one id, as served.
+#[derive(Clone, Debug)]
+pub struct Cached {
+    /// The user, or `None`: Clerk has no user with this id.
+    pub user: Option<ClerkUser>,
+    /// Until when the entry is fresh.
+    pub fresh_until: Instant,
+}
+
+impl Cached {
+    /// Whether the entry may be served as current at `now`.
+    pub fn is_fresh(&self, now: Instant) -> bool {
+        now < self.fresh_until
+    }
+}
+
+/// A cached answer as stored: compact.
+#[derive(Clone, Debug)]
+struct Stored {
+    /// The user's JSON text, or `None`: no such user.
+    json: Option<Arc<str>>,
+    /// The user's `updated_at`, to keep the newer of two versions.
+    updated_at: Option<i64>,
+    /// Until when the entry is fresh.
+    fresh_until: Instant,
+    /// How long it is fresh in all (what moka needs to time its removal).
+    lifetime: Duration,
+    /// Its weight in the cache: its size, at least the floor.
+    weight: u32,
+}
+
+impl Stored {
+    /// The entry as served; `None` if its text no longer parses (it was
+    /// written by `serde_json` itself, so this does not happen).
+    fn load(&self) -> Option<Cached> {
+        let user = match &self.json {
+            Some(text) => Some(ClerkUser::from_json(serde_json::from_str(text).ok()?)?),
+            None => None,
+        };
+        Some(Cached {
+            user,
+            fresh_until: self.fresh_until,
+        })
+    }
+}
+
+/// The bounded user cache. Cheap to share behind an `Arc`.
+#[derive(Debug)]
+pub struct UserCache {
+    entries: Cache<Arc<str>, Stored>,
+    ttl: Duration,
+    negative_ttl: Duration,
+    max_stale: Duration,
+    /// The least weight of an entry, which bounds the entry count.
+    weight_floor: u32,
+}
+
+/// Tells moka to drop an entry once it is too old to serve even as stale.
+struct KeepUntilStale {
+    max_stale: Duration,
+}
+
+impl Expiry<Arc<str>, Stored> for KeepUntilStale {
+    fn expire_after_create(
+        &self,
+        _: &Arc<str>,
+        value: &Stored,
+        _: std::time::Instant,
+    ) -> Option<Duration> {
+        Some(value.lifetime.saturating_add(self.max_stale))
+    }
+
+    fn expire_after_update(
+        &self,
+        _: &Arc<str>,
+        value: &Stored,
+        _: std::time::Instant,
+        _: Option<Duration>,
+    ) -> Option<Duration> {
+        Some(value.lifetime.saturating_add(self.max_stale))
+    }
+}
+
+impl UserCache {
+    /// A cache with the bounds and lifetimes of `config`.
+    pub fn new(config: &LookupConfig) -> Self {
+        let max_entries = config.cache_max_entries.max(1);
+        let max_bytes = config.cache_max_bytes.max(max_entries);
+        let weight_floor = u32::try_from(max_bytes / max_entries).unwrap_or(u32::MAX);
+        let entries = Cache::builder()
+            .max_capacity(max_bytes)
+            .weigher(|_: &Arc<str>, value: &Stored| value.weight)
+            .expire_after(KeepUntilStale {
+                max_stale: config.max_stale,
+            })
+            .build();
+        Self {
+            entries,
+            ttl: config.cache_ttl,
+            negative_ttl: config.negative_ttl,
+            max_stale: config.max_stale,
+            weight_floor,
+        }
+    }
+
+    /// Entries held now, and their weight (bytes, or the per-entry floor).
+    pub fn size(&self) -> (u64, u64) {
+        (self.entries.entry_count(), self.entries.weighted_size())
+    }
+
+    /// The entry for `id`, fresh or not (it may still serve as stale).
+    pub async fn get(&self, id: &str) -> Option<Cached> {
+        self.entries.get(id).await?.load()
+    }
+
+    /// Whether `entry` may still be served as stale at `now`: it expired
+    /// less than `max_stale` ago.
+    pub fn is_servable_stale(&self, entry: &Cached, now: Instant) -> bool {
+        now < entry.fresh_until + self.max_stale
+    }
+
+    /// A new entry for what Clerk said about `id`.
+    fn entry(&self, id: &str, user: Option<&ClerkUser>) -> Stored {
+        let lifetime = if user.is_some() {
+            self.ttl
+        } else {
+            self.negative_ttl
+        };
+        let json: Option<Arc<str>> =
+            user.and_then(|user| serde_json::to_string(user.json()).ok().map(Into::into));
+        let size = entry_size(id, json.as_deref());
+        Stored {
+            weight: u32::try_from(size)
+                .unwrap_or(u32::MAX)
+                .max(self.weight_floor),
+            updated_at: user.and_then(|user| user.millis("updated_at")),
+            json,
+            fresh_until: Instant::now() + lifetime,
+            lifetime,
+        }
+    }
+
+    /// Stores what a lookup found, unless `allowed` (checked under the key's
+    /// lock) says an invalidation overtook the lookup.
+    pub async fn store_unless(
+        &self,
+        id: Arc<str>,
+        user: Option<&ClerkUser>,
+        allowed: impl FnOnce() -> bool,
+    ) {
+        let entry = self.entry(&id, user);
+        self.entries
+            .entry(id)
+            .and_compute_with(|_| async move { if allowed() { Op::Put(entry) } else { Op::Nop } })
+            .await;
+    }
+
+    /// Stores a user sent by a webhook, unless the cache holds a version
+    /// updated later (webhooks can arrive late and out of order).
+    pub async fn store_newer(&self, user: &ClerkUser) {
+        let entry = self.entry(user.id(), Some(user));
+        let updated_at = entry.updated_at;
+        self.entries
+            .entry(user.id().into())
+            .and_compute_with(|current| async move {
+                let cached_at = current.and_then(|current| current.into_value().updated_at);
+                match (cached_at, updated_at) {
+                    (Some(cached), Some(new)) if cached > new => Op::Nop,
+                    _ => Op::Put(entry),
+                }
+            })
+            .await;
+    }
+
+    /// Records that `id` names no user (e.g. it was deleted).
+    pub async fn store_missing(&self, id: &str) {
+        let entry = self.entry(id, None);
+        self.entries
+            .entry(id.into())
+            .and_compute_with(|_| async move { Op::Put(entry) })
+            .await;
+    }
+
+    /// Drops the entry for `id`; true if there was one.
+    pub async fn invalidate(&self, id: &str) -> bool {
+        let result = self
+            .entries
+            .entry(id.into())
+            .and_compute_with(|_| async { Op::Remove })
+            .await;
+        matches!(result, CompResult::Removed(_))
+    }
+
+    /// Entries held (approximate until pending maintenance has run).
+    pub fn entry_count(&self) -> u64 {
+        self.entries.entry_count()
+    }
+
+    /// Total weight held, in bytes (approximate likewise).
+    pub fn weighted_size(&self) -> u64 {
+        self.entries.weighted_size()
+    }
+
+    /// Runs moka's pending maintenance (evictions, expirations) now.
+    pub async fn run_pending_tasks(&self) {
+        self.entries.run_pending_tasks().await;
+    }
+}
+
+/// Resident bytes of an entry: its text, its key (held twice: by the table
+/// and by the eviction order) and a fixed overhead.
+fn entry_size(id: &str, json: Option<&str>) -> usize {
+    ENTRY_OVERHEAD + 2 * id.len() + json.map_or(0, str::len)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::fake::seed;
+
+    fn config(max_entries: u64, max_bytes: u64) -> LookupConfig {
+        LookupConfig {
+            cache_max_entries: max_entries,
+            cache_max_bytes: max_bytes,
+            cache_ttl: Duration::from_secs(60),
+            negative_ttl: Duration::from_secs(5),
+            max_stale: Duration::from_secs(30),
+            ..LookupConfig::default()
+        }
+    }
+
+    fn users(count: usize) -> Vec<ClerkUser> {
+        seed::synthetic_users(count, 11)
+            .into_iter()
+            .filter_map(ClerkUser::from_json)
+            .collect()
+    }
+
+    /// What one user weighs in a cache without a floor.
+    fn cache_weight(user: &ClerkUser) -> usize {
+        let cache = UserCache::new(&config(1, 1));
+        cache.entry(user.id(), Some(user)).weight as usize
+    }
+
+    async fn fill(cache: &UserCache, users: &[ClerkUser]) {
+        for user in users {
+            cache
+                .store_unless(user.id().into(), Some(user), || true)
+                .await;
+        }
+        cache.run_pending_tasks().await;
+    }
+
+    #[tokio::test]
+    async fn stays_within_its_entry_bound() {
+        let cache = UserCache::new(&config(100, 1 << 30));
+        fill(&cache, &users(2_000)).await;
+        assert!(cache.entry_count() <= 100, "{}", cache.entry_count());
+        assert!(
+            cache.entry_count() >= 50,
+            "it still caches: {}",
+            cache.entry_count()
+        );
+    }
+
+    #[tokio::test]
+    async fn stays_within_its_byte_bound() {
+        let users = users(2_000);
+        let typical = cache_weight(&users[0]);
+        assert!((1_000..4_000).contains(&typical), "{typical}");
+        let max_bytes = 100 * typical as u64;
+        let cache = UserCache::new(&config(10_000, max_bytes));
+        fill(&cache, &users).await;
+        assert!(
+            cache.weighted_size() <= max_bytes,
+            "{}",
+            cache.weighted_size()
+        );
+        assert!(cache.entry_count() <= 150, "{}", cache.entry_count());
+        assert!(
+            cache.entry_count() >= 30,
+            "it still caches: {}",
+            cache.entry_count()
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn entries_go_stale_then_unservable() {
+        let cache = UserCache::new(&config(10, 1 << 20));
+        let user = users(1).remove(0);
+        cache
+            .store_unless(user.id().into(), Some(&user), || true)
+            .await;
+        cache.store_missing("user_gone").await;
+        let found = cache.get(user.id()).await.unwrap();
+        let missing = cache.get("user_gone").await.unwrap();
+        assert!(found.is_fresh(Instant::now()) && missing.user.is_none());
+        tokio::time::advance(Duration::from_secs(6)).await;
+        let now = Instant::now();
+        assert!(found.is_fresh(now), "the TTL is 60 s");
+        assert!(!missing.is_fresh(now), "the negative TTL is 5 s");
+        assert!(cache.is_servable_stale(&missing, now));
+        tokio::time::advance(Duration::from_secs(60 + 30 - 6)).await;
+        let now = Instant::now();
+        assert!(!found.is_fresh(now) && !cache.is_servable_stale(&found, now));
+    }
+
+    #[tokio::test]
+    async fn webhooks_never_replace_a_newer_version_and_vetoes_hold() {
+        let cache = UserCache::new(&config(10, 1 << 20));
+        let version = |name: &str, updated_at: i64| {
+            ClerkUser::from_json(
+                json!({"id": "user_1", "first_name": name, "updated_at": updated_at}),
+            )
+            .unwrap()
+        };
+        cache.store_newer(&version("new", 200)).await;
+        cache.store_newer(&version("old", 100)).await;
+        let name = |cached: Option<Cached>| {
+            cached.and_then(|c| c.user?.str("first_name").map(str::to_owned))
+        };
+        assert_eq!(name(cache.get("user_1").await).as_deref(), Some("new"));
+        cache
+            .store_unless("user_1".into(), Some(&version("vetoed", 300)), || false)
+            .await;
+        assert_eq!(name(cache.get("user_1").await).as_deref(), Some("new"));
+        assert!(cache.invalidate("user_1").await);
+        assert!(!cache.invalidate("user_1").await);
+        assert!(cache.get("user_1").await.is_none());
+    }
+}

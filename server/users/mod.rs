@@ -1,0 +1,322 @@
+//! `Users`: the lookups behind `UserService`, over the Clerk client.
+//!
+//! A lookup by id goes: cache (`cache`) → one flight per id (`flight`) →
+//! batcher (`batcher`, ≤100 ids per `GET /users?user_id=…`, a short window)
+//! → `ClerkClient` (admission, retries) → back into the cache. N concurrent
+//! misses for one id cost one upstream request; misses for many ids cost one
+//! request per 100. When Clerk cannot answer in time, an entry that expired
+//! less than `max_stale` ago is served, marked stale. Webhooks and the admin
+//! RPC update or drop entries, and stop flights in the air from caching
+//! answers that may predate them.
+
+mod batcher;
+mod cache;
+mod flight;
+
+use std::{collections::HashMap, sync::Arc};
+
+use futures_util::future::try_join_all;
+use tokio::time::Instant;
+
+use crate::{
+    admission::Demand,
+    clerk::{
+        ClerkClient, ClerkUser, ListQuery, MAX_FILTER_VALUES, OrderBy, UpstreamError, UserFilter,
+    },
+    config::LookupConfig,
+    webhook::UserEvent,
+};
+
+use batcher::Batcher;
+pub use cache::{Cached, UserCache};
+use flight::{Flight, Flights, Landing};
+
+/// Most ids one `BatchGetUsers` call may name.
+pub const MAX_BATCH_IDS: usize = 500;
+
+/// Where an answer came from; sent to callers as the `x-cache` header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CacheStatus {
+    /// A fresh cache entry: no upstream request.
+    Hit,
+    /// Asked Clerk (possibly sharing a request with other callers).
+    Miss,
+    /// Clerk could not answer in time; an expired entry was served.
+    Stale,
+}
+
+impl CacheStatus {
+    /// The header value: `hit`, `miss` or `stale`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CacheStatus::Hit => "hit",
+            CacheStatus::Miss => "miss",
+            CacheStatus::Stale => "stale",
+        }
+    }
+
+    /// The status of an answer made of two: stale wins over miss over hit.
+    fn and(self, other: Self) -> Self {
+        use CacheStatus::{Hit, Miss, Stale};
+        match (self, other) {
+            (Stale, _) | (_, Stale) => Stale,
+            (Miss, _) | (_, Miss) => Miss,
+            (Hit, Hit) => Hit,
+        }
+    }
+}
+
+/// The answer about one id.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Lookup {
+    /// The user, or `None`: Clerk has no user with this id.
+    pub user: Option<ClerkUser>,
+    /// Where the answer came from.
+    pub cache: CacheStatus,
+}
+
+/// The users found by a batch lookup and the ids that were not.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Batch {
+    /// Found users, in the order of the requested ids.
+    pub found: Vec<ClerkUser>,
+    /// Requested ids Clerk does not know, in request order.
+    pub missing: Vec<String>,
+    /// `Stale` if any answer was stale, else `Miss` if any was fetched.
+    pub cache: CacheStatus,
+}
+
+/// User lookups. Cheap to share behind an `Arc`.
+#[derive(Debug)]
+pub struct Users {
+    shared: Arc<Shared>,
+    /// Misses on their way to Clerk.
+    batcher: Batcher<Arc<Flight>>,
+}
+
+/// What the lookup tasks share with the facade.
+#[derive(Debug)]
+struct Shared {
+    clerk: Arc<ClerkClient>,
+    cache: UserCache,
+    flights: Flights,
+}
+
+impl Users {
+    /// Lookups through `clerk`, cached and batched as `config` says. Starts
+    /// the batching task, so it must run inside a tokio runtime.
+    pub fn new(clerk: Arc<ClerkClient>, config: &LookupConfig) -> Self {
+        let shared = Arc::new(Shared {
+            clerk,
+            cache: UserCache::new(config),
+            flights: Flights::default(),
+        });
+        let batches = shared.clone();
+        let batcher = Batcher::spawn(config.batch_window, MAX_FILTER_VALUES, move |batch| {
+            tokio::spawn(fetch(batches.clone(), batch));
+        });
+        Self { shared, batcher }
+    }
+
+    /// The cache (for its bounds, in tests and benchmarks).
+    pub fn cache(&self) -> &UserCache {
+        &self.shared.cache
+    }
+
+    /// One user, from the cache or from Clerk.
+    pub async fn get(&self, id: &str, demand: &Demand) -> Result<Lookup, UpstreamError> {
+        let retained = self.shared.cache.get(id).await;
+        if let Some(entry) = &retained
+            && entry.is_fresh(Instant::now())
+        {
+            return Ok(hit(entry));
+        }
+        let flight = self.fly(id, demand);
+        self.settle(&flight, demand.deadline, retained).await
+    }
+
+    /// Many users by id (distinct, validated ids): hits from the cache, the
+    /// misses through the same flights and batches as `get`.
+    pub async fn batch_get(&self, ids: &[String], demand: &Demand) -> Result<Batch, UpstreamError> {
+        let now = Instant::now();
+        let mut answers = Vec::with_capacity(ids.len());
+        let mut misses = Vec::new();
+        for (index, id) in ids.iter().enumerate() {
+            match self.shared.cache.get(id).await {
+                Some(entry) if entry.is_fresh(now) => answers.push(Some(hit(&entry))),
+                retained => {
+                    answers.push(None);
+                    misses.push((index, self.fly(id, demand), retained));
+                }
+            }
+        }
+        let settled =
+            try_join_all(misses.iter().map(|(_, flight, retained)| {
+                self.settle(flight, demand.deadline, retained.clone())
+            }))
+            .await?;
+        for ((index, ..), lookup) in misses.iter().zip(settled) {
+            answers[*index] = Some(lookup);
+        }
+        let mut batch = Batch {
+            found: Vec::new(),
+            missing: Vec::new(),
+            cache: CacheStatus::Hit,
+        };
+        for (id, lookup) in ids.iter().zip(answers.into_iter().flatten()) {
+            batch.cache = batch.cache.and(lookup.cache);
+            match lookup.user {
+                Some(user) => batch.found.push(user),
+                None => batch.missing.push(id.clone()),
+            }
+        }
+        Ok(batch)
+    }
+
+    /// Applies a verified webhook event: a user sent in full is stored
+    /// (unless the cache holds a later version), a deleted one is cached as
+    /// "no such user".
+    pub async fn apply(&self, event: &UserEvent) {
+        match event {
+            UserEvent::Upserted(user) => {
+                self.shared.flights.forbid_store(user.id());
+                self.shared.cache.store_newer(user).await;
+            }
+            UserEvent::Deleted(id) => {
+                self.shared.flights.forbid_store(id);
+                self.shared.cache.store_missing(id).await;
+            }
+            UserEvent::Ignored(_) => {}
+        }
+    }
+
+    /// Drops what the cache knows about `id`; true if it held an entry.
+    pub async fn invalidate(&self, id: &str) -> bool {
+        self.shared.flights.forbid_store(id);
+        self.shared.cache.invalidate(id).await
+    }
+
+    /// One page of a list (not cached).
+    pub async fn list(
+        &self,
+        query: &ListQuery,
+        demand: &Demand,
+    ) -> Result<Vec<ClerkUser>, UpstreamError> {
+        self.shared.clerk.list_users(query, demand).await
+    }
+
+    /// How many users match `filter` (not cached).
+    pub async fn count(&self, filter: &UserFilter, demand: &Demand) -> Result<u64, UpstreamError> {
+        self.shared.clerk.count_users(filter, demand).await
+    }
+
+    /// Joins the flight for `id`, or starts one and hands it to the batcher.
+    fn fly(&self, id: &str, demand: &Demand) -> Arc<Flight> {
+        let (flight, started) = self.shared.flights.join_or_start(id, demand);
+        if started && let Err(flight) = self.batcher.submit(flight.clone()) {
+            let stopped = UpstreamError::Unavailable("lookups are shutting down".into());
+            self.shared.flights.land(&flight, Err(stopped));
+        }
+        flight
+    }
+
+    /// Waits for `flight` until `deadline`. If Clerk could not answer in
+    /// time, an entry that expired less than `max_stale` ago is served.
+    async fn settle(
+        &self,
+        flight: &Flight,
+        deadline: Instant,
+        retained: Option<Cached>,
+    ) -> Result<Lookup, UpstreamError> {
+        let error = match flight.wait(deadline).await {
+            Some(Ok(user)) => {
+                return Ok(Lookup {
+                    user,
+                    cache: CacheStatus::Miss,
+                });
+            }
+            Some(Err(error)) if !serves_stale(&error) => return Err(error),
+            Some(Err(error)) => error,
+            None => UpstreamError::DeadlineExceeded,
+        };
+        let now = Instant::now();
+        // A webhook may have written the entry while the flight was out.
+        let latest = self.shared.cache.get(flight.id()).await.or(retained);
+        match latest {
+            Some(entry) if entry.is_fresh(now) => Ok(hit(&entry)),
+            Some(entry) if self.shared.cache.is_servable_stale(&entry, now) => Ok(Lookup {
+                user: entry.user,
+                cache: CacheStatus::Stale,
+            }),
+            _ => Err(error),
+        }
+    }
+}
+
+fn hit(entry: &Cached) -> Lookup {
+    Lookup {
+        user: entry.user.clone(),
+        cache: CacheStatus::Hit,
+    }
+}
+
+/// Whether a stale entry beats this error: yes whenever Clerk could not give
+/// an answer (failure, rate limit, budget, deadline, or the broker's key being
+/// refused), no when the request itself was wrong.
+fn serves_stale(error: &UpstreamError) -> bool {
+    error.is_transient() || matches!(error, UpstreamError::KeyRejected { .. })
+}
+
+/// Sends one batch of flights to Clerk as one list request and lands them.
+/// Runs as its own task: no caller's future owns it.
+async fn fetch(shared: Arc<Shared>, batch: Vec<Arc<Flight>>) {
+    let mut landing = Landing::new(&shared.flights, batch);
+    // A flight for one of these ids may have landed between its caller's
+    // cache miss and the start of this flight: answer those from the cache.
+    let now = Instant::now();
+    let mut cached = HashMap::new();
+    for flight in landing.pending() {
+        if let Some(entry) = shared.cache.get(flight.id()).await
+            && entry.is_fresh(now)
+        {
+            cached.insert(flight.id().clone(), entry.user);
+        }
+    }
+    landing.land_where(|flight| cached.remove(flight.id()).map(Ok));
+    let pending = landing.pending();
+    // The request is made for the waiter who waits longest, so it can still
+    // serve everyone else who stays (see ARCHITECTURE.md, invariant 9).
+    let Some(demand) = pending
+        .iter()
+        .map(|flight| flight.demand())
+        .max_by_key(|demand| demand.deadline)
+    else {
+        return;
+    };
+    let query = ListQuery {
+        filter: UserFilter::ids(pending.iter().map(|f| f.id().to_string()).collect()),
+        order_by: OrderBy::default(),
+        limit: pending.len() as u32,
+        offset: 0,
+    };
+    match shared.clerk.list_users(&query, &demand).await {
+        Ok(users) => {
+            let mut by_id: HashMap<String, ClerkUser> = users
+                .into_iter()
+                .map(|user| (user.id().to_owned(), user))
+                .collect();
+            let mut answers = HashMap::new();
+            for flight in landing.pending() {
+                let user = by_id.remove(flight.id().as_ref());
+                let id = flight.id().clone();
+                shared
+                    .cache
+                    .store_unless(id.clone(), user.as_ref(), || flight.is_storable())
+                    .await;
+                answers.insert(id, user);
+            }
+            landing.land_where(|flight| answers.remove(flight.id()).map(Ok));
+        }
+        Err(error) => landing.land_where(|_| Some(Err(error.clone()))),
+    }
+}

@@ -1,0 +1,237 @@
+//! Clerk webhooks on the broker's HTTP listener: a signed `user.updated` or
+//! `user.deleted` changes what GetUser answers at once; forged, stale and
+//! replayed deliveries are refused and change nothing.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use clerk_broker::{config::LookupConfig, pb::GetUserRequest, webhook::WebhookSecret};
+use serde_json::{Value, json};
+use tonic::Code;
+
+use crate::harness::{Harness, Options, WEBHOOK_SECRET, test_lookup};
+
+/// A delivery as Svix would send it (or as a forger might).
+struct Delivery {
+    id: String,
+    timestamp: i64,
+    body: Vec<u8>,
+    signature: Option<String>,
+}
+
+impl Delivery {
+    /// `event` signed now with `secret`.
+    fn signed(id: &str, event: &Value, secret: &str) -> Self {
+        let timestamp = now();
+        Self::signed_at(id, event, secret, timestamp)
+    }
+
+    fn signed_at(id: &str, event: &Value, secret: &str, timestamp: i64) -> Self {
+        let body = serde_json::to_vec(event).unwrap();
+        let signature = WebhookSecret::parse(secret)
+            .unwrap()
+            .sign(id, timestamp, &body);
+        Self {
+            id: id.into(),
+            timestamp,
+            body,
+            signature: Some(signature),
+        }
+    }
+}
+
+fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+/// Posts `delivery` to the broker; returns the status and the body.
+async fn post(harness: &Harness, delivery: &Delivery, unbranded: bool) -> (u16, String) {
+    let prefix = if unbranded { "webhook" } else { "svix" };
+    let mut request = reqwest::Client::new()
+        .post(format!("http://{}/webhooks/clerk", harness.http_addr))
+        .header("content-type", "application/json")
+        .header(format!("{prefix}-id"), &delivery.id)
+        .header(
+            format!("{prefix}-timestamp"),
+            delivery.timestamp.to_string(),
+        )
+        .body(delivery.body.clone());
+    if let Some(signature) = &delivery.signature {
+        request = request.header(format!("{prefix}-signature"), signature);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.text().await.unwrap())
+}
+
+/// A `user.updated` event carrying `user` with a new first name.
+fn renamed(user: &Value, first_name: &str, later_by_ms: i64) -> Value {
+    let mut user = user.clone();
+    user["first_name"] = json!(first_name);
+    user["updated_at"] = json!(user["updated_at"].as_i64().unwrap() + later_by_ms);
+    json!({"type": "user.updated", "object": "event", "data": user, "timestamp": now() * 1000})
+}
+
+/// GetUser's first name and `x-cache`.
+async fn first_name(harness: &Harness, id: &str) -> (Option<String>, String) {
+    let response = harness
+        .users()
+        .await
+        .get_user(GetUserRequest { user_id: id.into() })
+        .await
+        .unwrap();
+    let cache = response
+        .metadata()
+        .get("x-cache")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
+    (response.into_inner().first_name, cache)
+}
+
+#[tokio::test]
+async fn a_signed_update_is_served_at_once_and_forgeries_change_nothing() {
+    let harness = Harness::start(Options::default()).await;
+    let id = harness.ids[20].clone();
+    let original = harness.fake.user(&id).unwrap();
+    first_name(&harness, &id).await;
+    harness.fake.reset_stats();
+
+    let update = Delivery::signed(
+        "msg_update_1",
+        &renamed(&original, "Webhooked", 1_000),
+        WEBHOOK_SECRET,
+    );
+    let (status, body) = post(&harness, &update, false).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        first_name(&harness, &id).await,
+        (Some("Webhooked".into()), "hit".into()),
+        "the new data, without asking Clerk"
+    );
+
+    let forged = renamed(&original, "Forged", 5_000);
+    let other_secret = "whsec_YW5vdGhlci1zZWNyZXQtZW50aXJlbHk=";
+    let mut unsigned = Delivery::signed("msg_unsigned", &forged, WEBHOOK_SECRET);
+    unsigned.signature = None;
+    let mut tampered = Delivery::signed("msg_tampered", &forged, WEBHOOK_SECRET);
+    tampered.body = serde_json::to_vec(&renamed(&original, "Tampered", 6_000)).unwrap();
+    let cases = [
+        (
+            "bad signature",
+            Delivery::signed("msg_forged", &forged, other_secret),
+            401,
+        ),
+        ("unsigned", unsigned, 400),
+        ("tampered body", tampered, 401),
+        (
+            "six minutes old",
+            Delivery::signed_at("msg_old", &forged, WEBHOOK_SECRET, now() - 360),
+            401,
+        ),
+        (
+            "six minutes ahead",
+            Delivery::signed_at("msg_future", &forged, WEBHOOK_SECRET, now() + 360),
+            401,
+        ),
+    ];
+    for (what, delivery, expected) in &cases {
+        let (status, body) = post(&harness, delivery, false).await;
+        assert_eq!(status, *expected, "{what}: {body}");
+        assert!(!body.contains("whsec_"), "{what}: {body}");
+    }
+    // The accepted delivery again, byte for byte: a replay.
+    let (status, body) = post(&harness, &update, false).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("already processed"), "{body}");
+    assert_eq!(
+        first_name(&harness, &id).await,
+        (Some("Webhooked".into()), "hit".into()),
+        "no forgery had an effect"
+    );
+    // A late, older update does not undo a newer one.
+    let older = Delivery::signed(
+        "msg_older",
+        &renamed(&original, "Older", 500),
+        WEBHOOK_SECRET,
+    );
+    assert_eq!(
+        post(&harness, &older, true).await.0,
+        200,
+        "unbranded headers work"
+    );
+    assert_eq!(
+        first_name(&harness, &id).await.0.as_deref(),
+        Some("Webhooked")
+    );
+    assert_eq!(harness.fake.stats().requests, 0);
+}
+
+#[tokio::test]
+async fn a_signed_deletion_makes_the_user_not_found() {
+    let harness = Harness::start(Options::default()).await;
+    let id = harness.ids[21].clone();
+    first_name(&harness, &id).await;
+    let event = json!({"type": "user.deleted", "object": "event",
+        "data": {"id": id, "object": "user", "deleted": true}});
+    let (status, body) = post(
+        &harness,
+        &Delivery::signed("msg_del", &event, WEBHOOK_SECRET),
+        false,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    harness.fake.reset_stats();
+    let gone = harness
+        .users()
+        .await
+        .get_user(GetUserRequest { user_id: id })
+        .await
+        .unwrap_err();
+    assert_eq!(gone.code(), Code::NotFound);
+    assert_eq!(gone.metadata().get("x-cache").unwrap(), "hit");
+    assert_eq!(harness.fake.stats().requests, 0);
+    // Other event types are accepted and ignored.
+    let other = json!({"type": "session.created", "object": "event", "data": {}});
+    let (status, _) = post(
+        &harness,
+        &Delivery::signed("msg_s", &other, WEBHOOK_SECRET),
+        false,
+    )
+    .await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn without_a_signing_secret_the_endpoint_says_so() {
+    let harness = Harness::start(Options {
+        lookup: LookupConfig {
+            webhook_secret: None,
+            ..test_lookup()
+        },
+        ..Options::default()
+    })
+    .await;
+    let event = json!({"type": "user.deleted", "data": {"id": harness.ids[0]}});
+    let delivery = Delivery::signed("msg_x", &event, WEBHOOK_SECRET);
+    let (status, body) = post(&harness, &delivery, false).await;
+    assert_eq!(status, 503);
+    assert!(body.contains("CLERK_WEBHOOK_SIGNING_SECRET"), "{body}");
+    // No effect: the user is still there.
+    let user = harness
+        .users()
+        .await
+        .get_user(GetUserRequest {
+            user_id: harness.ids[0].clone(),
+        })
+        .await;
+    assert!(user.is_ok());
+    // Anything else on the HTTP listener is 404.
+    let elsewhere = reqwest::get(format!("http://{}/nothing-here", harness.http_addr))
+        .await
+        .unwrap();
+    assert_eq!(elsewhere.status().as_u16(), 404);
+}
