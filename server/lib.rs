@@ -13,6 +13,7 @@ pub mod pb {
 pub mod admission;
 pub mod clerk;
 pub mod config;
+pub mod counts;
 pub mod demo;
 pub mod export;
 pub mod fake;

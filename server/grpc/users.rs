@@ -10,6 +10,7 @@ use super::{caller, convert, export, status, unary_deadline};
 use crate::{
     admission::Demand,
     clerk::UpstreamError,
+    counts::CountCache,
     pb::{self, user_service_server::UserService},
     token::TokenKey,
     users::{MAX_BATCH_IDS, Users},
@@ -22,6 +23,8 @@ pub struct UserApi {
     pub(super) tokens: TokenKey,
     /// Turns true when the broker starts draining: exports then end.
     pub(super) draining: watch::Receiver<bool>,
+    /// Recent `CountUsers` answers.
+    counts: Arc<CountCache>,
 }
 
 impl UserApi {
@@ -31,6 +34,7 @@ impl UserApi {
             users,
             tokens,
             draining,
+            counts: Arc::default(),
         }
     }
 }
@@ -115,8 +119,8 @@ impl UserService for UserApi {
         let filter = convert::user_filter(request.into_inner().filter, &mut violations);
         status::check(violations)?;
         let total_count = self
-            .users
-            .count(&filter, &demand)
+            .counts
+            .count(&filter, self.users.count(&filter, &demand))
             .await
             .map_err(|error| status::upstream(&error))?;
         Ok(Response::new(pb::CountUsersResponse { total_count }))

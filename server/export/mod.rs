@@ -1,0 +1,162 @@
+//! `ListUsers` exports: page through Clerk at the largest page size and hand
+//! users on in chunks, with backpressure, exactly once, resumably.
+//!
+//! The export runs as a task that fetches one upstream page at a time, at
+//! bulk priority, and sends chunks into a channel of capacity one: while the
+//! caller has not taken a chunk, the task waits, so it holds at most one page
+//! ahead of what the transport has taken. When the receiver goes away (the
+//! caller cancelled, its deadline passed, the broker drains) the task stops,
+//! even in the middle of an upstream request.
+//!
+//! `paging` decides which page to fetch and which of its users to deliver
+//! (keyset paging on `created_at`, offset paging otherwise); `cursor` is what
+//! a resume token carries.
+
+mod cursor;
+mod paging;
+
+use std::{sync::Arc, time::Duration};
+
+use tokio::{sync::mpsc, time::Instant};
+
+pub use cursor::{CURSOR_VERSION, Cursor, CursorError, CursorRef};
+pub use paging::{MAX_SEEN, PageError, Position, REWIND, keyset};
+
+use crate::{
+    admission::{CallerName, Demand, Priority},
+    clerk::{ClerkUser, UpstreamError},
+    users::Users,
+};
+
+/// How long one upstream page may take when the call set no deadline.
+pub const PAGE_DEADLINE: Duration = Duration::from_secs(60);
+
+/// Users handed on together, and the position just after the last of them.
+#[derive(Debug)]
+pub struct Chunk {
+    /// Up to `chunk_size` users.
+    pub users: Vec<ClerkUser>,
+    /// Continues right after the last user of this chunk (with the export's
+    /// filter and order, see [`Cursor::at`]).
+    pub at: Position,
+}
+
+/// What to export and how.
+#[derive(Debug)]
+pub struct ExportPlan {
+    /// The export's filter and order, and where to start.
+    pub cursor: Cursor,
+    /// Users per chunk, 1 to 500.
+    pub chunk_size: usize,
+    /// Stop after this many users (None: all).
+    pub max_users: Option<u64>,
+    /// On whose behalf the pages are fetched (at bulk priority).
+    pub caller: CallerName,
+    /// The call's deadline, if it set one.
+    pub deadline: Option<Instant>,
+}
+
+/// Starts an export; chunks arrive on the returned channel, which closes at
+/// the end. An error is the last item. The task stops as soon as the receiver
+/// is dropped, even in the middle of an upstream request.
+pub fn start(users: Arc<Users>, plan: ExportPlan) -> mpsc::Receiver<Result<Chunk, UpstreamError>> {
+    let (tx, rx) = mpsc::channel(1);
+    tokio::spawn(async move {
+        let ExportPlan {
+            cursor,
+            chunk_size,
+            max_users,
+            caller,
+            deadline,
+        } = plan;
+        let mut at = cursor.at.clone();
+        let mut left = max_users.unwrap_or(u64::MAX);
+        while left > 0 {
+            let query = paging::query(&cursor.filter, cursor.order_by, &at, left);
+            let demand = Demand {
+                caller: caller.clone(),
+                priority: Priority::Bulk,
+                deadline: deadline.unwrap_or_else(|| Instant::now() + PAGE_DEADLINE),
+            };
+            let rows = tokio::select! {
+                rows = users.list(&query, &demand) => rows,
+                () = tx.closed() => return,
+            };
+            let page = rows.and_then(|rows| {
+                paging::read(cursor.order_by, &at, &query, rows, chunk_size, left)
+                    .map_err(|error| UpstreamError::Unavailable(error.to_string()))
+            });
+            let page = match page {
+                Ok(page) => page,
+                Err(error) => {
+                    let _ = tx.send(Err(error)).await;
+                    return;
+                }
+            };
+            for (users, at) in page.chunks {
+                left = left.saturating_sub(users.len() as u64);
+                // cache warming: users streamed here (lookups issue)
+                if tx.send(Ok(Chunk { users, at })).await.is_err() {
+                    return;
+                }
+            }
+            match page.next {
+                Some(next) => at = next,
+                None => return,
+            }
+        }
+    });
+    rx
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        clerk::{ExactField, PartialField, TimeField, UserFilter},
+        secret::SecretKey,
+        token::{MAX_TOKEN_LEN, TokenKey},
+    };
+
+    #[test]
+    fn the_largest_token_stays_within_the_accepted_length() {
+        // Every filter at its validated maximum, of characters JSON escapes
+        // the longest, and a position remembering as many ids as it can.
+        let value = "\u{1}".repeat(256);
+        let exact = [
+            ExactField::UserId,
+            ExactField::EmailAddress,
+            ExactField::PhoneNumber,
+            ExactField::ExternalId,
+            ExactField::Username,
+            ExactField::Web3Wallet,
+            ExactField::OrganizationId,
+        ];
+        let partial = [
+            PartialField::Query,
+            PartialField::EmailAddressQuery,
+            PartialField::PhoneNumberQuery,
+            PartialField::UsernameQuery,
+            PartialField::NameQuery,
+        ];
+        let filter = UserFilter {
+            exact: exact.map(|field| (field, vec![value.clone(); 100])).into(),
+            partial: partial.map(|field| (field, value.clone())).into(),
+            banned: Some(true),
+            times: vec![(TimeField::CreatedAfter, i64::MIN); 4],
+        };
+        let mut cursor = Cursor::start(filter, "-created_at".parse().unwrap());
+        cursor.at = Position {
+            anchor: Some(i64::MIN),
+            offset: u64::MAX,
+            last: Some(i64::MIN),
+            seen: vec!["u".repeat(128); MAX_SEEN],
+            partial: true,
+        };
+        let key = TokenKey::derive(&SecretKey::parse("sk_test_bound").unwrap());
+        let token = key.seal(&cursor.at(&cursor.at));
+        assert!(token.len() <= MAX_TOKEN_LEN, "{} bytes", token.len());
+        let opened: serde_json::Value = key.open(&token).unwrap();
+        assert_eq!(Cursor::from_json(opened), Ok(cursor));
+    }
+}

@@ -1,0 +1,492 @@
+//! Paging against a model of Clerk's list endpoint: bounds strict or
+//! inclusive, ties in any order, users created and deleted between pages.
+
+use std::collections::{HashMap, HashSet};
+
+use serde_json::json;
+
+use super::*;
+
+/// Clerk's list endpoint over `(id, created_at, username)` rows.
+struct Model {
+    users: Vec<(String, i64, String)>,
+    /// Whether `created_at_after/before` include the bound itself.
+    inclusive: bool,
+    /// Shuffles users sharing a sort key on every request (else: by id).
+    shuffle: Option<fastrand::Rng>,
+    /// Requests served.
+    requests: usize,
+}
+
+impl Model {
+    fn new(users: Vec<(String, i64, String)>, inclusive: bool, shuffle: Option<u64>) -> Self {
+        Self {
+            users,
+            inclusive,
+            shuffle: shuffle.map(fastrand::Rng::with_seed),
+            requests: 0,
+        }
+    }
+
+    fn list(&mut self, query: &ListQuery) -> Vec<ClerkUser> {
+        self.requests += 1;
+        let inclusive = self.inclusive;
+        let passes = |at: i64| {
+            query
+                .filter
+                .times
+                .iter()
+                .all(|&(field, bound)| match field {
+                    TimeField::CreatedAfter => at > bound || (inclusive && at == bound),
+                    TimeField::CreatedBefore => at < bound || (inclusive && at == bound),
+                    _ => true,
+                })
+        };
+        let mut rows: Vec<(u64, &(String, i64, String))> = self
+            .users
+            .iter()
+            .filter(|(_, at, _)| passes(*at))
+            .map(|user| (self.shuffle.as_mut().map_or(0, |rng| rng.u64(..)), user))
+            .collect();
+        let order = query.order_by;
+        rows.sort_by(|(ta, a), (tb, b)| {
+            let key = match order.field {
+                OrderField::CreatedAt => a.1.cmp(&b.1),
+                _ => a.2.cmp(&b.2),
+            };
+            let key = if order.descending { key.reverse() } else { key };
+            key.then(ta.cmp(tb)).then(a.0.cmp(&b.0))
+        });
+        rows.into_iter()
+            .skip(query.offset as usize)
+            .take(query.limit as usize)
+            .map(|(_, (id, at, name))| json!({"id": id, "created_at": at, "username": name}))
+            .filter_map(ClerkUser::from_json)
+            .collect()
+    }
+}
+
+/// `count` users over `spread` distinct milliseconds (ties when spread < count).
+fn users(rng: &mut fastrand::Rng, count: usize, spread: i64) -> Vec<(String, i64, String)> {
+    (0..count)
+        .map(|n| {
+            let at = 1_000 + rng.i64(0..spread);
+            (
+                format!("user_{n:05}"),
+                at,
+                format!("name_{:05}", rng.u32(..)),
+            )
+        })
+        .collect()
+}
+
+/// An export's outcome: delivered ids, the position after each chunk.
+#[derive(Default)]
+struct Run {
+    ids: Vec<String>,
+    keys: Vec<i64>,
+    positions: Vec<(usize, Position)>,
+}
+
+/// Runs an export from `at` to the end (or `wanted` users), calling
+/// `between` after every page.
+fn export(
+    model: &mut Model,
+    order: OrderBy,
+    filter: &UserFilter,
+    mut at: Position,
+    wanted: u64,
+    mut between: impl FnMut(&mut Model),
+) -> Run {
+    let mut run = Run::default();
+    let mut left = wanted;
+    loop {
+        let query = query(filter, order, &at, left);
+        let rows = model.list(&query);
+        let page = read(order, &at, &query, rows, 37, left).unwrap();
+        for (users, position) in page.chunks {
+            left -= users.len() as u64;
+            for user in users {
+                run.keys.push(user.millis("created_at").unwrap());
+                run.ids.push(user.id().to_owned());
+            }
+            run.positions.push((run.ids.len(), position));
+        }
+        between(model);
+        match page.next {
+            Some(next) => at = next,
+            None => return run,
+        }
+        assert!(model.requests < 100_000, "no progress");
+    }
+}
+
+fn order(text: &str) -> OrderBy {
+    text.parse().unwrap()
+}
+
+/// Asserts each of `expected` delivered exactly once and no id twice.
+fn assert_exactly_once(ids: &[String], expected: impl IntoIterator<Item = String>) {
+    let mut counts: HashMap<&str, usize> = HashMap::new();
+    for id in ids {
+        *counts.entry(id).or_default() += 1;
+    }
+    let twice: Vec<_> = counts.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "delivered twice: {twice:?}");
+    let missing: Vec<String> = expected
+        .into_iter()
+        .filter(|id| !counts.contains_key(id.as_str()))
+        .collect();
+    assert!(missing.is_empty(), "never delivered: {missing:?}");
+}
+
+fn assert_sorted(keys: &[i64], descending: bool) {
+    let sorted = keys.windows(2).all(|w| {
+        if descending {
+            w[0] >= w[1]
+        } else {
+            w[0] <= w[1]
+        }
+    });
+    assert!(sorted, "not in the requested order");
+}
+
+#[test]
+fn ties_are_delivered_once_whatever_the_tie_order_and_the_bound() {
+    for seed in 0..6 {
+        let mut rng = fastrand::Rng::with_seed(seed);
+        // 3,000 users over 400 ms: about 7.5 per millisecond, some far more.
+        let all = users(&mut rng, 3_000, 400);
+        for (inclusive, text) in [(false, "+created_at"), (true, "-created_at")] {
+            let mut model = Model::new(all.clone(), inclusive, Some(seed));
+            let run = export(
+                &mut model,
+                order(text),
+                &UserFilter::default(),
+                Position::default(),
+                u64::MAX,
+                |_| {},
+            );
+            assert_exactly_once(&run.ids, all.iter().map(|u| u.0.clone()));
+            assert_eq!(run.ids.len(), all.len());
+            assert_sorted(&run.keys, order(text).descending);
+            // Keyset pages overlap only by the few users of one millisecond.
+            assert!(
+                model.requests <= 3_000 / 450 + 2,
+                "{} requests",
+                model.requests
+            );
+        }
+    }
+}
+
+#[test]
+fn milliseconds_shared_by_more_than_a_page_are_read_by_offset() {
+    let mut rng = fastrand::Rng::with_seed(9);
+    let mut all = users(&mut rng, 1_500, 50);
+    // A bulk import: 1,200 users in one millisecond, and 600 in the next.
+    all.extend((0..1_200).map(|n| (format!("bulk_a{n:04}"), 500, format!("a{n}"))));
+    all.extend((0..600).map(|n| (format!("bulk_b{n:04}"), 501, format!("b{n}"))));
+    for inclusive in [false, true] {
+        for text in ["+created_at", "-created_at"] {
+            let mut model = Model::new(all.clone(), inclusive, None);
+            let run = export(
+                &mut model,
+                order(text),
+                &UserFilter::default(),
+                Position::default(),
+                u64::MAX,
+                |_| {},
+            );
+            assert_exactly_once(&run.ids, all.iter().map(|u| u.0.clone()));
+            assert_eq!(run.ids.len(), all.len(), "{text} inclusive={inclusive}");
+            assert_sorted(&run.keys, order(text).descending);
+            let tokens = run.positions.iter().map(|(_, p)| p.seen.len());
+            assert!(tokens.max().unwrap() <= MAX_SEEN);
+        }
+    }
+    // Fewer than REWIND deletions per page inside the bulk millisecond.
+    for text in ["+created_at", "-created_at"] {
+        let mut model = Model::new(all.clone(), true, None);
+        let mut deleted = HashSet::new();
+        let run = export(
+            &mut model,
+            order(text),
+            &UserFilter::default(),
+            Position::default(),
+            u64::MAX,
+            |model| {
+                for _ in 0..REWIND - 1 {
+                    let bulk: Vec<usize> = (0..model.users.len())
+                        .filter(|&i| model.users[i].1 == 500)
+                        .collect();
+                    let at = bulk[rng.usize(..bulk.len())];
+                    deleted.insert(model.users.remove(at).0);
+                }
+            },
+        );
+        let stable = all
+            .iter()
+            .map(|u| u.0.clone())
+            .filter(|id| !deleted.contains(id));
+        assert_exactly_once(&run.ids, stable);
+        assert_sorted(&run.keys, order(text).descending);
+    }
+}
+
+#[test]
+fn users_existing_throughout_are_delivered_once_while_others_come_and_go() {
+    for seed in 0..8 {
+        let mut rng = fastrand::Rng::with_seed(seed);
+        let all = users(&mut rng, 4_000, 1_500);
+        let inclusive = seed % 2 == 1;
+        let text = if seed % 4 < 2 {
+            "+created_at"
+        } else {
+            "-created_at"
+        };
+        let mut model = Model::new(all.clone(), inclusive, Some(seed));
+        let mut deleted = HashSet::new();
+        let mut created = 0;
+        let run = export(
+            &mut model,
+            order(text),
+            &UserFilter::default(),
+            Position::default(),
+            u64::MAX,
+            |model| {
+                // Delete 30 users anywhere, create 30 at existing or new instants.
+                for _ in 0..30 {
+                    let at = rng.usize(..model.users.len());
+                    deleted.insert(model.users.swap_remove(at).0);
+                    let instant = match rng.u8(..3) {
+                        0 => model.users[rng.usize(..model.users.len())].1,
+                        1 => 1_000 + rng.i64(0..1_500),
+                        _ => 9_999,
+                    };
+                    model
+                        .users
+                        .push((format!("new_{created:05}"), instant, format!("n{created}")));
+                    created += 1;
+                }
+            },
+        );
+        let stable = all
+            .iter()
+            .map(|u| u.0.clone())
+            .filter(|id| !deleted.contains(id));
+        assert_exactly_once(&run.ids, stable);
+        assert_sorted(&run.keys, order(text).descending);
+    }
+}
+
+#[test]
+fn resuming_at_any_chunk_continues_exactly_after_it() {
+    let mut rng = fastrand::Rng::with_seed(4);
+    let mut all = users(&mut rng, 1_200, 100);
+    all.extend((0..700).map(|n| (format!("bulk_{n:04}"), 1_050, format!("b{n}"))));
+    for text in ["+created_at", "-created_at", "+username"] {
+        let mut model = Model::new(all.clone(), true, None);
+        let full = export(
+            &mut model,
+            order(text),
+            &UserFilter::default(),
+            Position::default(),
+            u64::MAX,
+            |_| {},
+        );
+        assert_eq!(full.ids.len(), all.len());
+        for (done, position) in full.positions.iter().step_by(3) {
+            // Through JSON, as a token carries it.
+            let position: Position =
+                serde_json::from_str(&serde_json::to_string(position).unwrap()).unwrap();
+            let rest = export(
+                &mut model,
+                order(text),
+                &UserFilter::default(),
+                position,
+                u64::MAX,
+                |_| {},
+            );
+            let mut ids = full.ids[..*done].to_vec();
+            ids.extend(rest.ids);
+            assert_eq!(ids, full.ids, "{text}, resumed after {done}");
+        }
+    }
+}
+
+#[test]
+fn max_users_stops_exactly_and_resumes_from_the_last_chunk() {
+    let mut rng = fastrand::Rng::with_seed(5);
+    let all = users(&mut rng, 1_000, 300);
+    let mut model = Model::new(all.clone(), false, Some(5));
+    let head = export(
+        &mut model,
+        order("-created_at"),
+        &UserFilter::default(),
+        Position::default(),
+        130,
+        |_| {},
+    );
+    assert_eq!(head.ids.len(), 130);
+    assert_eq!(model.requests, 1, "one page serves 130 users");
+    let (_, at) = head.positions.last().unwrap().clone();
+    let tail = export(
+        &mut model,
+        order("-created_at"),
+        &UserFilter::default(),
+        at,
+        u64::MAX,
+        |_| {},
+    );
+    let mut ids = head.ids;
+    ids.extend(tail.ids);
+    assert_eq!(ids.len(), all.len());
+    assert_exactly_once(&ids, all.iter().map(|u| u.0.clone()));
+}
+
+#[test]
+fn caller_bounds_combine_with_the_keyset_bound_tightest_wins() {
+    let mut filter = UserFilter::default();
+    filter.times.push((TimeField::CreatedAfter, 2_000));
+    filter.times.push((TimeField::CreatedBefore, 9_000));
+    let at = |anchor| Position {
+        anchor: Some(anchor),
+        last: Some(anchor),
+        ..Position::default()
+    };
+    let bound = |query: ListQuery, field| {
+        let found: Vec<i64> = query
+            .filter
+            .times
+            .iter()
+            .filter(|(f, _)| *f == field)
+            .map(|&(_, ms)| ms)
+            .collect();
+        assert_eq!(found.len(), 1, "one bound per field");
+        found[0]
+    };
+    let asc = order("+created_at");
+    assert_eq!(
+        bound(query(&filter, asc, &at(5_000), 10), TimeField::CreatedAfter),
+        4_999
+    );
+    assert_eq!(
+        bound(query(&filter, asc, &at(1_500), 10), TimeField::CreatedAfter),
+        2_000
+    );
+    assert_eq!(
+        bound(
+            query(&filter, asc, &at(5_000), 10),
+            TimeField::CreatedBefore
+        ),
+        9_000
+    );
+    let desc = order("-created_at");
+    assert_eq!(
+        bound(
+            query(&filter, desc, &at(5_000), 10),
+            TimeField::CreatedBefore
+        ),
+        5_001
+    );
+    assert_eq!(
+        bound(
+            query(&filter, desc, &at(9_500), 10),
+            TimeField::CreatedBefore
+        ),
+        9_000
+    );
+    assert_eq!(
+        bound(
+            query(&filter, desc, &at(5_000), 10),
+            TimeField::CreatedAfter
+        ),
+        2_000
+    );
+    // Other orders never add a bound; the first page neither.
+    let name = query(&filter, order("+username"), &at(5_000), 10);
+    assert_eq!(name.filter, filter);
+    assert_eq!(query(&filter, asc, &Position::default(), 10).filter, filter);
+    assert_eq!(
+        query(&filter, asc, &Position::default(), u64::MAX).limit,
+        MAX_PAGE
+    );
+
+    // End to end: the caller's bounds hold throughout.
+    let mut rng = fastrand::Rng::with_seed(6);
+    let all = users(&mut rng, 2_000, 10_000);
+    for text in ["+created_at", "-created_at"] {
+        let mut model = Model::new(all.clone(), false, Some(1));
+        let run = export(
+            &mut model,
+            order(text),
+            &filter,
+            Position::default(),
+            u64::MAX,
+            |_| {},
+        );
+        let inside = all
+            .iter()
+            .filter(|u| u.1 > 2_000 && u.1 < 9_000)
+            .map(|u| u.0.clone());
+        let inside: Vec<String> = inside.collect();
+        assert_exactly_once(&run.ids, inside.clone());
+        assert_eq!(run.ids.len(), inside.len());
+    }
+}
+
+#[test]
+fn offset_orders_absorb_a_few_deletions_and_creations_between_pages() {
+    let mut rng = fastrand::Rng::with_seed(8);
+    let all = users(&mut rng, 3_000, 1_000);
+    for text in ["+username", "-username"] {
+        let mut model = Model::new(all.clone(), false, None);
+        let mut deleted = HashSet::new();
+        let mut created = 0;
+        let run = export(
+            &mut model,
+            order(text),
+            &UserFilter::default(),
+            Position::default(),
+            u64::MAX,
+            |model| {
+                for _ in 0..REWIND - 1 {
+                    let at = rng.usize(..model.users.len());
+                    deleted.insert(model.users.swap_remove(at).0);
+                }
+                for _ in 0..(MAX_SEEN - REWIND) / 2 {
+                    model.users.push((
+                        format!("new_{created}"),
+                        5,
+                        format!("name_{:05}", rng.u32(..)),
+                    ));
+                    created += 1;
+                }
+            },
+        );
+        let stable = all
+            .iter()
+            .map(|u| u.0.clone())
+            .filter(|id| !deleted.contains(id));
+        assert_exactly_once(&run.ids, stable);
+    }
+}
+
+#[test]
+fn malformed_pages_are_refused() {
+    let asc = order("+created_at");
+    let query = query(&UserFilter::default(), asc, &Position::default(), 10);
+    let row =
+        |id: &str, at: i64| ClerkUser::from_json(json!({"id": id, "created_at": at})).unwrap();
+    let unsorted = vec![row("a", 2), row("b", 1)];
+    assert_eq!(
+        read(asc, &Position::default(), &query, unsorted, 10, 10).unwrap_err(),
+        PageError::OutOfOrder
+    );
+    let undated = vec![ClerkUser::from_json(json!({"id": "a"})).unwrap()];
+    assert_eq!(
+        read(asc, &Position::default(), &query, undated, 10, 10).unwrap_err(),
+        PageError::NoCreatedAt
+    );
+}
