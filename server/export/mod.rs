@@ -22,6 +22,8 @@ use tokio::{sync::mpsc, time::Instant};
 pub use cursor::{CURSOR_VERSION, Cursor, CursorError, CursorRef};
 pub use paging::{MAX_SEEN, PageError, Position, REWIND, keyset};
 
+use paging::Chunking;
+
 use crate::{
     admission::{CallerName, Demand, Priority},
     clerk::{ClerkUser, UpstreamError},
@@ -62,51 +64,79 @@ pub struct ExportPlan {
 pub fn start(users: Arc<Users>, plan: ExportPlan) -> mpsc::Receiver<Result<Chunk, UpstreamError>> {
     let (tx, rx) = mpsc::channel(1);
     tokio::spawn(async move {
-        let ExportPlan {
-            cursor,
-            chunk_size,
-            max_users,
-            caller,
-            deadline,
-        } = plan;
-        let mut at = cursor.at.clone();
-        let mut left = max_users.unwrap_or(u64::MAX);
-        while left > 0 {
-            let query = paging::query(&cursor.filter, cursor.order_by, &at, left);
-            let demand = Demand {
-                caller: caller.clone(),
-                priority: Priority::Bulk,
-                deadline: deadline.unwrap_or_else(|| Instant::now() + PAGE_DEADLINE),
-            };
-            let rows = tokio::select! {
-                rows = users.list(&query, &demand) => rows,
-                () = tx.closed() => return,
-            };
-            let page = rows.and_then(|rows| {
-                paging::read(cursor.order_by, &at, &query, rows, chunk_size, left)
-                    .map_err(|error| UpstreamError::Unavailable(error.to_string()))
-            });
-            let page = match page {
-                Ok(page) => page,
-                Err(error) => {
-                    let _ = tx.send(Err(error)).await;
-                    return;
-                }
-            };
-            for (users, at) in page.chunks {
-                left = left.saturating_sub(users.len() as u64);
-                // cache warming: users streamed here (lookups issue)
-                if tx.send(Ok(Chunk { users, at })).await.is_err() {
-                    return;
-                }
-            }
-            match page.next {
-                Some(next) => at = next,
-                None => return,
-            }
+        if let Err(error) = run(&users, plan, &tx).await {
+            let _ = tx.send(Err(error)).await;
         }
     });
     rx
+}
+
+/// The export task: page after page until the end, an error, or until the
+/// receiver is gone (then it returns Ok early).
+async fn run(
+    users: &Users,
+    plan: ExportPlan,
+    tx: &mpsc::Sender<Result<Chunk, UpstreamError>>,
+) -> Result<(), UpstreamError> {
+    let ExportPlan {
+        cursor,
+        chunk_size,
+        max_users,
+        caller,
+        deadline,
+    } = plan;
+    let mut at = cursor.at.clone();
+    let mut left = max_users.unwrap_or(u64::MAX);
+    // An unfinished message (fewer than `chunk_size` users) waits for the
+    // next page to complete it, with the position after its last user.
+    let mut pending = Chunk {
+        users: Vec::new(),
+        at: Position::default(),
+    };
+    while left > 0 {
+        let query = paging::query(&cursor.filter, cursor.order_by, &at, left);
+        let demand = Demand {
+            caller: caller.clone(),
+            priority: Priority::Bulk,
+            deadline: deadline.unwrap_or_else(|| Instant::now() + PAGE_DEADLINE),
+        };
+        let rows = tokio::select! {
+            rows = users.list(&query, &demand) => rows?,
+            () = tx.closed() => return Ok(()),
+        };
+        let chunking = Chunking {
+            size: chunk_size,
+            pending: pending.users.len(),
+        };
+        let page = paging::read(cursor.order_by, &at, &query, rows, chunking, left)
+            .map_err(|error| UpstreamError::Unavailable(error.to_string()))?;
+        for (users, position) in page.chunks {
+            left = left.saturating_sub(users.len() as u64);
+            pending.users.extend(users);
+            pending.at = position;
+            if pending.users.len() >= chunk_size && !send(tx, &mut pending).await {
+                return Ok(());
+            }
+        }
+        match page.next {
+            Some(next) => at = next,
+            None => break,
+        }
+    }
+    if !pending.users.is_empty() {
+        send(tx, &mut pending).await;
+    }
+    Ok(())
+}
+
+/// Sends the pending chunk; false once the receiver is gone.
+async fn send(tx: &mpsc::Sender<Result<Chunk, UpstreamError>>, pending: &mut Chunk) -> bool {
+    let chunk = Chunk {
+        users: std::mem::take(&mut pending.users),
+        at: std::mem::take(&mut pending.at),
+    };
+    // cache warming: users streamed here (lookups issue)
+    tx.send(Ok(chunk)).await.is_ok()
 }
 
 #[cfg(test)]

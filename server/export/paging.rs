@@ -146,11 +146,22 @@ pub enum PageError {
     OutOfOrder,
 }
 
+/// How delivered users are grouped into messages across pages.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Chunking {
+    /// Users per message.
+    pub(super) size: usize,
+    /// Users of an unfinished message carried over from the previous page.
+    pub(super) pending: usize,
+}
+
 /// What one page yields.
 #[derive(Debug, Default)]
 pub(super) struct PageRead {
-    /// Users to deliver, in chunks of at most `chunk_size`, each with the
-    /// position right after its last user.
+    /// Users to deliver, each group with the position right after its last
+    /// user. The first group completes the carried-over message; every group
+    /// completes a message, except perhaps the last, which the next page
+    /// completes unless the export ends here.
     pub(super) chunks: Vec<(Vec<ClerkUser>, Position)>,
     /// Where the next page starts; `None` when the export is complete (the
     /// page was not full, or `wanted` users were delivered).
@@ -163,7 +174,7 @@ pub(super) fn read(
     from: &Position,
     query: &ListQuery,
     mut rows: Vec<ClerkUser>,
-    chunk_size: usize,
+    chunking: Chunking,
     wanted: u64,
 ) -> Result<PageRead, PageError> {
     let full = rows.len() >= query.limit as usize;
@@ -179,6 +190,7 @@ pub(super) fn read(
     let mut walk = Walk::new(order, from, query.offset);
     let mut read = PageRead::default();
     let mut chunk = Vec::new();
+    let mut room = chunking.size.saturating_sub(chunking.pending).max(1);
     let mut delivered = 0;
     for (i, row) in rows.into_iter().enumerate() {
         if !walk.consume(&row, keys.as_ref().map(|keys| keys[i])) {
@@ -186,7 +198,8 @@ pub(super) fn read(
         }
         chunk.push(row);
         delivered += 1;
-        if chunk.len() >= chunk_size || delivered >= wanted {
+        if chunk.len() >= room || delivered >= wanted {
+            room = chunking.size;
             read.chunks
                 .push((std::mem::take(&mut chunk), walk.position()));
         }

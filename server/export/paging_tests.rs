@@ -103,8 +103,16 @@ fn export(
     loop {
         let query = query(filter, order, &at, left);
         let rows = model.list(&query);
-        let page = read(order, &at, &query, rows, 37, left).unwrap();
+        let chunking = Chunking {
+            size: 37,
+            pending: run.ids.len() % 37,
+        };
+        let page = read(order, &at, &query, rows, chunking, left).unwrap();
+        let mut carried = chunking.pending;
         for (users, position) in page.chunks {
+            carried += users.len();
+            assert!(carried <= chunking.size, "a message of at most page_size");
+            carried %= chunking.size;
             left -= users.len() as u64;
             for user in users {
                 run.keys.push(user.millis("created_at").unwrap());
@@ -473,6 +481,11 @@ fn offset_orders_absorb_a_few_deletions_and_creations_between_pages() {
     }
 }
 
+const CHUNKS: Chunking = Chunking {
+    size: 10,
+    pending: 0,
+};
+
 #[test]
 fn malformed_pages_are_refused() {
     let asc = order("+created_at");
@@ -481,12 +494,12 @@ fn malformed_pages_are_refused() {
         |id: &str, at: i64| ClerkUser::from_json(json!({"id": id, "created_at": at})).unwrap();
     let unsorted = vec![row("a", 2), row("b", 1)];
     assert_eq!(
-        read(asc, &Position::default(), &query, unsorted, 10, 10).unwrap_err(),
+        read(asc, &Position::default(), &query, unsorted, CHUNKS, 10).unwrap_err(),
         PageError::OutOfOrder
     );
     let undated = vec![ClerkUser::from_json(json!({"id": "a"})).unwrap()];
     assert_eq!(
-        read(asc, &Position::default(), &query, undated, 10, 10).unwrap_err(),
+        read(asc, &Position::default(), &query, undated, CHUNKS, 10).unwrap_err(),
         PageError::NoCreatedAt
     );
 }

@@ -118,9 +118,9 @@ impl ExportStream {
 
 /// Turns export chunks into response messages; ends the stream with
 /// UNAVAILABLE when the broker starts draining, or DEADLINE_EXCEEDED when the
-/// call's deadline passes, both with the last resume token in
-/// `x-resume-token` metadata. Ending the stream drops the channel, which
-/// stops the export task.
+/// call's deadline passes. Every status ending a stream early (these, and
+/// upstream failures) carries the last resume token in `x-resume-token`
+/// metadata. Ending the stream drops the channel, which stops the export task.
 fn export_stream(
     chunks: mpsc::Receiver<Result<Chunk, UpstreamError>>,
     base: Cursor,
@@ -162,7 +162,7 @@ fn export_stream(
                 }
                 Err(error) => {
                     state.done = true;
-                    Err(status::upstream(&error))
+                    Err(state.resumable(status::upstream(&error)))
                 }
             },
         };

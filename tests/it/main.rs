@@ -5,6 +5,7 @@ mod harness;
 
 mod budget;
 mod cli;
+mod exports;
 mod grpcurl;
 mod lookups;
 mod shutdown;
