@@ -3,10 +3,13 @@
 //!
 //! The export runs as a task that fetches one upstream page at a time, at
 //! bulk priority, and sends chunks into a channel of capacity one: while the
-//! caller has not taken a chunk, the task waits, so it holds at most one page
-//! ahead of what the transport has taken. When the receiver goes away (the
-//! caller cancelled, its deadline passed, the broker drains) the task stops,
-//! even in the middle of an upstream request.
+//! caller has not taken a chunk, the task waits, and it fetches the next page
+//! only once the channel is empty, so it holds at most one page ahead of what
+//! the transport has taken. (The transport holds the rest of the look-ahead:
+//! HTTP/2 send buffers and the client's flow-control window, both bounded in
+//! bytes.) When the receiver goes away (the caller cancelled, its deadline
+//! passed, the broker drains) the task stops, even in the middle of an
+//! upstream request.
 //!
 //! `paging` decides which page to fetch and which of its users to deliver
 //! (keyset paging on `created_at`, offset paging otherwise); `cursor` is what
@@ -94,6 +97,11 @@ async fn run(
         at: Position::default(),
     };
     while left > 0 {
+        // Fetch only once the caller's transport has taken every chunk of
+        // the previous page: the task then holds at most this one page.
+        if tx.reserve().await.is_err() {
+            return Ok(());
+        }
         let query = paging::query(&cursor.filter, cursor.order_by, &at, left);
         let demand = Demand {
             caller: caller.clone(),
