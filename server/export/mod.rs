@@ -16,6 +16,8 @@
 //! a resume token carries.
 
 mod cursor;
+#[cfg(test)]
+mod model;
 mod paging;
 
 use std::{sync::Arc, time::Duration};
