@@ -123,7 +123,7 @@ pub(super) fn query(filter: &UserFilter, order: OrderBy, at: &Position, wanted: 
         filter,
         order_by: order,
         limit,
-        offset: at.offset - at.rewind(),
+        offset: at.offset.saturating_sub(at.rewind()),
     }
 }
 

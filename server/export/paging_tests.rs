@@ -352,3 +352,37 @@ fn malformed_pages_are_refused() {
         PageError::NoCreatedAt
     );
 }
+
+#[test]
+fn a_position_taken_just_after_seen_overflows_resumes_exactly() {
+    // 64 users of one millisecond delivered (all remembered), then one more:
+    // the position switches to offset paging within that millisecond.
+    let mut all: Vec<(String, i64, String)> = (0..200)
+        .map(|n| (format!("tie_{n:03}"), 50, format!("t{n}")))
+        .collect();
+    all.push(("later".into(), 60, "l".into()));
+    let asc = order("+created_at");
+    let seen: Vec<String> = (0..MAX_SEEN).map(|n| format!("tie_{n:03}")).collect();
+    let at = Position {
+        anchor: Some(50),
+        last: Some(50),
+        seen,
+        ..Position::default()
+    };
+    let mut model = Model::new(all.clone(), false, None);
+    let first = export(&mut model, asc, &UserFilter::default(), at, 1, |_| {});
+    assert_eq!(first.ids, ["tie_064"]);
+    let (_, after) = first.positions.last().unwrap().clone();
+    assert!(after.partial, "65 ids of one millisecond: paging by offset");
+    assert_eq!(after.offset, 65);
+    let rest = export(
+        &mut model,
+        asc,
+        &UserFilter::default(),
+        after,
+        u64::MAX,
+        |_| {},
+    );
+    let expected: Vec<String> = all[65..].iter().map(|u| u.0.clone()).collect();
+    assert_eq!(rest.ids, expected);
+}
