@@ -16,7 +16,7 @@
 //! shared by more users (a bulk import) is read by offset within the query
 //! anchored at it ([`Position::offset`]), re-reading the last [`REWIND`] rows
 //! and skipping the remembered ones: exact as long as Clerk orders ties the
-//! same way on every request and fewer than [`REWIND`] of those users are
+//! same way on every request and at most [`REWIND`] of those users are
 //! deleted (or `MAX_SEEN − REWIND` created at that very millisecond) between
 //! two pages. A page that would end inside such a millisecond is cut after
 //! its first [`MAX_SEEN`] users there, so that the next page is again asked

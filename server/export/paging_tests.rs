@@ -62,7 +62,7 @@ fn milliseconds_shared_by_more_than_a_page_are_read_by_offset() {
             assert!(tokens.max().unwrap() <= MAX_SEEN);
         }
     }
-    // Fewer than REWIND deletions per page inside the bulk millisecond.
+    // REWIND deletions per page inside the bulk millisecond.
     for text in ["+created_at", "-created_at"] {
         let mut model = Model::new(all.clone(), true, None);
         let mut deleted = HashSet::new();
@@ -73,7 +73,7 @@ fn milliseconds_shared_by_more_than_a_page_are_read_by_offset() {
             Position::default(),
             u64::MAX,
             |model| {
-                for _ in 0..REWIND - 1 {
+                for _ in 0..REWIND {
                     let bulk: Vec<usize> = (0..model.users.len())
                         .filter(|&i| model.users[i].1 == 500)
                         .collect();
@@ -308,7 +308,7 @@ fn offset_orders_absorb_a_few_deletions_and_creations_between_pages() {
             Position::default(),
             u64::MAX,
             |model| {
-                for _ in 0..REWIND - 1 {
+                for _ in 0..REWIND {
                     let at = rng.usize(..model.users.len());
                     deleted.insert(model.users.swap_remove(at).0);
                 }
