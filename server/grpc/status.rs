@@ -13,7 +13,7 @@
 //! | unknown budget                         | NOT_FOUND           |            |
 //! | permit cost above the budget's limit   | INVALID_ARGUMENT    | BadRequest |
 //! | the broker is draining                 | UNAVAILABLE         |            |
-//! | an export outlives the call's deadline  | DEADLINE_EXCEEDED   |            |
+//! | an export outlives the call's deadline | DEADLINE_EXCEEDED   |            |
 
 use std::time::Duration;
 
