@@ -55,9 +55,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     let url = fake.spawn().await?;
     println!(
-        "fake Clerk with {} users ready in {:.1?}",
+        "fake Clerk with {} users ready in {:.1?}; {} CPUs, load average {}",
         args.users,
-        started.elapsed()
+        started.elapsed(),
+        std::thread::available_parallelism().map_or(0, usize::from),
+        load_average(),
     );
 
     let unlimited = Rate {
@@ -104,6 +106,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         stats.rate_limited,
     );
     Ok(())
+}
+
+/// The 1-minute load average (Linux), for context: the fake, the broker and
+/// the client share the machine's cores.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|text| text.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_else(|| "unknown".to_owned())
 }
 
 /// Starts a broker on loopback in front of `url` with budget `rate` (and the
