@@ -14,6 +14,7 @@ pub mod admission;
 pub mod callers;
 pub mod clerk;
 pub mod config;
+pub mod counts;
 pub mod demo;
 pub mod export;
 pub mod fake;

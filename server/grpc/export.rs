@@ -1,9 +1,12 @@
 //! `UserService.ListUsers`: validates an export request (or its resume
 //! token), starts the export, and turns its chunks into a response stream that
-//! ends resumably when the broker drains.
+//! ends resumably when the broker drains or the call's deadline passes.
 
 use futures_util::{Stream, stream};
-use tokio::sync::{mpsc, watch};
+use tokio::{
+    sync::{mpsc, watch},
+    time::Instant,
+};
 use tonic::{Request, Response, Status, metadata::MetadataValue};
 
 use super::{call_deadline, convert, status, upstream_demand, users::UserApi};
@@ -14,6 +17,11 @@ use crate::{
     pb,
     token::TokenKey,
 };
+
+/// Longest token repeated in the `x-resume-token` trailer of a status that
+/// asks to resume; a longer one (a huge filter) is left out, and the caller
+/// resumes with the token of the last message it received, which is the same.
+const MAX_TRAILER_TOKEN: usize = 8 * 1024;
 
 /// Handles `ListUsers` for `api`.
 pub(super) fn list_users(
@@ -43,11 +51,14 @@ pub(super) fn list_users(
         demand,
         deadline,
     };
+    let base = plan.cursor.clone();
     let chunks = export::start(api.users.clone(), plan);
     Ok(Response::new(Box::pin(export_stream(
         chunks,
+        base,
         api.tokens.clone(),
         api.draining.clone(),
+        deadline,
     ))))
 }
 
@@ -69,9 +80,10 @@ fn resume(
             "must be empty when resuming: the resume_token carries the original order".to_owned(),
         ));
     }
-    let problem = match tokens.open::<Cursor>(&request.resume_token) {
-        Ok(cursor) if cursor.v == 1 => return cursor,
-        Ok(_) => "comes from an incompatible broker version: start a new export".to_owned(),
+    let opened = tokens.open::<serde_json::Value>(&request.resume_token);
+    let problem = match opened.map(Cursor::from_json) {
+        Ok(Ok(cursor)) => return cursor,
+        Ok(Err(error)) => error.to_string(),
         Err(error) => {
             format!("is invalid ({error}): pass a token from a ListUsersResponse unchanged")
         }
@@ -83,25 +95,47 @@ fn resume(
 /// The state of one export stream.
 struct ExportStream {
     chunks: mpsc::Receiver<Result<Chunk, UpstreamError>>,
+    /// The export's filter and order, sealed with each chunk's position.
+    base: Cursor,
     tokens: TokenKey,
     draining: watch::Receiver<bool>,
-    /// The token of the last message sent, repeated in a drain status.
+    /// The call's deadline: the stream ends there, resumably.
+    deadline: Option<Instant>,
+    /// The token of the last message sent, repeated in a resumable status.
     last_token: Option<String>,
     done: bool,
 }
 
+impl ExportStream {
+    /// `status`, carrying the last token in `x-resume-token` when it has one.
+    fn resumable(&self, mut status: Status) -> Status {
+        let token = self.last_token.as_deref();
+        let token = token.filter(|token| token.len() <= MAX_TRAILER_TOKEN);
+        if let Some(token) = token.and_then(|token| MetadataValue::try_from(token).ok()) {
+            status.metadata_mut().insert("x-resume-token", token);
+        }
+        status
+    }
+}
+
 /// Turns export chunks into response messages; ends the stream with
-/// UNAVAILABLE (and the last resume token in `x-resume-token` metadata) when
-/// the broker starts draining.
+/// UNAVAILABLE when the broker starts draining, or DEADLINE_EXCEEDED when the
+/// call's deadline passes. Every status ending a stream early (these, and
+/// upstream failures) carries the last resume token in `x-resume-token`
+/// metadata. Ending the stream drops the channel, which stops the export task.
 fn export_stream(
     chunks: mpsc::Receiver<Result<Chunk, UpstreamError>>,
+    base: Cursor,
     tokens: TokenKey,
     draining: watch::Receiver<bool>,
+    deadline: Option<Instant>,
 ) -> impl Stream<Item = Result<pb::ListUsersResponse, Status>> {
     let state = ExportStream {
         chunks,
+        base,
         tokens,
         draining,
+        deadline,
         last_token: None,
         done: false,
     };
@@ -113,16 +147,15 @@ fn export_stream(
             biased;
             () = drained(state.draining.clone()) => {
                 state.done = true;
-                let mut status = status::draining();
-                let token = state.last_token.as_deref().and_then(|t| MetadataValue::try_from(t).ok());
-                if let Some(token) = token {
-                    status.metadata_mut().insert("x-resume-token", token);
-                }
-                Err(status)
+                Err(state.resumable(status::draining()))
+            }
+            () = expired(state.deadline) => {
+                state.done = true;
+                Err(state.resumable(status::export_deadline()))
             }
             chunk = state.chunks.recv() => match chunk? {
                 Ok(chunk) => {
-                    let resume_token = state.tokens.seal(&chunk.cursor);
+                    let resume_token = state.tokens.seal(&state.base.at(&chunk.at));
                     state.last_token = Some(resume_token.clone());
                     Ok(pb::ListUsersResponse {
                         users: chunk.users.iter().map(convert::user).collect(),
@@ -131,12 +164,20 @@ fn export_stream(
                 }
                 Err(error) => {
                     state.done = true;
-                    Err(status::upstream(&error))
+                    Err(state.resumable(status::upstream(&error)))
                 }
             },
         };
         Some((item, state))
     })
+}
+
+/// Resolves at `deadline`; never without one.
+async fn expired(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Resolves once draining starts; never if the broker cannot drain.

@@ -13,6 +13,7 @@
 //! | unknown budget                         | NOT_FOUND           |            |
 //! | permit cost above the budget's limit   | INVALID_ARGUMENT    | BadRequest |
 //! | the broker is draining                 | UNAVAILABLE         |            |
+//! | an export outlives the call's deadline | DEADLINE_EXCEEDED   |            |
 
 use std::time::Duration;
 
@@ -87,6 +88,15 @@ fn exhausted(message: String, retry_after: Duration) -> Status {
 pub(crate) fn draining() -> Status {
     Status::unavailable(
         "the broker is shutting down: call ListUsers again with the last resume_token",
+    )
+}
+
+/// The status ending an export whose call deadline passed; it carries the
+/// last resume token like [`draining`].
+pub(crate) fn export_deadline() -> Status {
+    Status::deadline_exceeded(
+        "the call's deadline passed during the export: call ListUsers again with the last \
+         resume_token",
     )
 }
 

@@ -13,6 +13,7 @@ use super::{convert, export, status, unary_deadline, upstream_demand};
 use crate::{
     admission::{Demand, Priority},
     clerk::UpstreamError,
+    counts::CountCache,
     pb::{self, user_service_server::UserService},
     token::TokenKey,
     users::{CacheStatus, Lookup, MAX_BATCH_IDS, Users},
@@ -25,6 +26,8 @@ pub struct UserApi {
     pub(super) tokens: TokenKey,
     /// Turns true when the broker starts draining: exports then end.
     pub(super) draining: watch::Receiver<bool>,
+    /// Recent `CountUsers` answers.
+    counts: Arc<CountCache>,
 }
 
 impl UserApi {
@@ -34,6 +37,7 @@ impl UserApi {
             users,
             tokens,
             draining,
+            counts: Arc::default(),
         }
     }
 }
@@ -152,8 +156,8 @@ impl UserService for UserApi {
         let filter = convert::user_filter(request.into_inner().filter, &mut violations);
         status::check(violations)?;
         let total_count = self
-            .users
-            .count(&filter, &demand)
+            .counts
+            .count(&filter, self.users.count(&filter, &demand))
             .await
             .map_err(|error| status::upstream(&error))?;
         Ok(Response::new(pb::CountUsersResponse { total_count }))

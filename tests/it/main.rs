@@ -7,6 +7,7 @@ mod budget;
 mod cache;
 mod callers;
 mod cli;
+mod exports;
 mod grpcurl;
 mod lookups;
 mod reload;
