@@ -352,9 +352,16 @@ mod tests {
 
     #[test]
     fn the_example_policy_in_deploy_is_valid() {
-        let path = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/clerk-broker.toml"));
+        let path = Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/deploy/clerk-broker.toml"
+        ));
         let policy = Policy::load(path, |_| Duration::ZERO).unwrap();
-        let names: Vec<_> = policy.callers().iter().map(|c| c.name.to_string()).collect();
+        let names: Vec<_> = policy
+            .callers()
+            .iter()
+            .map(|c| c.name.to_string())
+            .collect();
         assert_eq!(names, ["checkout", "nightly-export"]);
         assert_eq!(policy.budgets[0].1.burst, Some(2));
     }
