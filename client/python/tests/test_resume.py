@@ -63,12 +63,12 @@ class Proxy:
 
 
 def test_list_users_resumes_after_the_connection_is_cut(client, demo):
-    expected = [u.id for u in client.list_users(order_by="+created_at", max_users=1500)]
+    expected = [u.id for u in client.list_users(order_by="+created_at", max_users=800)]
     proxy = Proxy(demo.address)
     try:
         with Client(proxy.address) as through_proxy:
             got = []
-            users = through_proxy.list_users(order_by="+created_at", page_size=10, max_users=1500)
+            users = through_proxy.list_users(order_by="+created_at", page_size=10, max_users=800)
             for user in users:
                 got.append(user.id)
                 if len(got) == 30:
