@@ -78,10 +78,10 @@ pub(crate) enum Command {
         #[arg(long, default_value = "")]
         order_by: String,
         /// Users per streamed message (1-500).
-        #[arg(long, default_value_t = 500)]
+        #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=500))]
         page_size: u32,
         /// Stop after this many users in this run; run again to continue.
-        #[arg(long)]
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
         max_users: Option<u64>,
         /// Start again even if OUT exists, discarding it and its resume file.
         #[arg(long)]

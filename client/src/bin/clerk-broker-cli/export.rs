@@ -9,6 +9,7 @@
 //! exactly once whenever the previous run stopped.
 
 use std::{
+    fmt,
     fs::{self, File, OpenOptions},
     io::{self, Seek as _, SeekFrom, Write as _},
     path::{Path, PathBuf},
@@ -17,7 +18,7 @@ use std::{
 
 use clerk_broker_client::{Client, pb};
 use futures_util::TryStreamExt as _;
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::{ProgressBar, ProgressState, ProgressStyle};
 use serde_json::{Value, json};
 
 use crate::{Failure, args::FilterArgs};
@@ -263,15 +264,19 @@ async fn progress_bar(
     let (bar, template) = match total {
         Some(total) => (
             ProgressBar::new(total),
-            "{bar:30} {human_pos}/{human_len} users  {per_sec}  ETA {eta}",
+            "{bar:30} {human_pos}/{human_len} users  {rate}  ETA {eta}",
         ),
         None => (
             ProgressBar::no_length(),
-            "{spinner} {human_pos} users  {per_sec}",
+            "{spinner} {human_pos} users  {rate}",
         ),
     };
     if let Ok(style) = ProgressStyle::with_template(template) {
-        bar.set_style(style);
+        bar.set_style(
+            style.with_key("rate", |state: &ProgressState, out: &mut dyn fmt::Write| {
+                let _ = write!(out, "{:.0} users/s", state.per_sec());
+            }),
+        );
     }
     bar.set_position(before);
     bar.reset_eta();
