@@ -41,6 +41,9 @@ export function protoFiles(dir = PROTO_DIR) {
     .sort();
 }
 
+/** Loaded packages by proto directory: parsing the protos once per process is enough. */
+const packages = new Map();
+
 /**
  * The `clerk_broker.v1` package: service constructors and message types.
  * Fields are camelCase (as in grpcurl's JSON); 64-bit integers are strings.
@@ -48,6 +51,8 @@ export function protoFiles(dir = PROTO_DIR) {
  * @returns {any}
  */
 export function loadPackage(protoDir = PROTO_DIR) {
+  const loaded = packages.get(protoDir);
+  if (loaded) return loaded;
   const definition = protoLoader.loadSync(protoFiles(protoDir), {
     includeDirs: [protoDir],
     longs: String,
@@ -55,7 +60,9 @@ export function loadPackage(protoDir = PROTO_DIR) {
     defaults: true,
     oneofs: true,
   });
-  return /** @type {any} */ (grpc.loadPackageDefinition(definition)).clerk_broker.v1;
+  const pkg = /** @type {any} */ (grpc.loadPackageDefinition(definition)).clerk_broker.v1;
+  packages.set(protoDir, pkg);
+  return pkg;
 }
 
 /** `acquirePermit` got no permit within its wait. */
