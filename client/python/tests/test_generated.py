@@ -17,7 +17,10 @@ def files(root: Path) -> set[str]:
 def test_generated_stubs_match_proto(tmp_path):
     subprocess.run([sys.executable, str(HERE / "generate.py"), "--out", str(tmp_path)], check=True)
     fresh, committed = tmp_path / "clerk_broker", HERE / "clerk_broker"
-    stale = "out of date with proto/: run `python client/python/generate.py` and commit the result"
+    stale = (
+        "out of date with proto/: run `.venv/bin/python client/python/generate.py` "
+        "(the venv that scripts/test.sh makes) and commit the result"
+    )
     assert files(fresh) == files(committed), stale
     for name in sorted(files(fresh)):
         assert filecmp.cmp(fresh / name, committed / name, shallow=False), f"{name} is {stale}"
