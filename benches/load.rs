@@ -111,6 +111,8 @@ async fn start_broker() -> SocketAddr {
         upstream_margin: Duration::ZERO,
         shutdown_grace: Duration::from_secs(1),
         policy: Arc::new(Policy::anonymous()),
+        policy_path: None,
+        drain_delay: Duration::ZERO,
     };
     tokio::spawn(server::run(listener, config, std::future::pending()));
     addr

@@ -1,6 +1,6 @@
 //! Callers and budgets: the policy file, and who a bearer token belongs to.
 //!
-//! The file (TOML; see `deploy/clerk-broker.toml`) names the extra budgets and
+//! The file (TOML; see `deploy/k8s/base/policy.toml`) names the extra budgets and
 //! the callers. A caller has a name, the SHA-256 of its bearer token (the
 //! token itself is never stored), a weight for fair sharing, and the budgets
 //! it may draw on. Without a file, every call is the one anonymous caller,
@@ -10,7 +10,7 @@
 use std::{
     collections::{HashMap, HashSet},
     path::Path,
-    sync::Arc,
+    sync::{Arc, PoisonError, RwLock},
 };
 
 use serde::Deserialize;
@@ -144,34 +144,39 @@ impl Policy {
     ) -> Result<Self, PolicyError> {
         let file: PolicyFile =
             toml::from_str(text).map_err(|error| PolicyError(describe(text, &error)))?;
+        // Every problem is collected, so one run of `check-config` shows all.
+        let mut problems = Vec::new();
         let bulk_share = file.bulk_share.unwrap_or(DEFAULT_BULK_SHARE);
         if !(0.01..=0.5).contains(&bulk_share) {
-            return Err(PolicyError(format!(
+            problems.push(format!(
                 "bulk_share {bulk_share} must be between 0.01 and 0.5"
-            )));
+            ));
         }
         let mut budgets = Vec::new();
         let mut names = HashSet::from([UPSTREAM_BUDGET.to_owned()]);
         for (i, entry) in file.budgets.into_iter().enumerate() {
             let at = format!("budgets[{i}] ({:?})", entry.name);
             if !names.insert(entry.name.clone()) {
-                return Err(PolicyError(format!(
+                problems.push(format!(
                     "{at}: the name is taken (\"{UPSTREAM_BUDGET}\" is the upstream budget)"
-                )));
+                ));
             }
-            check_name(&at, &entry.name)?;
-            let rate: Rate = entry
-                .rate
-                .parse()
-                .map_err(|error| PolicyError(format!("{at}: {error}")))?;
+            check_name(&at, &entry.name, &mut problems);
+            let rate: Rate = match entry.rate.parse() {
+                Ok(rate) => rate,
+                Err(error) => {
+                    problems.push(format!("{at}: {error}"));
+                    continue;
+                }
+            };
             if entry
                 .burst
                 .is_some_and(|burst| burst == 0 || burst > rate.limit)
             {
-                return Err(PolicyError(format!(
+                problems.push(format!(
                     "{at}: burst must be between 1 and the rate's limit {}",
                     rate.limit
-                )));
+                ));
             }
             let mut spec = BudgetSpec::new(rate);
             spec.burst = Some(entry.burst.unwrap_or_else(|| default_burst(rate)));
@@ -184,42 +189,40 @@ impl Policy {
         let mut caller_names = HashSet::new();
         for (i, entry) in file.callers.into_iter().enumerate() {
             let at = format!("callers[{i}] ({:?})", entry.name);
-            check_name(&at, &entry.name)?;
+            check_name(&at, &entry.name, &mut problems);
             if !caller_names.insert(entry.name.clone()) || entry.name == ANONYMOUS {
-                return Err(PolicyError(format!("{at}: the name is taken")));
+                problems.push(format!("{at}: the name is taken"));
             }
-            let digest = parse_sha256(&entry.token_sha256).ok_or_else(|| {
-                PolicyError(format!(
-                    "{at}: token_sha256 must be 64 hex digits (e.g. `printf %s \"$TOKEN\" | sha256sum`)"
-                ))
-            })?;
             let weight = entry.weight.unwrap_or(1);
             if weight == 0 || weight > 1000 {
-                return Err(PolicyError(format!(
-                    "{at}: weight must be between 1 and 1000"
-                )));
+                problems.push(format!("{at}: weight must be between 1 and 1000"));
             }
             let allowed = entry
                 .budgets
                 .unwrap_or_else(|| vec![UPSTREAM_BUDGET.to_owned()]);
-            if let Some(unknown) = allowed.iter().find(|name| !names.contains(*name)) {
-                return Err(PolicyError(format!("{at}: unknown budget {unknown:?}")));
+            for unknown in allowed.iter().filter(|name| !names.contains(*name)) {
+                problems.push(format!("{at}: unknown budget {unknown:?}"));
             }
+            let Some(digest) = parse_sha256(&entry.token_sha256) else {
+                problems.push(format!(
+                    "{at}: token_sha256 must be 64 hex digits (e.g. `printf %s \"$TOKEN\" | sha256sum`)"
+                ));
+                continue;
+            };
             let caller = Arc::new(Caller {
                 name: entry.name.as_str().into(),
                 weight,
                 budgets: Some(allowed.into_iter().collect()),
             });
             if by_token.insert(digest, caller).is_some() {
-                return Err(PolicyError(format!(
-                    "{at}: another caller has the same token"
-                )));
+                problems.push(format!("{at}: another caller has the same token"));
             }
         }
-        if by_token.is_empty() {
-            return Err(PolicyError(
-                "no callers: add at least one [[callers]] entry".into(),
-            ));
+        if caller_names.is_empty() {
+            problems.push("no callers: add at least one [[callers]] entry".into());
+        }
+        if !problems.is_empty() {
+            return Err(PolicyError(problems.join("\n")));
         }
         Ok(Self {
             by_token,
@@ -227,6 +230,30 @@ impl Policy {
             budgets,
             bulk_share,
         })
+    }
+}
+
+/// The policy in force, replaced whole on reload; readers take a snapshot.
+#[derive(Debug)]
+pub struct PolicyStore(RwLock<Arc<Policy>>);
+
+impl PolicyStore {
+    /// A store holding `policy`.
+    pub fn new(policy: Arc<Policy>) -> Self {
+        Self(RwLock::new(policy))
+    }
+
+    /// The policy in force now.
+    pub fn current(&self) -> Arc<Policy> {
+        self.0
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Puts `policy` in force for every call from now on.
+    pub fn replace(&self, policy: Arc<Policy>) {
+        *self.0.write().unwrap_or_else(PoisonError::into_inner) = policy;
     }
 }
 
@@ -263,18 +290,16 @@ struct CallerEntry {
     budgets: Option<Vec<String>>,
 }
 
-fn check_name(at: &str, name: &str) -> Result<(), PolicyError> {
+fn check_name(at: &str, name: &str, problems: &mut Vec<String>) {
     let ok = !name.is_empty()
         && name.len() <= 64
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
-    if ok {
-        Ok(())
-    } else {
-        Err(PolicyError(format!(
+    if !ok {
+        problems.push(format!(
             "{at}: a name must be 1 to 64 characters of letters, digits, '-', '_' and '.'"
-        )))
+        ));
     }
 }
 
@@ -351,10 +376,17 @@ mod tests {
     }
 
     #[test]
+    fn reports_every_problem_at_once() {
+        let text = "[[callers]]\nname = \"\"\ntoken_sha256 = \"x\"\nweight = 0\n";
+        let error = parse(text).unwrap_err().to_string();
+        assert_eq!(error.lines().count(), 3, "{error}");
+    }
+
+    #[test]
     fn the_example_policy_in_deploy_is_valid() {
         let path = Path::new(concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/deploy/clerk-broker.toml"
+            "/deploy/k8s/base/policy.toml"
         ));
         let policy = Policy::load(path, |_| Duration::ZERO).unwrap();
         let names: Vec<_> = policy

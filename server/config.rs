@@ -24,6 +24,24 @@ pub struct Cli {
     /// What to run.
     #[command(subcommand)]
     pub command: Command,
+    /// Log format on stderr: human-readable text, or one JSON object per line.
+    #[arg(
+        long,
+        global = true,
+        env = "CLERK_BROKER_LOG_FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
+    pub log_format: LogFormat,
+}
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
 }
 
 /// The broker's modes.
@@ -36,6 +54,11 @@ pub enum Command {
     Demo(DemoArgs),
     /// Run only the fake Clerk API over HTTP (for benchmarks and experiments).
     FakeClerk(FakeClerkArgs),
+    /// Validate a policy file and explain every error with its location.
+    CheckConfig {
+        /// The policy file (TOML).
+        file: PathBuf,
+    },
 }
 
 /// Flags shared by `serve` and `demo`.
@@ -64,6 +87,10 @@ pub struct BrokerArgs {
     /// How long in-flight calls may run on after SIGTERM before the broker exits.
     #[arg(long, env = "CLERK_BROKER_SHUTDOWN_GRACE", default_value = "20s")]
     pub shutdown_grace: String,
+    /// After SIGTERM, how long to keep serving with readiness NOT_SERVING,
+    /// so load balancers stop sending new calls before the drain begins.
+    #[arg(long, env = "CLERK_BROKER_DRAIN_DELAY", default_value = "0s")]
+    pub drain_delay: String,
 }
 
 /// Flags of `serve`.
@@ -138,8 +165,12 @@ pub struct Config {
     pub upstream_margin: Duration,
     /// Time in-flight calls get after a shutdown signal.
     pub shutdown_grace: Duration,
+    /// Time served on, NOT_SERVING, after a shutdown signal.
+    pub drain_delay: Duration,
     /// Callers and extra budgets.
     pub policy: Arc<Policy>,
+    /// Where the policy came from, to reload it (None: anonymous mode).
+    pub policy_path: Option<PathBuf>,
 }
 
 impl Config {
@@ -232,6 +263,7 @@ impl Config {
         };
         Ok(Self {
             policy: Arc::new(policy),
+            policy_path: args.config.clone(),
             listen,
             clerk: ClerkConfig {
                 base_url: url,
@@ -243,6 +275,7 @@ impl Config {
             upstream_burst,
             upstream_margin,
             shutdown_grace: duration("--shutdown-grace", &args.shutdown_grace)?,
+            drain_delay: duration("--drain-delay", &args.drain_delay)?,
         })
     }
 }

@@ -18,6 +18,8 @@ pub mod demo;
 pub mod export;
 pub mod fake;
 pub mod grpc;
+pub mod metrics;
+pub mod reload;
 pub mod secret;
 pub mod server;
 pub mod token;

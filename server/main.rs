@@ -8,7 +8,8 @@ use std::process::ExitCode;
 use clap::Parser;
 use clerk_broker::{
     admission::Rate,
-    config::{Cli, Command, Config, FakeClerkArgs},
+    callers::Policy,
+    config::{Cli, Command, Config, FakeClerkArgs, LogFormat, default_margin},
     demo,
     fake::{FakeClerk, FakeClerkConfig, seed},
     server,
@@ -30,12 +31,15 @@ fn main() -> ExitCode {
             };
         }
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().with_current_span(true).init(),
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -68,6 +72,7 @@ async fn run(command: Command) -> ExitCode {
             other => other.map_err(|error| error.to_string()),
         },
         Command::FakeClerk(args) => fake_clerk(args).await,
+        Command::CheckConfig { file } => return check_config(&file),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -81,6 +86,39 @@ async fn run(command: Command) -> ExitCode {
 fn usage(error: &dyn std::fmt::Display) -> ExitCode {
     eprintln!("clerk-broker: {error}");
     ExitCode::from(EXIT_USAGE)
+}
+
+/// Validates a policy file: exit 0 with a summary, or 64 with every error.
+fn check_config(file: &std::path::Path) -> ExitCode {
+    match Policy::load(file, default_margin) {
+        Ok(policy) => {
+            let callers: Vec<String> = policy
+                .callers()
+                .iter()
+                .map(|caller| format!("{} (weight {})", caller.name, caller.weight))
+                .collect();
+            let budgets: Vec<String> = policy
+                .budgets
+                .iter()
+                .map(|(name, spec)| format!("{name} ({})", spec.rate))
+                .collect();
+            println!(
+                "{}: valid; callers: {}; extra budgets: {}",
+                file.display(),
+                callers.join(", "),
+                if budgets.is_empty() {
+                    "none".to_owned()
+                } else {
+                    budgets.join(", ")
+                }
+            );
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("{error}");
+            ExitCode::from(EXIT_USAGE)
+        }
+    }
 }
 
 /// Runs the fake Clerk alone; its key comes from CLERK_SECRET_KEY (or a

@@ -13,10 +13,13 @@ use tonic_health::{ServingStatus, server::HealthReporter};
 
 use crate::{
     admission::{Admission, Demand},
+    callers::PolicyStore,
     clerk::{ClerkClient, KeyState, UserFilter},
     config::Config,
     grpc::{Authenticate, QuotaApi, UserApi},
+    metrics::{GrpcMetricsLayer, Metrics},
     pb::{self, quota_service_server::QuotaServiceServer, user_service_server::UserServiceServer},
+    reload::{self, ReloadStats},
     token::TokenKey,
     users::Users,
 };
@@ -64,30 +67,42 @@ pub struct Broker {
     pub users: Arc<Users>,
     /// Signs resume tokens.
     pub tokens: TokenKey,
+    /// Outcomes of policy reloads.
+    pub reloads: Arc<ReloadStats>,
+    /// Everything operators can scrape.
+    pub metrics: Arc<Metrics>,
 }
 
 impl Broker {
     /// Builds the domain objects from a validated configuration.
     pub fn new(config: &Config) -> Result<Self, ServeError> {
-        let admission = Arc::new(Admission::new(
+        let metrics = Arc::new(Metrics::new());
+        let admission = Arc::new(Admission::observed(
             config.upstream_spec(),
             config.policy.budgets.clone(),
+            metrics.clone(),
         ));
         let tokens = TokenKey::derive(&config.clerk.secret_key);
-        let clerk = Arc::new(ClerkClient::new(config.clerk.clone(), admission.clone())?);
+        let clerk = Arc::new(
+            ClerkClient::new(config.clerk.clone(), admission.clone())?.observed(metrics.clone()),
+        );
         let users = Arc::new(Users::new(clerk.clone()));
         Ok(Self {
             admission,
             clerk,
             users,
             tokens,
+            reloads: Arc::default(),
+            metrics,
         })
     }
 }
 
 /// Serves the broker on `listener` until `shutdown` resolves, then drains:
-/// health turns NOT_SERVING, new connections are refused, exports end with a
-/// resumable status, and in-flight calls get `config.shutdown_grace` to finish.
+/// health turns NOT_SERVING (and the broker serves on for
+/// `config.drain_delay`, while load balancers notice), then new connections
+/// are refused, exports end with a resumable status, and in-flight calls get
+/// `config.shutdown_grace` to finish.
 pub async fn run(
     listener: TcpListener,
     config: Config,
@@ -113,7 +128,17 @@ pub async fn run(
             .collect();
         tracing::info!(?callers, "callers authenticate with bearer tokens");
     }
-    let authenticate = Authenticate::new(config.policy.clone());
+    let policy = Arc::new(PolicyStore::new(config.policy.clone()));
+    let authenticate = Authenticate::new(policy.clone());
+    let reloader = config.policy_path.clone().map(|path| {
+        tokio::spawn(reload::watch(
+            path,
+            policy,
+            broker.admission.clone(),
+            config.upstream_spec(),
+            broker.reloads.clone(),
+        ))
+    });
     let key_watch = tokio::spawn(follow_key_state(
         broker.clerk.clone(),
         health.clone(),
@@ -122,6 +147,8 @@ pub async fn run(
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = Server::builder()
+        // Outermost: every call is counted, whatever the services answer.
+        .layer(GrpcMetricsLayer::new(broker.metrics.clone()))
         // Idle clients are dropped after a while; live ones keep HTTP/2 alive.
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
@@ -146,26 +173,44 @@ pub async fn run(
             let _ = stop_rx.await;
         });
     tokio::pin!(server);
+    // Background tasks end with the server, or when shutdown begins.
+    let background = AbortOnDrop([Some(key_watch), reloader].into_iter().flatten().collect());
     tokio::select! {
-        result = &mut server => {
-            key_watch.abort();
-            return result.map_err(ServeError::from);
-        }
+        result = &mut server => return result.map_err(ServeError::from),
         () = shutdown => {}
     }
 
+    drop(background);
+    set_readiness(&health, ServingStatus::NotServing).await;
+    if !config.drain_delay.is_zero() {
+        // Keep serving while load balancers notice the readiness change.
+        tracing::info!(delay = ?config.drain_delay, "shutting down: readiness is NOT_SERVING");
+        tokio::select! {
+            result = &mut server => return result.map_err(ServeError::from),
+            () = tokio::time::sleep(config.drain_delay) => {}
+        }
+    }
     tracing::info!(grace = ?config.shutdown_grace, "shutting down: draining calls");
     let _ = draining_tx.send(true);
-    set_readiness(&health, ServingStatus::NotServing).await;
     let _ = stop_tx.send(());
     let drained = tokio::time::timeout_at(Instant::now() + config.shutdown_grace, server).await;
-    key_watch.abort();
     match drained {
         Ok(result) => result?,
         Err(_) => tracing::warn!("shutdown grace expired with calls still running; they are cut"),
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Aborts background tasks when dropped (whichever way `run` ends).
+struct AbortOnDrop(Vec<tokio::task::JoinHandle<()>>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        for task in &self.0 {
+            task.abort();
+        }
+    }
 }
 
 /// Reflection over the broker's own services, the health service, and the

@@ -8,10 +8,7 @@
 
 use std::{
     collections::HashMap,
-    sync::{
-        Arc, Mutex, MutexGuard, PoisonError,
-        atomic::{AtomicU64, Ordering},
-    },
+    sync::{Arc, Mutex, MutexGuard, PoisonError},
 };
 
 use tokio::{
@@ -20,7 +17,7 @@ use tokio::{
 };
 
 use super::{
-    AdmissionError, Demand, Rate,
+    AdmissionError, AdmissionEvents, BudgetSnapshot, Demand, NoEvents, Priority, Rate,
     fair::{Entry, FairQueue},
     window::SlidingWindow,
 };
@@ -62,18 +59,16 @@ impl BudgetSpec {
 pub struct Budget {
     /// The name callers use for it.
     name: String,
-    /// How it was configured.
-    spec: BudgetSpec,
     /// The request log and the waiters; locked only briefly.
     state: Mutex<State>,
-    /// Counters for operators: granted and refused requests, 429 pauses.
-    granted: AtomicU64,
-    refused: AtomicU64,
-    pauses: AtomicU64,
+    /// Told of every grant, refusal and pause (metrics).
+    events: Arc<dyn AdmissionEvents>,
 }
 
 #[derive(Debug)]
 struct State {
+    /// How the budget is configured now (a reload may change it).
+    spec: BudgetSpec,
     window: SlidingWindow,
     queue: FairQueue,
     /// How to wake each waiter.
@@ -135,6 +130,15 @@ impl Drop for Place<'_> {
 impl Budget {
     /// A budget named `name` as `spec` says.
     pub fn new(name: impl Into<String>, spec: BudgetSpec) -> Self {
+        Self::observed(name, spec, Arc::new(NoEvents))
+    }
+
+    /// A budget whose grants, refusals and pauses are reported to `events`.
+    pub fn observed(
+        name: impl Into<String>,
+        spec: BudgetSpec,
+        events: Arc<dyn AdmissionEvents>,
+    ) -> Self {
         let mut window = SlidingWindow::new(spec.rate, spec.margin);
         if let Some(burst) = spec.burst {
             window = window.with_burst(burst);
@@ -142,15 +146,13 @@ impl Budget {
         Self {
             name: name.into(),
             state: Mutex::new(State {
-                window,
                 queue: FairQueue::new(spec.bulk_share),
+                window,
+                spec,
                 wakers: HashMap::new(),
                 next_ticket: 0,
             }),
-            spec,
-            granted: AtomicU64::new(0),
-            refused: AtomicU64::new(0),
-            pauses: AtomicU64::new(0),
+            events,
         }
     }
 
@@ -161,16 +163,31 @@ impl Budget {
 
     /// The budget's configured rate.
     pub fn rate(&self) -> Rate {
-        self.spec.rate
+        self.lock().spec.rate
     }
 
-    /// Requests granted, refused, and upstream 429 pauses so far.
-    pub fn counts(&self) -> (u64, u64, u64) {
-        (
-            self.granted.load(Ordering::Relaxed),
-            self.refused.load(Ordering::Relaxed),
-            self.pauses.load(Ordering::Relaxed),
-        )
+    /// Applies a new configuration in place: requests in flight, the log and
+    /// every waiter are kept (waiters are re-checked against the new rate).
+    pub fn reconfigure(&self, spec: BudgetSpec) {
+        let mut state = self.lock();
+        state.window.reconfigure(spec.rate, spec.margin, spec.burst);
+        state.queue.set_bulk_share(spec.bulk_share);
+        state.spec = spec;
+        state.wake_next();
+    }
+
+    /// The budget's state now, for metrics.
+    pub fn snapshot(&self) -> BudgetSnapshot {
+        let mut state = self.lock();
+        let (available, in_flight) = state.window.occupancy(Instant::now());
+        BudgetSnapshot {
+            name: self.name.clone(),
+            rate: state.spec.rate,
+            available,
+            in_flight,
+            queued_interactive: state.queue.queued(Priority::Interactive),
+            queued_bulk: state.queue.queued(Priority::Bulk),
+        }
     }
 
     /// Waits for room for `cost` units, in fair order (by priority class,
@@ -189,17 +206,19 @@ impl Budget {
             }
             if state.queue.is_empty() && state.window.available_at(start, cost) == Some(start) {
                 state.window.start(cost);
-                return Ok(self.grant(cost, Duration::ZERO));
+                drop(state);
+                return Ok(self.grant(demand, cost, Duration::ZERO));
             }
             let queued = state.queue.queued_by(&demand.caller);
             let ahead = state
                 .queue
                 .ahead_of(&demand.caller, demand.weight, demand.priority, cost);
             let retry_after = state.window.estimate_wait(start, ahead, cost);
-            if queued + u64::from(cost) > u64::from(self.spec.queue_limit)
+            if queued + u64::from(cost) > u64::from(state.spec.queue_limit)
                 || start + retry_after > demand.deadline
             {
-                return Err(self.refuse(retry_after));
+                drop(state);
+                return Err(self.refuse(demand, cost, retry_after));
             }
             let ticket = state.next_ticket;
             state.next_ticket += 1;
@@ -228,7 +247,8 @@ impl Budget {
                             place.queued = false;
                             state.window.start(cost);
                             state.wake_next();
-                            return Ok(self.grant(cost, now - start));
+                            drop(state);
+                            return Ok(self.grant(demand, cost, now - start));
                         }
                         other => other,
                     }
@@ -244,7 +264,8 @@ impl Budget {
                     let now = Instant::now();
                     if now >= demand.deadline {
                         let retry_after = self.lock().window.estimate_wait(now, 0, cost);
-                        return Err(self.refuse(retry_after.max(Duration::from_millis(1))));
+                        let retry_after = retry_after.max(Duration::from_millis(1));
+                        return Err(self.refuse(demand, cost, retry_after));
                     }
                 }
             }
@@ -254,12 +275,12 @@ impl Budget {
     /// Stops every admission until `until` (the upstream answered 429 with
     /// `Retry-After`), then resumes at an even pace, without a burst.
     pub fn pause_until(&self, until: Instant) {
-        self.pauses.fetch_add(1, Ordering::Relaxed);
         self.lock().window.pause_until(until);
+        self.events.paused(&self.name);
     }
 
-    fn grant(&self, cost: u32, waited: Duration) -> Permit<'_> {
-        self.granted.fetch_add(u64::from(cost), Ordering::Relaxed);
+    fn grant(&self, demand: &Demand, cost: u32, waited: Duration) -> Permit<'_> {
+        self.events.granted(&self.name, demand, cost, waited);
         Permit {
             budget: self,
             cost,
@@ -267,8 +288,8 @@ impl Budget {
         }
     }
 
-    fn refuse(&self, retry_after: Duration) -> AdmissionError {
-        self.refused.fetch_add(1, Ordering::Relaxed);
+    fn refuse(&self, demand: &Demand, cost: u32, retry_after: Duration) -> AdmissionError {
+        self.events.refused(&self.name, demand, cost);
         AdmissionError::Refused { retry_after }
     }
 

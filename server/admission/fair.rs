@@ -95,9 +95,21 @@ impl FairQueue {
         }
     }
 
+    /// Takes a new bulk share; waiters keep their places.
+    pub(crate) fn set_bulk_share(&mut self, bulk_share: f64) {
+        let bulk_share = bulk_share.clamp(0.001, 0.999);
+        self.classes[0].share = 1.0 - bulk_share;
+        self.classes[1].share = bulk_share;
+    }
+
     /// Whether nobody waits.
     pub(crate) fn is_empty(&self) -> bool {
         self.classes.iter().all(|class| !class.active())
+    }
+
+    /// Units waiting in one class.
+    pub(crate) fn queued(&self, priority: Priority) -> u64 {
+        self.classes[index(priority)].queued
     }
 
     /// Units a caller has waiting in all classes.

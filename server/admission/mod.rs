@@ -10,11 +10,15 @@ mod fair;
 mod rate;
 mod window;
 
-use std::{collections::HashMap, sync::Arc};
+use std::{
+    collections::HashMap,
+    sync::{Arc, PoisonError, RwLock},
+};
 
 use tokio::time::{Duration, Instant};
 
 pub use budget::{Budget, BudgetSpec, DEFAULT_QUEUE_LIMIT, Permit};
+
 pub use rate::{MAX_LIMIT, Rate, RateParseError, parse_duration};
 
 /// The name of the budget that guards the broker's own Clerk requests.
@@ -61,6 +65,44 @@ impl Demand {
     }
 }
 
+/// What admission reports to operators; `metrics` implements it. Calls
+/// happen outside the budget's lock.
+pub trait AdmissionEvents: Send + Sync + std::fmt::Debug {
+    /// `cost` units of `budget` were granted to `demand` after `waited`.
+    fn granted(&self, budget: &str, demand: &Demand, cost: u32, waited: Duration);
+    /// A request of `demand` for `cost` units of `budget` was refused.
+    fn refused(&self, budget: &str, demand: &Demand, cost: u32);
+    /// `budget` was paused by an upstream 429.
+    fn paused(&self, budget: &str);
+}
+
+/// Reports nothing.
+#[derive(Debug)]
+pub struct NoEvents;
+
+impl AdmissionEvents for NoEvents {
+    fn granted(&self, _: &str, _: &Demand, _: u32, _: Duration) {}
+    fn refused(&self, _: &str, _: &Demand, _: u32) {}
+    fn paused(&self, _: &str) {}
+}
+
+/// A budget's state at one instant, for metrics.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BudgetSnapshot {
+    /// Its name.
+    pub name: String,
+    /// Its rate.
+    pub rate: Rate,
+    /// Units that could be admitted now.
+    pub available: u32,
+    /// Units admitted whose requests have not finished.
+    pub in_flight: u32,
+    /// Units waiting at interactive priority.
+    pub queued_interactive: u64,
+    /// Units waiting at bulk priority.
+    pub queued_bulk: u64,
+}
+
 /// Why a permit was not granted.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum AdmissionError {
@@ -95,25 +137,77 @@ pub fn default_burst(rate: Rate) -> u32 {
 pub struct Admission {
     /// The budget of the broker's own Clerk requests.
     upstream: Arc<Budget>,
-    /// Every budget by name, the upstream one included.
-    budgets: HashMap<String, Arc<Budget>>,
+    /// Every budget by name, the upstream one included; replaced on reload.
+    budgets: RwLock<HashMap<String, Arc<Budget>>>,
+    /// Handed to every budget.
+    events: Arc<dyn AdmissionEvents>,
 }
 
 impl Admission {
     /// Admission with the upstream Clerk budget and the named `others`
     /// (whose names must differ from `UPSTREAM_BUDGET` and each other).
     pub fn new(upstream: BudgetSpec, others: Vec<(String, BudgetSpec)>) -> Self {
-        let upstream = Arc::new(Budget::new(UPSTREAM_BUDGET, upstream));
-        let mut budgets = HashMap::from([(UPSTREAM_BUDGET.to_owned(), upstream.clone())]);
-        for (name, spec) in others {
-            budgets.insert(name.clone(), Arc::new(Budget::new(name, spec)));
+        Self::observed(upstream, others, Arc::new(NoEvents))
+    }
+
+    /// As [`Admission::new`], reporting to `events`.
+    pub fn observed(
+        upstream: BudgetSpec,
+        others: Vec<(String, BudgetSpec)>,
+        events: Arc<dyn AdmissionEvents>,
+    ) -> Self {
+        let upstream = Arc::new(Budget::observed(UPSTREAM_BUDGET, upstream, events.clone()));
+        let admission = Self {
+            budgets: RwLock::new(HashMap::from([(
+                UPSTREAM_BUDGET.to_owned(),
+                upstream.clone(),
+            )])),
+            upstream,
+            events,
+        };
+        admission.apply(None, others);
+        admission
+    }
+
+    /// Puts a new set of budgets in force: existing ones are reconfigured in
+    /// place (their waiters stay queued), new ones created, missing ones
+    /// dropped (calls already holding them finish normally).
+    pub fn apply(&self, upstream: Option<BudgetSpec>, others: Vec<(String, BudgetSpec)>) {
+        if let Some(spec) = upstream {
+            self.upstream.reconfigure(spec);
         }
-        Self { upstream, budgets }
+        let mut budgets = self.budgets.write().unwrap_or_else(PoisonError::into_inner);
+        let mut next = HashMap::from([(UPSTREAM_BUDGET.to_owned(), self.upstream.clone())]);
+        for (name, spec) in others {
+            let budget = match budgets.get(&name) {
+                Some(existing) => {
+                    existing.reconfigure(spec);
+                    existing.clone()
+                }
+                None => Arc::new(Budget::observed(name.clone(), spec, self.events.clone())),
+            };
+            next.insert(name, budget);
+        }
+        *budgets = next;
     }
 
     /// The budget every Clerk request of the broker draws on.
     pub fn upstream(&self) -> &Budget {
         &self.upstream
+    }
+
+    /// Every budget's state now, by name.
+    pub fn snapshots(&self) -> Vec<BudgetSnapshot> {
+        let budgets: Vec<Arc<Budget>> = self
+            .budgets
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .cloned()
+            .collect();
+        let mut snapshots: Vec<_> = budgets.iter().map(|budget| budget.snapshot()).collect();
+        snapshots.sort_by(|a, b| a.name.cmp(&b.name));
+        snapshots
     }
 
     /// Looks a budget up by name; "" is the upstream budget.
@@ -124,6 +218,8 @@ impl Admission {
             name
         };
         self.budgets
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
             .get(name)
             .cloned()
             .ok_or_else(|| AdmissionError::UnknownBudget(name.to_owned()))
@@ -477,6 +573,48 @@ mod tests {
         for task in waiting {
             assert!(task.await.unwrap().is_ok());
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_reload_changes_the_rate_and_keeps_waiters() {
+        let admission = Arc::new(Admission::new(
+            BudgetSpec::new(Rate::CLERK_DEVELOPMENT),
+            vec![(
+                "writes".into(),
+                BudgetSpec::new(Rate {
+                    limit: 1,
+                    window: Duration::from_secs(10),
+                }),
+            )],
+        ));
+        let writes = admission.budget("writes").unwrap();
+        spend(&writes, 1, Duration::ZERO).await.unwrap();
+        let start = Instant::now();
+        let waiter = {
+            let writes = writes.clone();
+            tokio::spawn(async move { spend(&writes, 1, Duration::from_secs(30)).await })
+        };
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        // 1 per 10 s becomes 5 per 10 s: the queued waiter goes at once.
+        admission.apply(
+            None,
+            vec![(
+                "writes".into(),
+                BudgetSpec::new(Rate {
+                    limit: 5,
+                    window: Duration::from_secs(10),
+                }),
+            )],
+        );
+        assert!(waiter.await.unwrap().is_ok());
+        assert_eq!(Instant::now() - start, Duration::from_secs(1));
+        assert_eq!(admission.budget("writes").unwrap().rate().limit, 5);
+        assert!(
+            Arc::ptr_eq(&writes, &admission.budget("writes").unwrap()),
+            "same budget, same log"
+        );
+        admission.apply(None, Vec::new());
+        assert!(admission.budget("writes").is_err());
     }
 
     #[test]

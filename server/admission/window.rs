@@ -94,6 +94,11 @@ impl SlidingWindow {
     /// Also caps how many units go at once to `burst` (below the limit),
     /// refilled at the window's rate.
     pub(crate) fn with_burst(mut self, burst: u32) -> Self {
+        self.set_burst(burst);
+        self
+    }
+
+    fn set_burst(&mut self, burst: u32) {
         if burst < self.limit {
             let capacity = f64::from(burst.max(1));
             self.burst = Some(Burst {
@@ -103,7 +108,20 @@ impl SlidingWindow {
                 updated: Instant::now(),
             });
         }
-        self
+    }
+
+    /// Takes a new rate, margin and burst cap, keeping the log and the
+    /// requests in flight (a reload must not forget what was already sent).
+    pub(crate) fn reconfigure(&mut self, rate: Rate, margin: Duration, burst: Option<u32>) {
+        self.limit = rate.limit;
+        self.window = rate.window + margin;
+        let tokens = self.burst.take().map(|bucket| bucket.tokens);
+        if let Some(burst) = burst {
+            self.set_burst(burst);
+        }
+        if let (Some(bucket), Some(tokens)) = (&mut self.burst, tokens) {
+            bucket.tokens = tokens.min(bucket.capacity);
+        }
     }
 
     /// The largest cost one admission can have.
@@ -193,6 +211,15 @@ impl SlidingWindow {
         self.finished
             .back()
             .map_or_else(Instant::now, |&(at, _)| at + self.window)
+    }
+
+    /// Units that could be admitted now (ignoring the burst cap), and units
+    /// in flight.
+    pub(crate) fn occupancy(&mut self, now: Instant) -> (u32, u32) {
+        self.prune(now);
+        let used = u64::from(self.in_flight) + self.finished_units;
+        let available = u64::from(self.limit).saturating_sub(used);
+        (u32::try_from(available).unwrap_or(u32::MAX), self.in_flight)
     }
 
     /// Estimates how long until `cost` units could be admitted behind

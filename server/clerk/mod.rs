@@ -50,6 +50,21 @@ pub struct ClerkConfig {
     pub max_attempts: u32,
 }
 
+/// What the client reports to operators; `metrics` implements it.
+pub trait UpstreamEvents: Send + Sync + std::fmt::Debug {
+    /// One request to `endpoint` ended with HTTP `status` (None: no answer:
+    /// timeout or broken connection) after `duration`.
+    fn answered(&self, endpoint: &'static str, status: Option<u16>, duration: Duration);
+}
+
+/// Reports nothing.
+#[derive(Debug)]
+struct NoUpstreamEvents;
+
+impl UpstreamEvents for NoUpstreamEvents {
+    fn answered(&self, _: &'static str, _: Option<u16>, _: Duration) {}
+}
+
 /// Whether Clerk accepts the broker's key, as last seen.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum KeyState {
@@ -71,6 +86,8 @@ pub struct ClerkClient {
     max_attempts: u32,
     /// Published so health can follow whether Clerk accepts the key.
     key_state: watch::Sender<KeyState>,
+    /// Told of every answer (metrics).
+    events: Arc<dyn UpstreamEvents>,
 }
 
 /// Which endpoint a request is for; names the thing that can be "not found".
@@ -79,6 +96,17 @@ enum Endpoint {
     GetUser,
     ListUsers,
     CountUsers,
+}
+
+impl Endpoint {
+    /// The endpoint as a metric label.
+    fn label(self) -> &'static str {
+        match self {
+            Endpoint::GetUser => "GET /users/{id}",
+            Endpoint::ListUsers => "GET /users",
+            Endpoint::CountUsers => "GET /users/count",
+        }
+    }
 }
 
 /// Clerk's error envelope, read only for its code and trace id.
@@ -136,7 +164,14 @@ impl ClerkClient {
             request_timeout: config.request_timeout,
             max_attempts: config.max_attempts.max(1),
             key_state: watch::Sender::new(KeyState::Accepted),
+            events: Arc::new(NoUpstreamEvents),
         })
+    }
+
+    /// Reports every answer to `events`.
+    pub fn observed(mut self, events: Arc<dyn UpstreamEvents>) -> Self {
+        self.events = events;
+        self
     }
 
     /// Follows whether Clerk accepts the broker's key.
@@ -251,9 +286,14 @@ impl ClerkClient {
                     other => UpstreamError::Unavailable(other.to_string()),
                 })
             })?;
+        let sent = Instant::now();
         let timeout = self
             .request_timeout
-            .min(deadline.saturating_duration_since(Instant::now()));
+            .min(deadline.saturating_duration_since(sent));
+        let no_answer = |error: reqwest::Error| {
+            self.events.answered(endpoint.label(), None, sent.elapsed());
+            Attempt::Retry(describe(&error))
+        };
         let response = self
             .http
             .get(url.clone())
@@ -262,13 +302,12 @@ impl ClerkClient {
             .timeout(timeout)
             .send()
             .await
-            .map_err(|error| Attempt::Retry(describe(&error)))?;
+            .map_err(no_answer)?;
         let status = response.status();
         let headers = response.headers().clone();
-        let body = response
-            .bytes()
-            .await
-            .map_err(|error| Attempt::Retry(describe(&error)))?;
+        let body = response.bytes().await.map_err(no_answer)?;
+        self.events
+            .answered(endpoint.label(), Some(status.as_u16()), sent.elapsed());
         if status.is_success() {
             self.key_state.send_if_modified(|state| {
                 std::mem::replace(state, KeyState::Accepted) != KeyState::Accepted
@@ -276,7 +315,11 @@ impl ClerkClient {
             return Ok(body);
         }
         let (code, trace_id) = envelope(&headers, &body);
-        tracing::warn!(?endpoint, status = status.as_u16(), %code, %trace_id, "Clerk answered with an error");
+        if status == StatusCode::NOT_FOUND {
+            tracing::debug!(?endpoint, %code, %trace_id, "Clerk has no such resource");
+        } else {
+            tracing::warn!(?endpoint, status = status.as_u16(), %code, %trace_id, "Clerk answered with an error");
+        }
         Err(match status {
             StatusCode::NOT_FOUND => Attempt::Fail(UpstreamError::NotFound(match endpoint {
                 Endpoint::GetUser => "user",

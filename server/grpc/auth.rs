@@ -8,17 +8,18 @@ use std::sync::Arc;
 
 use tonic::{Request, Status, service::Interceptor};
 
-use crate::callers::{Caller, Policy};
+use crate::callers::{Caller, PolicyStore};
 
-/// Authenticates every call against the policy in force.
+/// Authenticates every call against the policy in force (which a reload
+/// may replace between calls).
 #[derive(Clone, Debug)]
 pub struct Authenticate {
-    policy: Arc<Policy>,
+    policy: Arc<PolicyStore>,
 }
 
 impl Authenticate {
-    /// Authenticates against `policy`.
-    pub fn new(policy: Arc<Policy>) -> Self {
+    /// Authenticates against the policy in `store`.
+    pub fn new(policy: Arc<PolicyStore>) -> Self {
         Self { policy }
     }
 }
@@ -31,8 +32,10 @@ impl Interceptor for Authenticate {
             .map(|value| value.as_bytes());
         let caller = self
             .policy
+            .current()
             .authenticate(header)
             .map_err(|error| Status::unauthenticated(error.to_string()))?;
+        tracing::Span::current().record("caller", &*caller.name);
         request.extensions_mut().insert(caller);
         Ok(request)
     }

@@ -4,6 +4,8 @@ use clerk_broker::{
     callers::Policy,
     pb::{AcquirePermitRequest, GetUserRequest},
 };
+use std::time::{Duration, Instant};
+
 use sha2::{Digest, Sha256};
 use tonic::{Code, Request, metadata::MetadataValue};
 use tonic_health::ServingStatus;
@@ -13,6 +15,11 @@ use crate::harness::{Harness, Options};
 /// A policy for `callers` (name, token, weight, budgets) and one extra
 /// budget, "writes", of `writes` (e.g. "5/1s").
 pub(crate) fn policy(writes: &str, callers: &[(&str, &str, u32, &[&str])]) -> Policy {
+    Policy::parse(&policy_text(writes, callers), |_| Duration::ZERO).unwrap()
+}
+
+/// The text of the policy file that `policy` parses.
+pub(crate) fn policy_text(writes: &str, callers: &[(&str, &str, u32, &[&str])]) -> String {
     let mut text = format!("[[budgets]]\nname = \"writes\"\nrate = \"{writes}\"\n");
     for (name, token, weight, budgets) in callers {
         let hash: String = Sha256::digest(token.as_bytes())
@@ -25,7 +32,7 @@ pub(crate) fn policy(writes: &str, callers: &[(&str, &str, u32, &[&str])]) -> Po
             budgets.join(", ")
         );
     }
-    Policy::parse(&text, |_| std::time::Duration::ZERO).unwrap()
+    text
 }
 
 /// `message` with `authorization: Bearer <token>`.
@@ -34,6 +41,51 @@ pub(crate) fn as_caller<T>(token: &str, message: T) -> Request<T> {
     let value = MetadataValue::try_from(format!("Bearer {token}")).unwrap();
     request.metadata_mut().insert("authorization", value);
     request
+}
+
+/// Keeps the "writes" budget saturated with 10 loops per token for
+/// `run_for`; returns the permits granted per token (in `tokens` order)
+/// while all of them competed.
+pub(crate) async fn saturate_permits(
+    harness: &Harness,
+    tokens: &[&'static str],
+    run_for: Duration,
+) -> Vec<u32> {
+    let start = Instant::now();
+    let mut loops = Vec::new();
+    for (index, &token) in tokens.iter().enumerate() {
+        for _ in 0..10 {
+            let mut quota = harness.quota().await;
+            loops.push(tokio::spawn(async move {
+                let mut granted = 0u32;
+                while start.elapsed() < run_for {
+                    let request = AcquirePermitRequest {
+                        budget: "writes".into(),
+                        max_wait: Some(prost_types::Duration {
+                            seconds: 5,
+                            nanos: 0,
+                        }),
+                        ..Default::default()
+                    };
+                    let reply = quota
+                        .acquire_permit(as_caller(token, request))
+                        .await
+                        .unwrap();
+                    // Grants after the run, when the competition stopped, do not count.
+                    if reply.into_inner().granted && start.elapsed() < run_for {
+                        granted += 1;
+                    }
+                }
+                (index, granted)
+            }));
+        }
+    }
+    let mut granted = vec![0; tokens.len()];
+    for task in loops {
+        let (index, count) = task.await.unwrap();
+        granted[index] += count;
+    }
+    granted
 }
 
 #[tokio::test]

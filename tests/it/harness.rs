@@ -45,6 +45,10 @@ pub(crate) struct Options {
     pub(crate) broker_key: &'static str,
     /// Callers and extra budgets.
     pub(crate) policy: Policy,
+    /// The file `policy` came from, watched for changes.
+    pub(crate) policy_path: Option<std::path::PathBuf>,
+    /// Time served on, NOT_SERVING, after shutdown begins.
+    pub(crate) drain_delay: Duration,
 }
 
 impl Default for Options {
@@ -61,6 +65,8 @@ impl Default for Options {
             grace: Duration::from_secs(5),
             broker_key: KEY,
             policy: Policy::anonymous(),
+            policy_path: None,
+            drain_delay: Duration::ZERO,
         }
     }
 }
@@ -104,6 +110,8 @@ impl Harness {
             upstream_margin: options.margin,
             shutdown_grace: options.grace,
             policy: Arc::new(options.policy),
+            policy_path: options.policy_path,
+            drain_delay: options.drain_delay,
         };
         let listener = TcpListener::bind(config.listen).await.unwrap();
         let addr = listener.local_addr().unwrap();

@@ -8,6 +8,7 @@ mod callers;
 mod cli;
 mod grpcurl;
 mod lookups;
+mod reload;
 mod shutdown;
 mod upstream_faults;
 mod validation;

@@ -120,3 +120,44 @@ async fn sigterm_ends_streams_cleanly_and_exits_zero() {
         "{rest:?}"
     );
 }
+
+#[tokio::test]
+async fn readiness_flips_first_and_calls_are_served_during_the_drain_delay() {
+    let mut harness = Harness::start(Options {
+        drain_delay: std::time::Duration::from_millis(1_500),
+        ..Options::default()
+    })
+    .await;
+    let mut users = harness.users().await;
+    let mut health = tonic_health::pb::health_client::HealthClient::new(harness.channel().await);
+    let check = |service: &str| tonic_health::pb::HealthCheckRequest {
+        service: service.to_owned(),
+    };
+    harness.begin_shutdown();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+    loop {
+        let status = health.check(check("")).await.unwrap().into_inner().status;
+        if status == tonic_health::ServingStatus::NotServing as i32 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "readiness never flipped"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let live = health
+        .check(check("liveness"))
+        .await
+        .unwrap()
+        .into_inner()
+        .status;
+    assert_eq!(live, tonic_health::ServingStatus::Serving as i32);
+    // Still serving calls while load balancers catch up.
+    let id = harness.ids[0].clone();
+    users
+        .get_user(clerk_broker::pb::GetUserRequest { user_id: id })
+        .await
+        .expect("served during the drain delay");
+    harness.stop().await.unwrap();
+}

@@ -1,0 +1,400 @@
+//! Prometheus metrics: what the broker is doing, for operators.
+//!
+//! Events are recorded as they happen (gRPC calls through [`GrpcMetricsLayer`],
+//! upstream answers, admission grants and refusals through the domain's event
+//! traits); budget gauges are read when `/metrics` is scraped. Metric names
+//! are listed in ARCHITECTURE.md and used by the dashboard in `deploy/`.
+
+use std::{
+    future::Future,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+    time::{Duration, Instant},
+};
+
+use tracing::Instrument as _;
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
+
+use crate::{
+    admission::{Admission, AdmissionEvents, Demand, Priority},
+    clerk::UpstreamEvents,
+    reload::ReloadStats,
+};
+
+/// Every metric of one broker.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    grpc_calls: IntCounterVec,
+    grpc_duration: HistogramVec,
+    upstream_requests: IntCounterVec,
+    upstream_duration: HistogramVec,
+    upstream_rate_limited: IntCounter,
+    permits: IntCounterVec,
+    permit_wait: HistogramVec,
+    budget_pauses: IntCounterVec,
+    budget_limit: IntGaugeVec,
+    budget_available: IntGaugeVec,
+    budget_in_flight: IntGaugeVec,
+    queue_depth: IntGaugeVec,
+    policy_reloads: IntCounterVec,
+}
+
+/// Latency buckets, in seconds: 1 ms to 30 s.
+const BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+fn priority_label(priority: Priority) -> &'static str {
+    match priority {
+        Priority::Interactive => "interactive",
+        Priority::Bulk => "bulk",
+    }
+}
+
+impl Metrics {
+    /// A fresh set of metrics in its own registry.
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let counter = |name: &str, help: &str, labels: &[&str]| {
+            let metric = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+            registry
+                .register(Box::new(metric.clone()))
+                .expect("unique metric");
+            metric
+        };
+        let gauge = |name: &str, help: &str, labels: &[&str]| {
+            let metric = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
+            registry
+                .register(Box::new(metric.clone()))
+                .expect("unique metric");
+            metric
+        };
+        let histogram = |name: &str, help: &str, labels: &[&str]| {
+            let opts = HistogramOpts::new(name, help).buckets(BUCKETS.to_vec());
+            let metric = HistogramVec::new(opts, labels).expect("valid metric");
+            registry
+                .register(Box::new(metric.clone()))
+                .expect("unique metric");
+            metric
+        };
+        let upstream_rate_limited = IntCounter::new(
+            "clerk_broker_upstream_rate_limited_total",
+            "Upstream answers with HTTP 429 (the key's budget was spent elsewhere).",
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(upstream_rate_limited.clone()))
+            .expect("unique metric");
+        Self {
+            grpc_calls: counter(
+                "clerk_broker_grpc_calls_total",
+                "gRPC calls by method and status code.",
+                &["method", "code"],
+            ),
+            grpc_duration: histogram(
+                "clerk_broker_grpc_call_duration_seconds",
+                "Time to the response headers of gRPC calls, by method.",
+                &["method"],
+            ),
+            upstream_requests: counter(
+                "clerk_broker_upstream_requests_total",
+                "Requests to Clerk by endpoint and HTTP status (\"error\": no answer).",
+                &["endpoint", "status"],
+            ),
+            upstream_duration: histogram(
+                "clerk_broker_upstream_request_duration_seconds",
+                "Duration of requests to Clerk, by endpoint.",
+                &["endpoint"],
+            ),
+            upstream_rate_limited,
+            permits: counter(
+                "clerk_broker_permits_total",
+                "Admission decisions by budget, caller, priority and outcome (granted/refused).",
+                &["budget", "caller", "priority", "outcome"],
+            ),
+            permit_wait: histogram(
+                "clerk_broker_permit_wait_seconds",
+                "Time granted requests waited in the budget's queue.",
+                &["budget", "caller", "priority"],
+            ),
+            budget_pauses: counter(
+                "clerk_broker_budget_pauses_total",
+                "Pauses of a budget after an upstream 429.",
+                &["budget"],
+            ),
+            budget_limit: gauge(
+                "clerk_broker_budget_limit",
+                "Requests a budget allows per window.",
+                &["budget"],
+            ),
+            budget_available: gauge(
+                "clerk_broker_budget_available",
+                "Requests a budget could admit right now.",
+                &["budget"],
+            ),
+            budget_in_flight: gauge(
+                "clerk_broker_budget_in_flight",
+                "Admitted requests of a budget that have not finished.",
+                &["budget"],
+            ),
+            queue_depth: gauge(
+                "clerk_broker_queue_depth",
+                "Units waiting in a budget's queue, by priority.",
+                &["budget", "priority"],
+            ),
+            policy_reloads: counter(
+                "clerk_broker_policy_reloads_total",
+                "Policy file reloads by outcome (applied/rejected).",
+                &["outcome"],
+            ),
+            registry,
+        }
+    }
+
+    /// Records one gRPC call.
+    pub fn grpc_call(&self, method: &str, code: &str, duration: Duration) {
+        self.grpc_calls.with_label_values(&[method, code]).inc();
+        self.grpc_duration
+            .with_label_values(&[method])
+            .observe(duration.as_secs_f64());
+    }
+
+    /// The registry, for components that register their own metrics.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// The text exposition of every metric, budget gauges read now.
+    pub fn render(&self, admission: &Admission, reloads: &ReloadStats) -> String {
+        for budget in admission.snapshots() {
+            let name = budget.name.as_str();
+            self.budget_limit
+                .with_label_values(&[name])
+                .set(i64::from(budget.rate.limit));
+            self.budget_available
+                .with_label_values(&[name])
+                .set(i64::from(budget.available));
+            self.budget_in_flight
+                .with_label_values(&[name])
+                .set(i64::from(budget.in_flight));
+            for (priority, queued) in [
+                ("interactive", budget.queued_interactive),
+                ("bulk", budget.queued_bulk),
+            ] {
+                self.queue_depth
+                    .with_label_values(&[name, priority])
+                    .set(i64::try_from(queued).unwrap_or(i64::MAX));
+            }
+        }
+        for (outcome, total) in [
+            ("applied", reloads.applied()),
+            ("rejected", reloads.rejected()),
+        ] {
+            let counter = self.policy_reloads.with_label_values(&[outcome]);
+            counter.inc_by(total.saturating_sub(counter.get()));
+        }
+        let mut out = Vec::new();
+        // Encoding gathered families into a Vec cannot fail.
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl AdmissionEvents for Metrics {
+    fn granted(&self, budget: &str, demand: &Demand, cost: u32, waited: Duration) {
+        let priority = priority_label(demand.priority);
+        self.permits
+            .with_label_values(&[budget, &demand.caller, priority, "granted"])
+            .inc_by(u64::from(cost));
+        self.permit_wait
+            .with_label_values(&[budget, &demand.caller, priority])
+            .observe(waited.as_secs_f64());
+    }
+
+    fn refused(&self, budget: &str, demand: &Demand, cost: u32) {
+        let priority = priority_label(demand.priority);
+        self.permits
+            .with_label_values(&[budget, &demand.caller, priority, "refused"])
+            .inc_by(u64::from(cost));
+    }
+
+    fn paused(&self, budget: &str) {
+        self.budget_pauses.with_label_values(&[budget]).inc();
+    }
+}
+
+impl UpstreamEvents for Metrics {
+    fn answered(&self, endpoint: &'static str, status: Option<u16>, duration: Duration) {
+        let status = status.map_or_else(|| "error".to_owned(), |code| code.to_string());
+        if status == "429" {
+            self.upstream_rate_limited.inc();
+        }
+        self.upstream_requests
+            .with_label_values(&[endpoint, &status])
+            .inc();
+        self.upstream_duration
+            .with_label_values(&[endpoint])
+            .observe(duration.as_secs_f64());
+    }
+}
+
+/// A tower layer counting gRPC calls by method and status, with latency.
+///
+/// The status is read from the response headers: errors returned before any
+/// message carry it there ("trailers-only"); a call without it there is
+/// counted as OK (a stream that fails after its first message is counted by
+/// its start).
+#[derive(Clone, Debug)]
+pub struct GrpcMetricsLayer {
+    metrics: Arc<Metrics>,
+}
+
+impl GrpcMetricsLayer {
+    /// Records into `metrics`.
+    pub fn new(metrics: Arc<Metrics>) -> Self {
+        Self { metrics }
+    }
+}
+
+impl<S> tower::Layer<S> for GrpcMetricsLayer {
+    type Service = GrpcMetrics<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        GrpcMetrics {
+            inner,
+            metrics: self.metrics.clone(),
+        }
+    }
+}
+
+/// The service [`GrpcMetricsLayer`] wraps around the gRPC router.
+#[derive(Clone, Debug)]
+pub struct GrpcMetrics<S> {
+    inner: S,
+    metrics: Arc<Metrics>,
+}
+
+impl<S, B, R> tower::Service<http::Request<B>> for GrpcMetrics<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<R>>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let method = request.uri().path().to_owned();
+        let metrics = self.metrics.clone();
+        let started = Instant::now();
+        // One span per call; the interceptor fills in the caller.
+        let span = tracing::info_span!(
+            "rpc",
+            method = %method,
+            caller = tracing::field::Empty,
+            code = tracing::field::Empty
+        );
+        let response = span.in_scope(|| self.inner.call(request));
+        Box::pin(async move {
+            let response = response.instrument(span.clone()).await;
+            let code = match &response {
+                Ok(response) => response
+                    .headers()
+                    .get("grpc-status")
+                    .and_then(|value| value.to_str().ok())
+                    .and_then(|value| value.parse::<i32>().ok())
+                    .map_or("OK", |code| tonic::Code::from(code).description_name()),
+                Err(_) => "TRANSPORT_ERROR",
+            };
+            metrics.grpc_call(&method, code, started.elapsed());
+            span.record("code", code);
+            tracing::debug!(parent: &span, elapsed = ?started.elapsed(), "call answered");
+            response
+        })
+    }
+}
+
+/// A short name for a `tonic::Code`, as in gRPC's documentation.
+trait CodeName {
+    fn description_name(self) -> &'static str;
+}
+
+impl CodeName for tonic::Code {
+    fn description_name(self) -> &'static str {
+        use tonic::Code;
+        match self {
+            Code::Ok => "OK",
+            Code::Cancelled => "CANCELLED",
+            Code::Unknown => "UNKNOWN",
+            Code::InvalidArgument => "INVALID_ARGUMENT",
+            Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
+            Code::NotFound => "NOT_FOUND",
+            Code::AlreadyExists => "ALREADY_EXISTS",
+            Code::PermissionDenied => "PERMISSION_DENIED",
+            Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+            Code::FailedPrecondition => "FAILED_PRECONDITION",
+            Code::Aborted => "ABORTED",
+            Code::OutOfRange => "OUT_OF_RANGE",
+            Code::Unimplemented => "UNIMPLEMENTED",
+            Code::Internal => "INTERNAL",
+            Code::Unavailable => "UNAVAILABLE",
+            Code::DataLoss => "DATA_LOSS",
+            Code::Unauthenticated => "UNAUTHENTICATED",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::admission::{ANONYMOUS, BudgetSpec, Rate};
+
+    #[tokio::test]
+    async fn admission_events_and_budget_gauges_are_exported() {
+        let metrics = Arc::new(Metrics::new());
+        let rate = Rate {
+            limit: 1,
+            window: Duration::from_secs(60),
+        };
+        let admission = Admission::observed(BudgetSpec::new(rate), Vec::new(), metrics.clone());
+        let demand = Demand::interactive(
+            ANONYMOUS.into(),
+            tokio::time::Instant::now() + Duration::from_millis(10),
+        );
+        drop(admission.upstream().acquire(&demand, 1).await.unwrap());
+        assert!(admission.upstream().acquire(&demand, 1).await.is_err());
+        admission
+            .upstream()
+            .pause_until(tokio::time::Instant::now());
+        metrics.answered("GET /users", Some(429), Duration::from_millis(3));
+        let text = metrics.render(&admission, &ReloadStats::default());
+        for line in [
+            r#"clerk_broker_permits_total{budget="clerk",caller="anonymous",outcome="granted",priority="interactive"} 1"#,
+            r#"clerk_broker_permits_total{budget="clerk",caller="anonymous",outcome="refused",priority="interactive"} 1"#,
+            r#"clerk_broker_budget_limit{budget="clerk"} 1"#,
+            r#"clerk_broker_budget_available{budget="clerk"} 0"#,
+            r#"clerk_broker_budget_pauses_total{budget="clerk"} 1"#,
+            r#"clerk_broker_upstream_requests_total{endpoint="GET /users",status="429"} 1"#,
+            "clerk_broker_upstream_rate_limited_total 1",
+            r#"clerk_broker_policy_reloads_total{outcome="applied"} 0"#,
+        ] {
+            assert!(text.contains(line), "missing {line}\n{text}");
+        }
+    }
+}
