@@ -122,7 +122,9 @@ impl Broker {
             upstream_burst: default_burst(options.rate),
             upstream_margin: Duration::from_millis(20),
             shutdown_grace: Duration::from_secs(5),
+            drain_delay: Duration::ZERO,
             policy: Arc::new(options.policy),
+            policy_path: None,
         };
         let listener = TcpListener::bind(config.listen).await.expect("a port");
         let addr = listener.local_addr().expect("an address");
