@@ -7,11 +7,15 @@
 - the Deployment's probes use the gRPC port the broker listens on, and every
   probe's service name is SERVING on a real broker (demo mode);
 - every environment variable the Deployment sets is one the broker reads
-  (it appears in `clerk-broker serve --help`).
+  (it appears in `clerk-broker serve --help`);
+- `/metrics` parses with Prometheus' own parser (prometheus-client), its
+  counters move as calls are made, and every metric the Grafana dashboard
+  queries is one the broker exports.
 
 Usage: python3 deploy/check.py path/to/clerk-broker
 """
 
+import json
 import re
 import subprocess
 import sys
@@ -100,10 +104,62 @@ def check_probes_and_env(container, broker):
     return services
 
 
+def free_port():
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def scrape(http):
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = urllib.request.urlopen(f"http://{http}/metrics", timeout=10).read().decode()
+    samples = {}
+    families = set()
+    for family in text_string_to_metric_families(text):
+        families.add(family.name)
+        for sample in family.samples:
+            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return families, samples
+
+
+def check_metrics(address, http, user_id):
+    """Scrapes /metrics before and after a GetUser; checks the dashboard's metrics."""
+    ensure("prometheus_client", "prometheus-client")
+    _, before = scrape(http)
+    run(["grpcurl", "-plaintext", "-d", f'{{"user_id":"{user_id}"}}', address,
+         "clerk_broker.v1.UserService/GetUser"])
+    families, after = scrape(http)
+    calls = ("clerk_broker_grpc_calls_total",
+             (("code", "OK"), ("method", "/clerk_broker.v1.UserService/GetUser")))
+    if after.get(calls, 0) < before.get(calls, 0) + 1:
+        fail(f"GetUser was not counted: {before.get(calls)} -> {after.get(calls)}")
+    upstream = [k for k in after if k[0] == "clerk_broker_upstream_requests_total"]
+    if not upstream:
+        fail("no upstream request was counted")
+    dashboard = json.loads((ROOT / "deploy/grafana/clerk-broker.json").read_text())
+    queried = set()
+    for panel in dashboard["panels"]:
+        for target in panel["targets"]:
+            queried |= set(re.findall(r"\b(clerk_broker_[a-z_]+)", target["expr"]))
+    exported = {name for name, _ in after} | families
+    missing = sorted(name for name in queried if name not in exported)
+    if missing:
+        fail(f"the dashboard queries metrics the broker does not export: {missing}")
+    print(f"/metrics: {len(families)} families parse; counters move; "
+          f"the dashboard's {len(queried)} metrics all exist")
+
+
 def check_services_served(services, broker):
-    """Starts the broker in demo mode and health-checks every probe's service."""
+    """Starts the broker in demo mode, health-checks every probe's service,
+    and checks its metrics."""
+    http = f"127.0.0.1:{free_port()}"
     process = subprocess.Popen(
-        [broker, "demo", "--listen", "127.0.0.1:0", "--users", "10"],
+        [broker, "demo", "--listen", "127.0.0.1:0", "--http-listen", http, "--users", "10"],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
@@ -114,12 +170,21 @@ def check_services_served(services, broker):
         if not match:
             fail(f"unexpected demo banner: {banner!r}")
         address = match.group(1)
+        user_id = None
+        for line in process.stdout:
+            found = re.search(r'"user_id":"(user_[A-Za-z0-9]+)"', line)
+            if found:
+                user_id = found.group(1)
+                break
+        if user_id is None:
+            fail("the demo banner names no user id")
         for service in sorted(services):
             out = run(["grpcurl", "-plaintext", "-d", f'{{"service":"{service}"}}', address,
                        "grpc.health.v1.Health/Check"])
             if '"SERVING"' not in out:
                 fail(f"health of {service!r} is not SERVING: {out}")
             print(f"probe service {service!r}: SERVING on a real broker")
+        check_metrics(address, http, user_id)
     finally:
         process.terminate()
         process.wait(timeout=30)

