@@ -24,7 +24,7 @@ use crate::{
     admission::{Admission, AdmissionEvents, Demand, Priority},
     clerk::UpstreamEvents,
     reload::ReloadStats,
-    users::Users,
+    users::{LookupEvents, Users},
 };
 
 /// Every metric of one broker.
@@ -46,6 +46,10 @@ pub struct Metrics {
     policy_reloads: IntCounterVec,
     cache_lookups: IntCounterVec,
     cache_entries: IntGaugeVec,
+    cache_evictions: IntCounter,
+    coalesced_waiters: IntCounter,
+    batch_sizes: prometheus::Histogram,
+    exports_active: prometheus::IntGauge,
 }
 
 /// Latency buckets, in seconds: 1 ms to 30 s.
@@ -94,7 +98,46 @@ impl Metrics {
         registry
             .register(Box::new(upstream_rate_limited.clone()))
             .expect("unique metric");
+        let cache_evictions = IntCounter::new(
+            "clerk_broker_cache_evictions_total",
+            "Users evicted from the cache to keep it within its bounds.",
+        )
+        .expect("valid metric");
+        let coalesced_waiters = IntCounter::new(
+            "clerk_broker_coalesced_waiters_total",
+            "Cache misses that joined a request already in the air for the same id.",
+        )
+        .expect("valid metric");
+        let batch_sizes = prometheus::Histogram::with_opts(
+            HistogramOpts::new(
+                "clerk_broker_batch_size",
+                "Ids per batched upstream list request.",
+            )
+            .buckets(vec![1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0]),
+        )
+        .expect("valid metric");
+        let exports_active = prometheus::IntGauge::new(
+            "clerk_broker_exports_active",
+            "ListUsers exports running now.",
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(cache_evictions.clone()))
+            .expect("unique metric");
+        registry
+            .register(Box::new(coalesced_waiters.clone()))
+            .expect("unique metric");
+        registry
+            .register(Box::new(batch_sizes.clone()))
+            .expect("unique metric");
+        registry
+            .register(Box::new(exports_active.clone()))
+            .expect("unique metric");
         Self {
+            cache_evictions,
+            coalesced_waiters,
+            batch_sizes,
+            exports_active,
             grpc_calls: counter(
                 "clerk_broker_grpc_calls_total",
                 "gRPC calls by method and status code.",
@@ -268,6 +311,28 @@ impl UpstreamEvents for Metrics {
         self.upstream_duration
             .with_label_values(&[endpoint])
             .observe(duration.as_secs_f64());
+    }
+}
+
+impl LookupEvents for Metrics {
+    fn coalesced(&self) {
+        self.coalesced_waiters.inc();
+    }
+
+    fn batch_sent(&self, ids: usize) {
+        self.batch_sizes.observe(ids as f64);
+    }
+
+    fn evicted(&self) {
+        self.cache_evictions.inc();
+    }
+
+    fn export(&self, started: bool) {
+        if started {
+            self.exports_active.inc();
+        } else {
+            self.exports_active.dec();
+        }
     }
 }
 

@@ -128,7 +128,11 @@ impl Broker {
         let clerk = Arc::new(
             ClerkClient::new(config.clerk.clone(), admission.clone())?.observed(metrics.clone()),
         );
-        let users = Arc::new(Users::new(clerk.clone(), &config.lookup));
+        let users = Arc::new(Users::observed(
+            clerk.clone(),
+            &config.lookup,
+            metrics.clone(),
+        ));
         let webhooks = Arc::new(Webhooks::new(config.lookup.webhook_secret.clone()));
         Ok(Self {
             admission,

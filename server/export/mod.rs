@@ -70,9 +70,11 @@ pub struct ExportPlan {
 pub fn start(users: Arc<Users>, plan: ExportPlan) -> mpsc::Receiver<Result<Chunk, UpstreamError>> {
     let (tx, rx) = mpsc::channel(1);
     tokio::spawn(async move {
+        users.events().export(true);
         if let Err(error) = run(&users, plan, &tx).await {
             let _ = tx.send(Err(error)).await;
         }
+        users.events().export(false);
     });
     rx
 }

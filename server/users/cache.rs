@@ -118,6 +118,11 @@ impl Expiry<Arc<str>, Stored> for KeepUntilStale {
 impl UserCache {
     /// A cache with the bounds and lifetimes of `config`.
     pub fn new(config: &LookupConfig) -> Self {
+        Self::observed(config, Arc::new(super::NoLookupEvents))
+    }
+
+    /// As [`UserCache::new`], telling `events` of evictions for size.
+    pub fn observed(config: &LookupConfig, events: Arc<dyn super::LookupEvents>) -> Self {
         let max_entries = config.cache_max_entries.max(1);
         let max_bytes = config.cache_max_bytes.max(max_entries);
         let weight_floor = u32::try_from(max_bytes / max_entries).unwrap_or(u32::MAX);
@@ -126,6 +131,11 @@ impl UserCache {
             .weigher(|_: &Arc<str>, value: &Stored| value.weight)
             .expire_after(KeepUntilStale {
                 max_stale: config.max_stale,
+            })
+            .eviction_listener(move |_, _, cause| {
+                if cause == moka::notification::RemovalCause::Size {
+                    events.evicted();
+                }
             })
             .build();
         Self {

@@ -94,28 +94,67 @@ pub struct Users {
     batcher: Batcher<Arc<Flight>>,
 }
 
+/// What lookups report to operators; `metrics` implements it.
+pub trait LookupEvents: Send + Sync + std::fmt::Debug {
+    /// A miss joined a flight already in the air (no request of its own).
+    fn coalesced(&self);
+    /// One list request for `ids` ids is on its way.
+    fn batch_sent(&self, ids: usize);
+    /// An entry left the cache to keep it within its bounds.
+    fn evicted(&self);
+    /// An export started (`true`) or ended (`false`).
+    fn export(&self, started: bool);
+}
+
+/// Reports nothing.
+#[derive(Debug)]
+pub struct NoLookupEvents;
+
+impl LookupEvents for NoLookupEvents {
+    fn coalesced(&self) {}
+    fn batch_sent(&self, _: usize) {}
+    fn evicted(&self) {}
+    fn export(&self, _: bool) {}
+}
+
 /// What the lookup tasks share with the facade.
 #[derive(Debug)]
 struct Shared {
     clerk: Arc<ClerkClient>,
     cache: UserCache,
     flights: Flights,
+    events: Arc<dyn LookupEvents>,
 }
 
 impl Users {
     /// Lookups through `clerk`, cached and batched as `config` says. Starts
     /// the batching task, so it must run inside a tokio runtime.
     pub fn new(clerk: Arc<ClerkClient>, config: &LookupConfig) -> Self {
+        Self::observed(clerk, config, Arc::new(NoLookupEvents))
+    }
+
+    /// As [`Users::new`], reporting to `events`.
+    pub fn observed(
+        clerk: Arc<ClerkClient>,
+        config: &LookupConfig,
+        events: Arc<dyn LookupEvents>,
+    ) -> Self {
         let shared = Arc::new(Shared {
             clerk,
-            cache: UserCache::new(config),
+            cache: UserCache::observed(config, events.clone()),
             flights: Flights::default(),
+            events,
         });
         let batches = shared.clone();
         let batcher = Batcher::spawn(config.batch_window, MAX_FILTER_VALUES, move |batch| {
             tokio::spawn(fetch(batches.clone(), batch));
         });
         Self { shared, batcher }
+    }
+
+    /// Where lookups and exports report to operators.
+    pub fn events(&self) -> &dyn LookupEvents {
+        &*self.shared.events
     }
 
     /// The cache (for its bounds, in tests and benchmarks).
@@ -213,6 +252,9 @@ impl Users {
     /// Joins the flight for `id`, or starts one and hands it to the batcher.
     fn fly(&self, id: &str, demand: &Demand) -> Arc<Flight> {
         let (flight, started) = self.shared.flights.join_or_start(id, demand);
+        if !started {
+            self.shared.events.coalesced();
+        }
         if started && let Err(flight) = self.batcher.submit(flight.clone()) {
             let stopped = UpstreamError::Unavailable("lookups are shutting down".into());
             self.shared.flights.land(&flight, Err(stopped));
@@ -293,6 +335,7 @@ async fn fetch(shared: Arc<Shared>, batch: Vec<Arc<Flight>>) {
     else {
         return;
     };
+    shared.events.batch_sent(pending.len());
     let query = ListQuery {
         filter: UserFilter::ids(pending.iter().map(|f| f.id().to_string()).collect()),
         order_by: OrderBy::default(),
