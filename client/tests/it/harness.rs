@@ -110,24 +110,22 @@ pub(crate) struct Broker {
 impl Broker {
     /// A broker in front of `upstream`.
     pub(crate) async fn start(upstream: &Upstream, options: Options) -> Self {
-        let config = Config {
-            listen: "127.0.0.1:0".parse().expect("an address"),
-            clerk: ClerkConfig {
-                base_url: upstream.url.parse().expect("the fake's URL"),
-                secret_key: SecretKey::parse(KEY).expect("a valid key"),
-                request_timeout: Duration::from_secs(2),
-                max_attempts: 4,
-            },
-            upstream_rate: options.rate,
-            upstream_burst: default_burst(options.rate),
-            upstream_margin: Duration::from_millis(20),
-            shutdown_grace: Duration::from_secs(5),
-            drain_delay: Duration::ZERO,
-            policy: Arc::new(options.policy),
-            policy_path: None,
+        let clerk = ClerkConfig {
+            base_url: upstream.url.parse().expect("the fake's URL"),
+            secret_key: SecretKey::parse(KEY).expect("a valid key"),
+            request_timeout: Duration::from_secs(2),
+            max_attempts: 4,
         };
-        let listener = TcpListener::bind(config.listen).await.expect("a port");
-        let addr = listener.local_addr().expect("an address");
+        let listen = "127.0.0.1:0".parse().expect("an address");
+        let mut config = Config::with_defaults(listen, clerk, options.rate);
+        config.upstream_margin = Duration::from_millis(20);
+        config.shutdown_grace = Duration::from_secs(5);
+        config.policy = Arc::new(options.policy);
+        let listener = server::Listeners {
+            grpc: TcpListener::bind(config.listen).await.expect("a port"),
+            http: TcpListener::bind("127.0.0.1:0").await.expect("a port"),
+        };
+        let addr = listener.grpc.local_addr().expect("an address");
         let (tx, rx) = oneshot::channel();
         let task = tokio::spawn(async move {
             let stopped = async {
