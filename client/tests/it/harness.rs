@@ -11,7 +11,7 @@ use std::{
 };
 
 use clerk_broker::{
-    admission::{Rate, default_burst},
+    admission::Rate,
     callers::Policy,
     clerk::ClerkConfig,
     config::Config,
