@@ -29,6 +29,10 @@ def expected_output(command: str) -> str:
         return "rpc GetUser"
     if "Health/Check" in command:
         return '"status": "SERVING"'
+    if "grep '^x-cache'" in command:
+        return "x-cache: "
+    if "/InvalidateUser" in command:
+        return '"wasCached"'
     if "/GetUser" in command or "/BatchGetUsers" in command:
         return '"id": "user_'
     if "/ListUsers" in command:
