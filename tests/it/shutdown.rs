@@ -161,3 +161,68 @@ async fn readiness_flips_first_and_calls_are_served_during_the_drain_delay() {
         .expect("served during the drain delay");
     harness.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_call_started_before_sigterm_fails_under_steady_load() {
+    use std::{sync::Arc, time::Instant};
+
+    let mut harness = Harness::start(Options {
+        drain_delay: std::time::Duration::from_millis(500),
+        ..Options::default()
+    })
+    .await;
+    let ids = Arc::new(harness.ids.clone());
+    let shutdown_at = Arc::new(std::sync::OnceLock::<Instant>::new());
+    let mut loops = Vec::new();
+    for worker in 0..8usize {
+        let mut users = harness.users().await;
+        let ids = ids.clone();
+        let shutdown_at = shutdown_at.clone();
+        loops.push(tokio::spawn(async move {
+            let mut calls = Vec::new();
+            for round in 0.. {
+                let started = Instant::now();
+                let id = ids[(worker * 31 + round) % ids.len()].clone();
+                let result = users
+                    .get_user(clerk_broker::pb::GetUserRequest { user_id: id })
+                    .await;
+                let failed = result.is_err();
+                calls.push((started, result.map(|_| ()).map_err(|status| status.code())));
+                // After the shutdown, stop at the first refusal (new calls
+                // are turned away once the drain begins).
+                if failed && shutdown_at.get().is_some() {
+                    break;
+                }
+                if shutdown_at
+                    .get()
+                    .is_some_and(|at| at.elapsed() > std::time::Duration::from_secs(3))
+                {
+                    break;
+                }
+            }
+            calls
+        }));
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    shutdown_at.set(Instant::now()).unwrap();
+    harness.begin_shutdown();
+    let stopped = harness.stop().await;
+    let at = *shutdown_at.get().unwrap();
+    let mut before = 0;
+    for task in loops {
+        for (started, result) in task.await.unwrap() {
+            if started < at {
+                before += 1;
+                assert!(
+                    result.is_ok(),
+                    "a call started before SIGTERM failed: {result:?}"
+                );
+            }
+        }
+    }
+    assert!(
+        before > 8,
+        "the load was steady: {before} calls before SIGTERM"
+    );
+    stopped.expect("run returns Ok");
+}
