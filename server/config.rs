@@ -208,9 +208,7 @@ impl Config {
         spec.bulk_share = self.policy.bulk_share;
         spec
     }
-}
 
-impl Config {
     /// Validates `serve` flags; the key comes from `env_key` (CLERK_SECRET_KEY)
     /// or the key file, exactly one of them.
     pub fn from_serve(args: &ServeArgs, env_key: Option<String>) -> Result<Self, ConfigError> {
