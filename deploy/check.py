@@ -135,7 +135,7 @@ def check_metrics(address, http, user_id):
          "clerk_broker.v1.UserService/GetUser"])
     families, after = scrape(http)
     calls = ("clerk_broker_grpc_calls_total",
-             (("code", "OK"), ("method", "/clerk_broker.v1.UserService/GetUser")))
+             (("code", "Ok"), ("method", "/clerk_broker.v1.UserService/GetUser")))
     if after.get(calls, 0) < before.get(calls, 0) + 1:
         fail(f"GetUser was not counted: {before.get(calls)} -> {after.get(calls)}")
     upstream = [k for k in after if k[0] == "clerk_broker_upstream_requests_total"]

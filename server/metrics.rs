@@ -399,16 +399,21 @@ where
         let response = span.in_scope(|| self.inner.call(request));
         Box::pin(async move {
             let response = response.instrument(span.clone()).await;
+            // Code names as the gRPC ecosystem's metrics spell them ("Ok",
+            // "InvalidArgument", …): tonic's `Debug` of `Code`.
             let code = match &response {
-                Ok(response) => response
-                    .headers()
-                    .get("grpc-status")
-                    .and_then(|value| value.to_str().ok())
-                    .and_then(|value| value.parse::<i32>().ok())
-                    .map_or("OK", |code| tonic::Code::from(code).description_name()),
-                Err(_) => "TRANSPORT_ERROR",
+                Ok(response) => format!(
+                    "{:?}",
+                    response
+                        .headers()
+                        .get("grpc-status")
+                        .and_then(|value| value.to_str().ok())
+                        .and_then(|value| value.parse::<i32>().ok())
+                        .map_or(tonic::Code::Ok, tonic::Code::from)
+                ),
+                Err(_) => "Transport".to_owned(),
             };
-            metrics.grpc_call(&method, code, started.elapsed());
+            metrics.grpc_call(&method, &code, started.elapsed());
             // Lookups say how the cache served them in the `x-cache` header.
             if let Some(result) = response
                 .as_ref()
@@ -419,40 +424,10 @@ where
             {
                 metrics.cache_lookups.with_label_values(&[result]).inc();
             }
-            span.record("code", code);
+            span.record("code", code.as_str());
             tracing::debug!(parent: &span, elapsed = ?started.elapsed(), "call answered");
             response
         })
-    }
-}
-
-/// A short name for a `tonic::Code`, as in gRPC's documentation.
-trait CodeName {
-    fn description_name(self) -> &'static str;
-}
-
-impl CodeName for tonic::Code {
-    fn description_name(self) -> &'static str {
-        use tonic::Code;
-        match self {
-            Code::Ok => "OK",
-            Code::Cancelled => "CANCELLED",
-            Code::Unknown => "UNKNOWN",
-            Code::InvalidArgument => "INVALID_ARGUMENT",
-            Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
-            Code::NotFound => "NOT_FOUND",
-            Code::AlreadyExists => "ALREADY_EXISTS",
-            Code::PermissionDenied => "PERMISSION_DENIED",
-            Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
-            Code::FailedPrecondition => "FAILED_PRECONDITION",
-            Code::Aborted => "ABORTED",
-            Code::OutOfRange => "OUT_OF_RANGE",
-            Code::Unimplemented => "UNIMPLEMENTED",
-            Code::Internal => "INTERNAL",
-            Code::Unavailable => "UNAVAILABLE",
-            Code::DataLoss => "DATA_LOSS",
-            Code::Unauthenticated => "UNAUTHENTICATED",
-        }
     }
 }
 
