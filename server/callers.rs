@@ -2,10 +2,11 @@
 //!
 //! The file (TOML; see `deploy/k8s/base/policy.toml`) names the extra budgets and
 //! the callers. A caller has a name, the SHA-256 of its bearer token (the
-//! token itself is never stored), a weight for fair sharing, and the budgets
-//! it may draw on. Without a file, every call is the one anonymous caller,
-//! allowed everything (demo mode, or a broker only reachable by trusted
-//! callers).
+//! token itself is never stored), a weight for fair sharing, the budgets it
+//! may draw on, its scopes (which services and data it may use) and its
+//! concurrency limits. Without a file, every call is the one anonymous
+//! caller, allowed everything and unlimited (demo mode, or a broker only
+//! reachable by trusted callers).
 
 use std::{
     collections::{HashMap, HashSet},
@@ -23,6 +24,109 @@ use crate::admission::{
 /// Share of a budget bulk work keeps while interactive work waits too.
 pub const DEFAULT_BULK_SHARE: f64 = 0.1;
 
+/// Most unary calls one caller may have in flight at once, by default.
+pub const DEFAULT_MAX_IN_FLIGHT: u32 = 256;
+/// Most `ListUsers` streams one caller may have open at once, by default.
+pub const DEFAULT_MAX_STREAMS: u32 = 8;
+
+/// What a caller may do; each RPC needs one scope, and one field of the
+/// answers (`private_metadata`) needs its own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Scope {
+    /// `UserService`: GetUser, BatchGetUsers, ListUsers, CountUsers.
+    ReadUsers,
+    /// See users' `private_metadata` (removed from answers otherwise).
+    ReadPrivateMetadata,
+    /// `QuotaService.AcquirePermit`, on the caller's budgets.
+    AcquirePermits,
+    /// `AdminService`: invalidate cached users.
+    Admin,
+}
+
+impl Scope {
+    /// Every scope, in the order the policy file documents them.
+    pub const ALL: [Scope; 4] = [
+        Scope::ReadUsers,
+        Scope::ReadPrivateMetadata,
+        Scope::AcquirePermits,
+        Scope::Admin,
+    ];
+
+    /// Its name in the policy file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::ReadUsers => "read_users",
+            Scope::ReadPrivateMetadata => "read_private_metadata",
+            Scope::AcquirePermits => "acquire_permits",
+            Scope::Admin => "admin",
+        }
+    }
+
+    fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|scope| scope.as_str() == name)
+    }
+
+    fn bit(self) -> u8 {
+        1 << self as u8
+    }
+}
+
+/// A set of scopes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Scopes(u8);
+
+impl Scopes {
+    /// Every scope.
+    pub fn all() -> Self {
+        Scope::ALL.into_iter().collect()
+    }
+
+    /// The scopes of a caller whose entry names none: read users and acquire
+    /// permits, but neither private metadata nor admin.
+    pub fn default_for_callers() -> Self {
+        [Scope::ReadUsers, Scope::AcquirePermits]
+            .into_iter()
+            .collect()
+    }
+
+    /// Whether `scope` is in the set.
+    pub fn contains(self, scope: Scope) -> bool {
+        self.0 & scope.bit() != 0
+    }
+}
+
+impl FromIterator<Scope> for Scopes {
+    fn from_iter<I: IntoIterator<Item = Scope>>(scopes: I) -> Self {
+        Self(scopes.into_iter().fold(0, |bits, scope| bits | scope.bit()))
+    }
+}
+
+/// How much of the broker one caller may hold at once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CallerLimits {
+    /// Unary calls in flight.
+    pub max_in_flight: u32,
+    /// Open `ListUsers` streams.
+    pub max_streams: u32,
+}
+
+impl CallerLimits {
+    /// No limits (the anonymous caller stands for every client at once).
+    pub const UNLIMITED: Self = Self {
+        max_in_flight: u32::MAX,
+        max_streams: u32::MAX,
+    };
+}
+
+impl Default for CallerLimits {
+    fn default() -> Self {
+        Self {
+            max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+            max_streams: DEFAULT_MAX_STREAMS,
+        }
+    }
+}
+
 /// A known caller.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Caller {
@@ -32,19 +136,28 @@ pub struct Caller {
     pub weight: u32,
     /// The budgets it may draw on; `None` means all.
     pub budgets: Option<HashSet<String>>,
-    /// Whether it may use `AdminService` (invalidate cached users).
-    pub admin: bool,
+    /// What it may do.
+    pub scopes: Scopes,
+    /// How much of the broker it may hold at once.
+    pub limits: CallerLimits,
 }
 
 impl Caller {
-    /// The caller of a broker without a policy file.
+    /// The caller of a broker without a policy file: allowed everything,
+    /// unlimited.
     pub fn anonymous() -> Self {
         Self {
             name: ANONYMOUS.into(),
             weight: 1,
             budgets: None,
-            admin: true,
+            scopes: Scopes::all(),
+            limits: CallerLimits::UNLIMITED,
         }
+    }
+
+    /// Whether it has `scope`.
+    pub fn may(&self, scope: Scope) -> bool {
+        self.scopes.contains(scope)
     }
 
     /// Whether it may draw on the budget `name` ("" is the upstream budget).
@@ -150,6 +263,11 @@ impl Policy {
         // Every problem is collected, so one run of `check-config` shows all.
         let mut problems = Vec::new();
         let bulk_share = file.bulk_share.unwrap_or(DEFAULT_BULK_SHARE);
+        let default_limits = CallerLimits {
+            max_in_flight: file.max_in_flight.unwrap_or(DEFAULT_MAX_IN_FLIGHT),
+            max_streams: file.max_streams.unwrap_or(DEFAULT_MAX_STREAMS),
+        };
+        check_limits("the top level", default_limits, &mut problems);
         if !(0.01..=0.5).contains(&bulk_share) {
             problems.push(format!(
                 "bulk_share {bulk_share} must be between 0.01 and 0.5"
@@ -212,11 +330,33 @@ impl Policy {
                 ));
                 continue;
             };
+            let scopes = match entry.scopes {
+                None => Scopes::default_for_callers(),
+                Some(names) => names
+                    .iter()
+                    .filter_map(|name| {
+                        let scope = Scope::parse(name);
+                        if scope.is_none() {
+                            problems.push(format!(
+                                "{at}: unknown scope {name:?} (known: {})",
+                                Scope::ALL.map(Scope::as_str).join(", ")
+                            ));
+                        }
+                        scope
+                    })
+                    .collect(),
+            };
+            let limits = CallerLimits {
+                max_in_flight: entry.max_in_flight.unwrap_or(default_limits.max_in_flight),
+                max_streams: entry.max_streams.unwrap_or(default_limits.max_streams),
+            };
+            check_limits(&at, limits, &mut problems);
             let caller = Arc::new(Caller {
                 name: entry.name.as_str().into(),
                 weight,
                 budgets: Some(allowed.into_iter().collect()),
-                admin: entry.admin.unwrap_or(false),
+                scopes,
+                limits,
             });
             if by_token.insert(digest, caller).is_some() {
                 problems.push(format!("{at}: another caller has the same token"));
@@ -270,6 +410,8 @@ pub struct PolicyError(String);
 #[serde(deny_unknown_fields)]
 struct PolicyFile {
     bulk_share: Option<f64>,
+    max_in_flight: Option<u32>,
+    max_streams: Option<u32>,
     #[serde(default)]
     budgets: Vec<BudgetEntry>,
     #[serde(default)]
@@ -292,7 +434,20 @@ struct CallerEntry {
     token_sha256: String,
     weight: Option<u32>,
     budgets: Option<Vec<String>>,
-    admin: Option<bool>,
+    scopes: Option<Vec<String>>,
+    max_in_flight: Option<u32>,
+    max_streams: Option<u32>,
+}
+
+fn check_limits(at: &str, limits: CallerLimits, problems: &mut Vec<String>) {
+    for (name, value) in [
+        ("max_in_flight", limits.max_in_flight),
+        ("max_streams", limits.max_streams),
+    ] {
+        if !(1..=100_000).contains(&value) {
+            problems.push(format!("{at}: {name} must be between 1 and 100000"));
+        }
+    }
 }
 
 fn check_name(at: &str, name: &str, problems: &mut Vec<String>) {
@@ -378,6 +533,68 @@ mod tests {
             Err(AuthError::Malformed)
         );
         assert_eq!(policy.authenticate(None), Err(AuthError::Missing));
+    }
+
+    #[test]
+    fn reads_scopes_and_limits_with_their_defaults() {
+        let other = "60303ae22b998861bce3b28f33eec1be758a213c86c93c076dbe9f558c11c752"; // "test2"
+        let policy = parse(&format!(
+            r#"
+            max_streams = 3
+            [[callers]]
+            name = "reader"
+            token_sha256 = "{TOKEN_HASH}"
+            scopes = ["read_users", "read_private_metadata"]
+            max_in_flight = 10
+            [[callers]]
+            name = "plain"
+            token_sha256 = "{other}"
+            "#
+        ))
+        .unwrap();
+        let reader = policy.authenticate(Some(b"Bearer test")).unwrap();
+        assert!(reader.may(Scope::ReadUsers) && reader.may(Scope::ReadPrivateMetadata));
+        assert!(!reader.may(Scope::AcquirePermits) && !reader.may(Scope::Admin));
+        assert_eq!(
+            reader.limits,
+            CallerLimits {
+                max_in_flight: 10,
+                max_streams: 3
+            }
+        );
+        let plain = policy.authenticate(Some(b"Bearer test2")).unwrap();
+        assert_eq!(plain.scopes, Scopes::default_for_callers());
+        assert!(!plain.may(Scope::ReadPrivateMetadata) && !plain.may(Scope::Admin));
+        assert_eq!(plain.limits.max_in_flight, DEFAULT_MAX_IN_FLIGHT);
+        assert_eq!(plain.limits.max_streams, 3);
+        let anonymous = Policy::anonymous().authenticate(None).unwrap();
+        assert!(Scope::ALL.into_iter().all(|scope| anonymous.may(scope)));
+        assert_eq!(anonymous.limits, CallerLimits::UNLIMITED);
+    }
+
+    #[test]
+    fn rejects_unknown_scopes_and_zero_limits() {
+        let error = parse(&format!(
+            "max_in_flight = 0
+[[callers]]
+name = \"a\"
+token_sha256 = \"{TOKEN_HASH}\"
+\
+             scopes = [\"read_users\", \"write_users\"]
+max_streams = 0
+"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(error.contains("unknown scope \"write_users\" (known: read_users, read_private_metadata, acquire_permits, admin)"), "{error}");
+        assert!(
+            error.contains("the top level: max_in_flight must be between 1 and 100000"),
+            "{error}"
+        );
+        assert!(
+            error.contains("callers[0] (\"a\"): max_streams must be"),
+            "{error}"
+        );
     }
 
     #[test]

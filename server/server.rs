@@ -14,7 +14,7 @@ use tonic_health::{ServingStatus, server::HealthReporter};
 
 use crate::{
     admission::{Admission, Demand},
-    callers::PolicyStore,
+    callers::{PolicyStore, Scope},
     clerk::{ClerkClient, KeyState, UserFilter},
     config::Config,
     grpc::{AdminApi, Authenticate, QuotaApi, UserApi},
@@ -215,21 +215,21 @@ pub async fn run(
         .add_service(reflection().build_v1()?)
         .add_service(reflection().build_v1alpha()?)
         // The broker's own services need a caller; health and reflection do not.
-        .add_service(QuotaServiceServer::with_interceptor(
-            QuotaApi::new(broker.admission.clone()),
-            authenticate.clone(),
+        .add_service(authenticate.gate(
+            Scope::AcquirePermits,
+            QuotaServiceServer::new(QuotaApi::new(broker.admission.clone())),
         ))
-        .add_service(UserServiceServer::with_interceptor(
-            UserApi::new(
+        .add_service(authenticate.gate(
+            Scope::ReadUsers,
+            UserServiceServer::new(UserApi::new(
                 broker.users.clone(),
                 broker.tokens.clone(),
                 draining.clone(),
-            ),
-            authenticate.clone(),
+            )),
         ))
-        .add_service(AdminServiceServer::with_interceptor(
-            AdminApi::new(broker.users.clone()),
-            authenticate,
+        .add_service(authenticate.gate(
+            Scope::Admin,
+            AdminServiceServer::new(AdminApi::new(broker.users.clone())),
         ))
         .serve_with_incoming_shutdown(incoming(listener), async {
             let _ = stop_rx.await;

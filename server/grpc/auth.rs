@@ -1,53 +1,254 @@
-//! Who is calling: the bearer-token interceptor and permission checks.
+//! Who is calling and what they may hold: the gate in front of the broker's
+//! own services.
 //!
-//! The interceptor runs in front of the broker's own services (not health or
-//! reflection, which need no token) and puts the authenticated [`Caller`]
-//! into the request's extensions, where handlers find it.
+//! Every call to `QuotaService`, `UserService` or `AdminService` passes a
+//! [`Gate`] (health and reflection need no token) which, before the handler
+//! runs:
+//! 1. authenticates the bearer token against the policy in force (a reload
+//!    may replace it between calls): UNAUTHENTICATED otherwise;
+//! 2. checks the caller has the service's [`Scope`]: PERMISSION_DENIED
+//!    otherwise;
+//! 3. takes one of the caller's in-flight slots (or stream slots, for
+//!    `ListUsers`): RESOURCE_EXHAUSTED with `RetryInfo` when it holds its
+//!    limit. The slot is held until the response body ends or is dropped, so
+//!    a stream holds it for its whole life.
+//!
+//! The authenticated [`Caller`] goes into the request's extensions, where
+//! handlers find it.
 
-use std::sync::Arc;
+use std::{
+    convert::Infallible,
+    future::Future,
+    pin::Pin,
+    sync::{
+        Arc,
+        atomic::{AtomicU32, Ordering},
+    },
+    task::{Context, Poll},
+    time::Duration,
+};
 
-use tonic::{Request, Status, service::Interceptor};
+use dashmap::DashMap;
+use http_body::{Body as HttpBody, Frame, SizeHint};
+use tonic::{Request, Status, body::Body, server::NamedService};
+use tonic_types::{ErrorDetails, StatusExt};
 
-use crate::callers::{Caller, PolicyStore};
+use crate::{
+    admission::CallerName,
+    callers::{Caller, PolicyStore, Scope, Scopes},
+};
 
-/// Authenticates every call against the policy in force (which a reload
-/// may replace between calls).
+/// The one streaming method: its calls count against `max_streams`.
+pub(crate) const LIST_USERS_PATH: &str = "/clerk_broker.v1.UserService/ListUsers";
+
+/// Suggested wait before retrying a call refused for too many in flight.
+const IN_FLIGHT_RETRY: Duration = Duration::from_millis(50);
+/// Suggested wait before retrying a stream refused for too many open.
+const STREAM_RETRY: Duration = Duration::from_secs(1);
+
+/// Authenticates calls against the policy in force and counts what each
+/// caller holds; one per broker, shared by every gated service.
 #[derive(Clone, Debug)]
 pub struct Authenticate {
     policy: Arc<PolicyStore>,
+    held: Arc<DashMap<CallerName, Arc<Held>>>,
+}
+
+/// What one caller holds now.
+#[derive(Debug, Default)]
+struct Held {
+    calls: AtomicU32,
+    streams: AtomicU32,
 }
 
 impl Authenticate {
     /// Authenticates against the policy in `store`.
     pub fn new(policy: Arc<PolicyStore>) -> Self {
-        Self { policy }
+        Self {
+            policy,
+            held: Arc::default(),
+        }
     }
-}
 
-impl Interceptor for Authenticate {
-    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
-        let header = request
-            .metadata()
-            .get("authorization")
-            .map(|value| value.as_bytes());
+    /// `service`, behind a gate that lets in callers with `scope`.
+    pub fn gate<S>(&self, scope: Scope, service: S) -> Gate<S> {
+        Gate {
+            inner: service,
+            scope,
+            auth: self.clone(),
+        }
+    }
+
+    /// The caller of a call with these headers, if it may use a service
+    /// needing `scope`.
+    fn admit(&self, headers: &http::HeaderMap, scope: Scope) -> Result<Arc<Caller>, Status> {
         let caller = self
             .policy
             .current()
-            .authenticate(header)
+            .authenticate(headers.get("authorization").map(|value| value.as_bytes()))
             .map_err(|error| Status::unauthenticated(error.to_string()))?;
         tracing::Span::current().record("caller", &*caller.name);
-        request.extensions_mut().insert(caller);
-        Ok(request)
+        if !caller.may(scope) {
+            return Err(Status::permission_denied(format!(
+                "caller {:?} lacks the scope {:?} this service needs: ask an operator to add it \
+                 to the caller's `scopes` in the policy file",
+                caller.name,
+                scope.as_str()
+            )));
+        }
+        Ok(caller)
+    }
+
+    /// Takes one call slot (or stream slot) of `caller`.
+    fn hold(&self, caller: &Caller, stream: bool) -> Result<Slot, Status> {
+        let held = self
+            .held
+            .entry(caller.name.clone())
+            .or_default()
+            .value()
+            .clone();
+        let (counter, limit, what, setting, retry) = if stream {
+            let counter = &held.streams;
+            (
+                counter,
+                caller.limits.max_streams,
+                "ListUsers streams open",
+                "max_streams",
+                STREAM_RETRY,
+            )
+        } else {
+            (
+                &held.calls,
+                caller.limits.max_in_flight,
+                "calls in flight",
+                "max_in_flight",
+                IN_FLIGHT_RETRY,
+            )
+        };
+        let before = counter.fetch_add(1, Ordering::AcqRel);
+        if before >= limit {
+            counter.fetch_sub(1, Ordering::AcqRel);
+            return Err(Status::with_error_details(
+                tonic::Code::ResourceExhausted,
+                format!(
+                    "caller {:?} already has {limit} {what}, its limit ({setting} in the policy \
+                     file): retry when some have ended",
+                    caller.name
+                ),
+                ErrorDetails::with_retry_info(Some(retry)),
+            ));
+        }
+        Ok(Slot { held, stream })
     }
 }
 
-/// The caller a request was authenticated as (anonymous if no interceptor ran).
+/// One call's hold on its caller's slots, given back when dropped.
+#[derive(Debug)]
+struct Slot {
+    held: Arc<Held>,
+    stream: bool,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let counter = if self.stream {
+            &self.held.streams
+        } else {
+            &self.held.calls
+        };
+        counter.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A service behind the gate (see the module docs).
+#[derive(Clone, Debug)]
+pub struct Gate<S> {
+    inner: S,
+    scope: Scope,
+    auth: Authenticate,
+}
+
+impl<S: NamedService> NamedService for Gate<S> {
+    const NAME: &'static str = S::NAME;
+}
+
+impl<S, B> tower::Service<http::Request<B>> for Gate<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<Body>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    B: Send + 'static,
+{
+    type Response = http::Response<Body>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+        let stream = request.uri().path() == LIST_USERS_PATH;
+        let admitted = self
+            .auth
+            .admit(request.headers(), self.scope)
+            .and_then(|caller| Ok((self.auth.hold(&caller, stream)?, caller)));
+        let (slot, caller) = match admitted {
+            Ok(admitted) => admitted,
+            Err(status) => return Box::pin(std::future::ready(Ok(status.into_http()))),
+        };
+        request.extensions_mut().insert(caller);
+        // The ready service answers this call; a fresh clone waits for the next.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        Box::pin(async move {
+            let response = inner.call(request).await?;
+            Ok(response.map(|body| Body::new(Holding { body, _slot: slot })))
+        })
+    }
+}
+
+/// A response body that keeps its call's slot until it ends or is dropped.
+struct Holding {
+    body: Body,
+    _slot: Slot,
+}
+
+impl HttpBody for Holding {
+    type Data = bytes::Bytes;
+    type Error = Status;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.get_mut().body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// The caller a request was admitted as; a request that passed no gate is
+/// no one, with no scopes (fail closed).
 pub(crate) fn caller<T>(request: &Request<T>) -> Arc<Caller> {
     request
         .extensions()
         .get::<Arc<Caller>>()
         .cloned()
-        .unwrap_or_else(|| Arc::new(Caller::anonymous()))
+        .unwrap_or_else(|| {
+            Arc::new(Caller {
+                scopes: Scopes::default(),
+                ..Caller::anonymous()
+            })
+        })
 }
 
 /// PERMISSION_DENIED unless `caller` may draw on `budget`.
@@ -63,14 +264,47 @@ pub(crate) fn require_budget(caller: &Caller, budget: &str) -> Result<(), Status
     }
 }
 
-/// PERMISSION_DENIED unless `caller` may use the admin API.
-pub(crate) fn require_admin(caller: &Caller) -> Result<(), Status> {
-    if caller.admin {
-        Ok(())
-    } else {
-        Err(Status::permission_denied(format!(
-            "caller {:?} may not use AdminService: an operator must set `admin = true` for it",
-            caller.name
-        )))
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{callers::CallerLimits, pb::user_service_server::UserServiceServer};
+
+    fn caller(limits: CallerLimits) -> Caller {
+        Caller {
+            name: "c".into(),
+            limits,
+            ..Caller::anonymous()
+        }
+    }
+
+    #[test]
+    fn list_users_path_names_the_generated_method() {
+        let service = <UserServiceServer<crate::grpc::UserApi> as NamedService>::NAME;
+        assert_eq!(LIST_USERS_PATH, format!("/{service}/ListUsers"));
+    }
+
+    #[test]
+    fn slots_are_limited_per_kind_and_given_back_on_drop() {
+        let auth = Authenticate::new(Arc::new(PolicyStore::new(Arc::new(
+            crate::callers::Policy::anonymous(),
+        ))));
+        let caller = caller(CallerLimits {
+            max_in_flight: 2,
+            max_streams: 1,
+        });
+        let first = auth.hold(&caller, false).unwrap();
+        let _second = auth.hold(&caller, false).unwrap();
+        let refused = auth.hold(&caller, false).unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::ResourceExhausted);
+        assert!(refused.message().contains("max_in_flight"), "{refused:?}");
+        let retry = refused.get_details_retry_info().unwrap().retry_delay;
+        assert_eq!(retry, Some(IN_FLIGHT_RETRY));
+        // Streams are counted apart from unary calls.
+        let stream = auth.hold(&caller, true).unwrap();
+        assert!(auth.hold(&caller, true).is_err());
+        drop(first);
+        drop(stream);
+        assert!(auth.hold(&caller, false).is_ok());
+        assert!(auth.hold(&caller, true).is_ok());
     }
 }

@@ -10,6 +10,7 @@ use std::{collections::BTreeMap, time::Duration};
 
 use crate::{
     admission::Priority,
+    callers::{Caller, Scope},
     clerk::{
         ClerkUser, ExactField, MAX_FILTER_VALUES, MAX_PAGE, OrderBy, PartialField, TimeField,
         UserFilter,
@@ -240,8 +241,58 @@ fn millis_to_timestamp(ms: i64) -> Timestamp {
 }
 
 /// A Clerk user as the protobuf `User`, reading every field leniently.
-pub(crate) fn user(user: &ClerkUser) -> pb::User {
+/// What of a user a caller may see.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Visibility {
+    /// Everything Clerk returned.
+    Full,
+    /// All but `private_metadata`, which is removed from the `Struct` field
+    /// and from `raw_json` alike.
+    WithoutPrivateMetadata,
+}
+
+impl Visibility {
+    /// What `caller` may see.
+    pub(crate) fn of(caller: &Caller) -> Self {
+        if caller.may(Scope::ReadPrivateMetadata) {
+            Self::Full
+        } else {
+            Self::WithoutPrivateMetadata
+        }
+    }
+}
+
+/// The upstream field only callers with `read_private_metadata` see.
+const PRIVATE_METADATA: &str = "private_metadata";
+
+/// A JSON object serialized without one of its fields.
+struct Without<'a> {
+    object: &'a serde_json::Map<String, Value>,
+    field: &'a str,
+}
+
+impl serde::Serialize for Without<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(self.object.iter().filter(|(key, _)| *key != self.field))
+    }
+}
+
+/// A Clerk user as the caller may see it.
+pub(crate) fn user(user: &ClerkUser, visibility: Visibility) -> pb::User {
     let json = user.json();
+    let (private_metadata, raw_json) = match visibility {
+        Visibility::Full => (
+            json.get(PRIVATE_METADATA).and_then(to_struct),
+            serde_json::to_string(json),
+        ),
+        Visibility::WithoutPrivateMetadata => (
+            None,
+            serde_json::to_string(&Without {
+                object: json,
+                field: PRIVATE_METADATA,
+            }),
+        ),
+    };
     let owned = |field: &str| user.str(field).map(str::to_owned);
     let primary_email_address_id = owned("primary_email_address_id");
     let email_addresses = objects(json.get("email_addresses"))
@@ -277,7 +328,7 @@ pub(crate) fn user(user: &ClerkUser) -> pb::User {
             })
             .collect(),
         public_metadata: json.get("public_metadata").and_then(to_struct),
-        private_metadata: json.get("private_metadata").and_then(to_struct),
+        private_metadata,
         unsafe_metadata: json.get("unsafe_metadata").and_then(to_struct),
         banned: user.flag("banned"),
         locked: user.flag("locked"),
@@ -287,7 +338,7 @@ pub(crate) fn user(user: &ClerkUser) -> pb::User {
         updated_at: user.millis("updated_at").map(millis_to_timestamp),
         last_sign_in_at: user.millis("last_sign_in_at").map(millis_to_timestamp),
         last_active_at: user.millis("last_active_at").map(millis_to_timestamp),
-        raw_json: serde_json::to_string(json).unwrap_or_default(),
+        raw_json: raw_json.unwrap_or_default(),
     }
 }
 
@@ -362,7 +413,7 @@ mod tests {
             "banned": true, "created_at": 1_700_000_000_123_i64, "future_field": 7
         }))
         .unwrap();
-        let user = user(&clerk);
+        let user = user(&clerk, Visibility::Full);
         assert_eq!(user.id, "user_1");
         assert_eq!(user.first_name.as_deref(), Some("Ada"));
         assert_eq!(user.last_name, None);
@@ -385,6 +436,34 @@ mod tests {
         );
         let raw: Value = serde_json::from_str(&user.raw_json).unwrap();
         assert_eq!(raw["future_field"], 7);
+    }
+
+    #[test]
+    fn private_metadata_is_shown_only_with_its_scope() {
+        let clerk = ClerkUser::from_json(json!({
+            "id": "user_1",
+            "public_metadata": {"plan": "pro"},
+            "private_metadata": {"stripe_customer": "cus_secret"},
+            "unsafe_metadata": {}
+        }))
+        .unwrap();
+        let full = user(&clerk, Visibility::Full);
+        let secret = full.private_metadata.unwrap();
+        assert!(secret.fields.contains_key("stripe_customer"));
+        assert!(full.raw_json.contains("cus_secret"));
+
+        let kept = user(&clerk, Visibility::WithoutPrivateMetadata);
+        assert_eq!(kept.private_metadata, None);
+        let raw: Value = serde_json::from_str(&kept.raw_json).unwrap();
+        assert_eq!(raw.get("private_metadata"), None);
+        assert_eq!(raw["public_metadata"]["plan"], "pro");
+        assert_eq!(raw["id"], "user_1");
+        assert!(!kept.raw_json.contains("cus_secret"));
+
+        let mut caller = Caller::anonymous();
+        assert_eq!(Visibility::of(&caller), Visibility::Full);
+        caller.scopes = [Scope::ReadUsers].into_iter().collect();
+        assert_eq!(Visibility::of(&caller), Visibility::WithoutPrivateMetadata);
     }
 
     #[test]

@@ -9,7 +9,7 @@ use tokio::{
 };
 use tonic::{Request, Response, Status, metadata::MetadataValue};
 
-use super::{call_deadline, convert, status, upstream_demand, users::UserApi};
+use super::{auth, call_deadline, convert, status, upstream_demand, users::UserApi};
 use crate::{
     admission::Priority,
     clerk::{UpstreamError, UserFilter},
@@ -31,6 +31,7 @@ pub(super) fn list_users(
     let deadline = call_deadline(request.metadata());
     // Pages are fetched at bulk priority, each with its own deadline.
     let demand = upstream_demand(&request, Priority::Bulk, tokio::time::Instant::now())?;
+    let visibility = convert::Visibility::of(&auth::caller(&request));
     let request = request.into_inner();
     let mut violations = convert::Violations::new();
     let chunk_size = convert::page_size(request.page_size, &mut violations);
@@ -59,6 +60,7 @@ pub(super) fn list_users(
         api.tokens.clone(),
         api.draining.clone(),
         deadline,
+        visibility,
     ))))
 }
 
@@ -101,6 +103,8 @@ struct ExportStream {
     draining: watch::Receiver<bool>,
     /// The call's deadline: the stream ends there, resumably.
     deadline: Option<Instant>,
+    /// What of each user the caller may see.
+    visibility: convert::Visibility,
     /// The token of the last message sent, repeated in a resumable status.
     last_token: Option<String>,
     done: bool,
@@ -129,6 +133,7 @@ fn export_stream(
     tokens: TokenKey,
     draining: watch::Receiver<bool>,
     deadline: Option<Instant>,
+    visibility: convert::Visibility,
 ) -> impl Stream<Item = Result<pb::ListUsersResponse, Status>> {
     let state = ExportStream {
         chunks,
@@ -136,6 +141,7 @@ fn export_stream(
         tokens,
         draining,
         deadline,
+        visibility,
         last_token: None,
         done: false,
     };
@@ -158,7 +164,11 @@ fn export_stream(
                     let resume_token = state.tokens.seal(&state.base.at(&chunk.at));
                     state.last_token = Some(resume_token.clone());
                     Ok(pb::ListUsersResponse {
-                        users: chunk.users.iter().map(convert::user).collect(),
+                        users: chunk
+                            .users
+                            .iter()
+                            .map(|user| convert::user(user, state.visibility))
+                            .collect(),
                         resume_token,
                     })
                 }

@@ -9,7 +9,7 @@ use tonic::{
     metadata::{Ascii, MetadataValue},
 };
 
-use super::{convert, export, status, unary_deadline, upstream_demand};
+use super::{auth, convert, export, status, unary_deadline, upstream_demand};
 use crate::{
     admission::{Demand, Priority},
     clerk::UpstreamError,
@@ -70,6 +70,7 @@ impl UserService for UserApi {
         request: Request<pb::GetUserRequest>,
     ) -> Result<Response<pb::User>, Status> {
         let demand = interactive(&request)?;
+        let visibility = convert::Visibility::of(&auth::caller(&request));
         let id = request.into_inner().user_id;
         let mut violations = convert::Violations::new();
         convert::check_user_id("user_id", &id, &mut violations);
@@ -79,7 +80,7 @@ impl UserService for UserApi {
                 user: Some(user),
                 cache,
             }) => Ok(with_cache_header(
-                Response::new(convert::user(&user)),
+                Response::new(convert::user(&user, visibility)),
                 cache,
             )),
             Ok(Lookup { user: None, cache }) => {
@@ -105,6 +106,7 @@ impl UserService for UserApi {
         request: Request<pb::BatchGetUsersRequest>,
     ) -> Result<Response<pb::BatchGetUsersResponse>, Status> {
         let demand = interactive(&request)?;
+        let visibility = convert::Visibility::of(&auth::caller(&request));
         let requested = request.into_inner().user_ids;
         let mut violations = convert::Violations::new();
         let mut seen = HashSet::new();
@@ -131,7 +133,11 @@ impl UserService for UserApi {
             .await
             .map_err(|error| status::upstream(&error))?;
         let reply = pb::BatchGetUsersResponse {
-            users: batch.found.iter().map(convert::user).collect(),
+            users: batch
+                .found
+                .iter()
+                .map(|user| convert::user(user, visibility))
+                .collect(),
             missing_user_ids: batch.missing,
         };
         Ok(with_cache_header(Response::new(reply), batch.cache))

@@ -3,6 +3,7 @@
 
 mod harness;
 
+mod access;
 mod budget;
 mod cache;
 mod callers;
