@@ -30,6 +30,14 @@ use crate::{
     webhook::Webhooks,
 };
 
+/// Largest request message the broker's services decode (larger ones get
+/// OUT_OF_RANGE from tonic, naming both sizes). The largest valid request, a
+/// filter with every list full, or its resume token, is well under it.
+pub const MAX_REQUEST_BYTES: usize = 1 << 20;
+
+/// Largest header block (metadata) of a call a connection accepts.
+pub const MAX_HEADER_BYTES: u32 = 16 << 10;
+
 /// Health service name that stays SERVING as long as the process runs: point
 /// liveness probes here. The overall status ("") and the per-service statuses
 /// are for readiness.
@@ -210,27 +218,37 @@ pub async fn run(
         // Idle clients are dropped after a while; live ones keep HTTP/2 alive.
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .http2_max_header_list_size(Some(MAX_HEADER_BYTES))
         .add_service(health_service)
         // Both reflection versions: grpcurl 1.8 speaks only v1alpha.
         .add_service(reflection().build_v1()?)
         .add_service(reflection().build_v1alpha()?)
         // The broker's own services need a caller; health and reflection do not.
-        .add_service(authenticate.gate(
-            Scope::AcquirePermits,
-            QuotaServiceServer::new(QuotaApi::new(broker.admission.clone())),
-        ))
-        .add_service(authenticate.gate(
-            Scope::ReadUsers,
-            UserServiceServer::new(UserApi::new(
-                broker.users.clone(),
-                broker.tokens.clone(),
-                draining.clone(),
-            )),
-        ))
-        .add_service(authenticate.gate(
-            Scope::Admin,
-            AdminServiceServer::new(AdminApi::new(broker.users.clone())),
-        ))
+        .add_service(
+            authenticate.gate(
+                Scope::AcquirePermits,
+                QuotaServiceServer::new(QuotaApi::new(broker.admission.clone()))
+                    .max_decoding_message_size(MAX_REQUEST_BYTES),
+            ),
+        )
+        .add_service(
+            authenticate.gate(
+                Scope::ReadUsers,
+                UserServiceServer::new(UserApi::new(
+                    broker.users.clone(),
+                    broker.tokens.clone(),
+                    draining.clone(),
+                ))
+                .max_decoding_message_size(MAX_REQUEST_BYTES),
+            ),
+        )
+        .add_service(
+            authenticate.gate(
+                Scope::Admin,
+                AdminServiceServer::new(AdminApi::new(broker.users.clone()))
+                    .max_decoding_message_size(MAX_REQUEST_BYTES),
+            ),
+        )
         .serve_with_incoming_shutdown(incoming(listener), async {
             let _ = stop_rx.await;
         });

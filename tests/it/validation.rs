@@ -159,3 +159,29 @@ async fn bad_permit_requests_get_precise_statuses() {
     assert_eq!(status.code(), Code::NotFound);
     assert!(status.message().contains("exports"));
 }
+
+#[tokio::test]
+async fn oversized_requests_are_refused_and_the_connection_keeps_serving() {
+    let harness = Harness::start(Options::default()).await;
+    let mut users = harness.users().await;
+    harness.fake.reset_stats();
+    let huge = BatchGetUsersRequest {
+        user_ids: vec!["u".repeat(1000); 1200],
+    };
+    let status = users.batch_get_users(huge).await.unwrap_err();
+    assert_eq!(status.code(), Code::OutOfRange, "{status:?}");
+    assert!(
+        status.message().contains(&format!(
+            "the limit is: {} bytes",
+            clerk_broker::server::MAX_REQUEST_BYTES
+        )),
+        "{status:?}"
+    );
+    assert_eq!(harness.fake.stats().requests, 0);
+    // The same connection serves the next call.
+    let id = harness.ids[0].clone();
+    users
+        .get_user(GetUserRequest { user_id: id })
+        .await
+        .unwrap();
+}
