@@ -21,6 +21,7 @@ pub mod fake;
 pub mod grpc;
 pub mod http;
 pub mod metrics;
+pub mod panics;
 pub mod reload;
 pub mod secret;
 pub mod server;

@@ -13,12 +13,15 @@
 //!    limit. The slot is held until the response body ends or is dropped, so
 //!    a stream holds it for its whole life.
 //!
+//! A handler that panics gets its call answered INTERNAL; the slot is freed.
+//!
 //! The authenticated [`Caller`] goes into the request's extensions, where
 //! handlers find it.
 
 use std::{
     convert::Infallible,
     future::Future,
+    panic::AssertUnwindSafe,
     pin::Pin,
     sync::{
         Arc,
@@ -29,6 +32,7 @@ use std::{
 };
 
 use dashmap::DashMap;
+use futures_util::FutureExt as _;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use tonic::{Request, Status, body::Body, server::NamedService};
 use tonic_types::{ErrorDetails, StatusExt};
@@ -204,10 +208,23 @@ where
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         Box::pin(async move {
-            let response = inner.call(request).await?;
+            // A panicking handler is a bug: the call gets INTERNAL (the panic
+            // hook logged it) and the broker goes on.
+            let response = match AssertUnwindSafe(inner.call(request)).catch_unwind().await {
+                Ok(response) => response?,
+                Err(_) => return Ok(panicked().into_http()),
+            };
             Ok(response.map(|body| Body::new(Holding { body, _slot: slot })))
         })
     }
+}
+
+/// The status of a call whose handler panicked.
+fn panicked() -> Status {
+    Status::internal(
+        "the broker hit a bug answering this call (it is logged); retry, and report it if it \
+         persists",
+    )
 }
 
 /// A response body that keeps its call's slot until it ends or is dropped.
@@ -281,6 +298,32 @@ mod tests {
     fn list_users_path_names_the_generated_method() {
         let service = <UserServiceServer<crate::grpc::UserApi> as NamedService>::NAME;
         assert_eq!(LIST_USERS_PATH, format!("/{service}/ListUsers"));
+    }
+
+    #[tokio::test]
+    async fn a_panicking_handler_answers_internal_and_frees_its_slot() {
+        let auth = Authenticate::new(Arc::new(PolicyStore::new(Arc::new(
+            crate::callers::Policy::anonymous(),
+        ))));
+        let service = tower::service_fn(|_: http::Request<()>| async {
+            if true {
+                panic!("a bug in a handler");
+            }
+            Ok::<_, Infallible>(http::Response::new(Body::empty()))
+        });
+        let mut gate = auth.gate(Scope::ReadUsers, service);
+        for _ in 0..2 {
+            let request = http::Request::builder()
+                .uri("/clerk_broker.v1.UserService/GetUser")
+                .body(())
+                .unwrap();
+            let response = tower::Service::call(&mut gate, request).await.unwrap();
+            let status = Status::from_header_map(response.headers()).unwrap();
+            assert_eq!(status.code(), tonic::Code::Internal);
+            assert!(status.message().contains("bug"), "{status:?}");
+        }
+        let held = auth.held.get(crate::admission::ANONYMOUS).unwrap().clone();
+        assert_eq!(held.calls.load(Ordering::Acquire), 0);
     }
 
     #[test]

@@ -30,6 +30,14 @@ fn spawn(args: &[&str], env: &[(&str, &str)]) -> (std::process::Child, String) {
     (child, first)
 }
 
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 #[tokio::test]
 async fn the_key_is_in_no_log_line_status_or_metric() {
     // A fake Clerk that accepts another key: every request gets a 401.
@@ -48,8 +56,10 @@ async fn the_key_is_in_no_log_line_status_or_metric() {
         .unwrap()
         .port();
     let listen = format!("127.0.0.1:{port}");
+    let http_listen = format!("127.0.0.1:{}", free_port());
     let mut broker = Command::new(env!("CARGO_BIN_EXE_clerk-broker"))
         .args(["serve", "--listen", &listen, "--clerk-api-url", &url])
+        .args(["--http-listen", &http_listen])
         .env("CLERK_SECRET_KEY", SECRET)
         .env("RUST_LOG", "trace")
         .stdout(Stdio::null())
@@ -93,6 +103,19 @@ async fn the_key_is_in_no_log_line_status_or_metric() {
         }
     }
     assert!(messages[0].contains("FailedPrecondition"), "{messages:?}");
+    // reqwest is built without a default crypto provider; the broker's is ring.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let metrics = reqwest::get(format!("http://{http_listen}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("clerk_broker_upstream_requests_total"),
+        "{metrics}"
+    );
+    messages.push(metrics);
 
     let killed = Command::new("kill")
         .args(["-TERM", &broker.id().to_string()])
