@@ -2,13 +2,19 @@
 //!
 //! The interceptor runs in front of the broker's own services (not health or
 //! reflection, which need no token) and puts the authenticated [`Caller`]
-//! into the request's extensions, where handlers find it.
+//! into the request's extensions, where handlers find it. A call with an
+//! `authorization` token is the token's caller; a call without one, on a
+//! connection whose client certificate was verified (mutual TLS), is the
+//! caller whose `tls_identity` the certificate names.
 
 use std::sync::Arc;
 
 use tonic::{Request, Status, service::Interceptor};
 
-use crate::callers::{Caller, PolicyStore};
+use crate::{
+    callers::{Caller, PolicyStore},
+    tls::Peer,
+};
 
 /// Authenticates every call against the policy in force (which a reload
 /// may replace between calls).
@@ -30,11 +36,16 @@ impl Interceptor for Authenticate {
             .metadata()
             .get("authorization")
             .map(|value| value.as_bytes());
-        let caller = self
-            .policy
-            .current()
-            .authenticate(header)
-            .map_err(|error| Status::unauthenticated(error.to_string()))?;
+        let certificate = request
+            .extensions()
+            .get::<Peer>()
+            .and_then(|peer| peer.client.clone());
+        let policy = self.policy.current();
+        let caller = match (header, certificate) {
+            (None, Some(identity)) => policy.authenticate_tls(identity.names()),
+            (header, _) => policy.authenticate(header),
+        }
+        .map_err(|error| Status::unauthenticated(error.to_string()))?;
         tracing::Span::current().record("caller", &*caller.name);
         request.extensions_mut().insert(caller);
         Ok(request)
