@@ -125,7 +125,9 @@ pub async fn serve(
     limits: HttpLimits,
     shutdown: impl Future<Output = ()>,
 ) {
-    let mut incoming = pin!(incoming);
+    // Boxed, not pinned on the stack, so that it can be dropped before the
+    // connections end.
+    let mut incoming = Box::pin(incoming);
     let mut shutdown = pin!(shutdown);
     let (stop, stopping) = watch::channel(false);
     let mut connections = JoinSet::new();

@@ -326,3 +326,124 @@ pub async fn watch(store: Arc<TlsStore>) {
         store.check();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use rcgen::{CertificateParams, KeyPair};
+
+    use super::*;
+
+    struct Pair {
+        cert: String,
+        key: String,
+    }
+
+    fn self_signed() -> Pair {
+        let key = KeyPair::generate().unwrap();
+        let cert = CertificateParams::new(vec!["localhost".to_owned()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        Pair {
+            cert: cert.pem(),
+            key: key.serialize_pem(),
+        }
+    }
+
+    fn files(name: &str) -> TlsFiles {
+        let dir = std::env::temp_dir().join(format!(
+            "clerk-broker-tls-unit-{name}-{}-{:x}",
+            std::process::id(),
+            fastrand::u64(..)
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        TlsFiles {
+            cert: dir.join("tls.crt"),
+            key: dir.join("tls.key"),
+            client_ca: None,
+        }
+    }
+
+    fn write(files: &TlsFiles, cert: &str, key: &str) {
+        std::fs::write(&files.cert, cert).unwrap();
+        std::fs::write(&files.key, key).unwrap();
+    }
+
+    #[test]
+    fn a_broken_set_is_rejected_once_and_the_current_one_stays() {
+        let files = files("reload");
+        let (first, second) = (self_signed(), self_signed());
+        write(&files, &first.cert, &first.key);
+        let store = TlsStore::load(files.clone()).unwrap();
+        let initial = store.config(Listener::Grpc);
+        store.check();
+        assert!(Arc::ptr_eq(&initial, &store.config(Listener::Grpc)));
+        assert_eq!((store.applied(), store.rejected()), (0, 0));
+
+        // The new certificate with the old key: rejected, counted once.
+        write(&files, &second.cert, &first.key);
+        store.check();
+        store.check();
+        assert!(Arc::ptr_eq(&initial, &store.config(Listener::Grpc)));
+        assert_eq!((store.applied(), store.rejected()), (0, 1));
+
+        // The whole new pair: in force for new handshakes.
+        write(&files, &second.cert, &second.key);
+        store.check();
+        assert!(!Arc::ptr_eq(&initial, &store.config(Listener::Grpc)));
+        assert_eq!((store.applied(), store.rejected()), (1, 1));
+        assert_eq!(
+            store.config(Listener::Grpc).alpn_protocols,
+            [b"h2".to_vec()]
+        );
+        assert_eq!(
+            store.config(Listener::Http).alpn_protocols,
+            [b"http/1.1".to_vec()]
+        );
+        let _ = std::fs::remove_dir_all(files.cert.parent().unwrap());
+    }
+
+    #[test]
+    fn bad_files_are_explained_with_their_flag() {
+        let files = files("bad");
+        let pair = self_signed();
+        let other = self_signed();
+        let cases = [
+            (
+                "not a certificate",
+                pair.key.as_str(),
+                "--tls-cert",
+                "no certificate",
+            ),
+            (
+                pair.cert.as_str(),
+                "not a key",
+                "--tls-key",
+                "no private key",
+            ),
+            (
+                pair.cert.as_str(),
+                other.key.as_str(),
+                "--tls-key",
+                "does not fit",
+            ),
+        ];
+        for (cert, key, flag, problem) in cases {
+            write(&files, cert, key);
+            let error = files.load().unwrap_err().to_string();
+            assert!(
+                error.starts_with(flag) && error.contains(problem),
+                "{error}"
+            );
+            assert!(!error.contains("PRIVATE KEY-----"), "{error}");
+        }
+        write(&files, &pair.cert, &pair.key);
+        let with_ca = TlsFiles {
+            client_ca: Some(files.key.clone()),
+            ..files.clone()
+        };
+        let error = with_ca.load().unwrap_err().to_string();
+        assert!(error.starts_with("--tls-client-ca"), "{error}");
+        let _ = std::fs::remove_dir_all(files.cert.parent().unwrap());
+    }
+}
