@@ -2,11 +2,12 @@
 //!
 //! The file (TOML; see `deploy/k8s/base/policy.toml`) names the extra budgets and
 //! the callers. A caller has a name, the SHA-256 of its bearer token (the
-//! token itself is never stored), a weight for fair sharing, the budgets it
-//! may draw on, its scopes (which services and data it may use) and its
-//! concurrency limits. Without a file, every call is the one anonymous
-//! caller, allowed everything and unlimited (demo mode, or a broker only
-//! reachable by trusted callers).
+//! token itself is never stored) and/or the identity its client certificate
+//! names (`tls_identity`, with mutual TLS), a weight for fair sharing, the
+//! budgets it may draw on, its scopes (which services and data it may use)
+//! and its concurrency limits. Without a file, every call is the one
+//! anonymous caller, allowed everything and unlimited (demo mode, or a
+//! broker only reachable by trusted callers).
 
 use std::{
     collections::{HashMap, HashSet},
@@ -185,6 +186,12 @@ pub enum AuthError {
     /// No caller has this token.
     #[error("unknown bearer token")]
     Unknown,
+    /// A verified client certificate names no caller, and no token was sent.
+    #[error(
+        "no caller has the identity of this client certificate ({0}): send a bearer token, or \
+         ask an operator to set `tls_identity` to one of these names"
+    )]
+    UnknownIdentity(String),
 }
 
 /// The callers and budgets in force.
@@ -192,6 +199,8 @@ pub enum AuthError {
 pub struct Policy {
     /// Callers by the SHA-256 of their token; empty: anonymous mode.
     by_token: HashMap<[u8; 32], Arc<Caller>>,
+    /// Callers by the identity their client certificate names.
+    by_tls_identity: HashMap<String, Arc<Caller>>,
     /// The caller of every call in anonymous mode.
     anonymous: Option<Arc<Caller>>,
     /// Extra budgets (the upstream budget is configured by flags).
@@ -205,6 +214,7 @@ impl Policy {
     pub fn anonymous() -> Self {
         Self {
             by_token: HashMap::new(),
+            by_tls_identity: HashMap::new(),
             anonymous: Some(Arc::new(Caller::anonymous())),
             budgets: Vec::new(),
             bulk_share: DEFAULT_BULK_SHARE,
@@ -218,8 +228,14 @@ impl Policy {
 
     /// The callers, in name order (for logs and tests).
     pub fn callers(&self) -> Vec<Arc<Caller>> {
-        let mut callers: Vec<_> = self.by_token.values().cloned().collect();
+        let mut callers: Vec<_> = self
+            .by_token
+            .values()
+            .chain(self.by_tls_identity.values())
+            .cloned()
+            .collect();
         callers.sort_by(|a, b| a.name.cmp(&b.name));
+        callers.dedup_by(|a, b| a.name == b.name);
         callers
     }
 
@@ -239,6 +255,30 @@ impl Policy {
             .get(&digest)
             .cloned()
             .ok_or(AuthError::Unknown)
+    }
+
+    /// The caller a verified client certificate belongs to: the first of
+    /// its `names` (URI SANs, DNS SANs, then CN) that is a caller's
+    /// `tls_identity`, matched exactly.
+    pub fn authenticate_tls<'a>(
+        &self,
+        names: impl IntoIterator<Item = &'a str> + Clone,
+    ) -> Result<Arc<Caller>, AuthError> {
+        if let Some(anonymous) = &self.anonymous {
+            return Ok(anonymous.clone());
+        }
+        names
+            .clone()
+            .into_iter()
+            .find_map(|name| self.by_tls_identity.get(name).cloned())
+            .ok_or_else(|| {
+                let names: Vec<_> = names.into_iter().collect();
+                AuthError::UnknownIdentity(if names.is_empty() {
+                    "it names nothing".to_owned()
+                } else {
+                    names.join(", ")
+                })
+            })
     }
 
     /// Reads and validates a policy file; `margin` is added to every
@@ -307,6 +347,7 @@ impl Policy {
             budgets.push((entry.name, spec));
         }
         let mut by_token = HashMap::new();
+        let mut by_tls_identity = HashMap::new();
         let mut caller_names = HashSet::new();
         for (i, entry) in file.callers.into_iter().enumerate() {
             let at = format!("callers[{i}] ({:?})", entry.name);
@@ -324,11 +365,22 @@ impl Policy {
             for unknown in allowed.iter().filter(|name| !names.contains(*name)) {
                 problems.push(format!("{at}: unknown budget {unknown:?}"));
             }
-            let Some(digest) = parse_sha256(&entry.token_sha256) else {
-                problems.push(format!(
-                    "{at}: token_sha256 must be 64 hex digits (e.g. `printf %s \"$TOKEN\" | sha256sum`)"
-                ));
-                continue;
+            let digest = match entry.token_sha256.as_deref().map(parse_sha256) {
+                Some(Some(digest)) => Some(digest),
+                Some(None) => {
+                    problems.push(format!(
+                        "{at}: token_sha256 must be 64 hex digits (e.g. `printf %s \"$TOKEN\" | sha256sum`)"
+                    ));
+                    continue;
+                }
+                None if entry.tls_identity.is_none() => {
+                    problems.push(format!(
+                        "{at}: set token_sha256, tls_identity (a client certificate's URI or DNS \
+                         name, or CN), or both"
+                    ));
+                    continue;
+                }
+                None => None,
             };
             let scopes = match entry.scopes {
                 None => Scopes::default_for_callers(),
@@ -358,7 +410,23 @@ impl Policy {
                 scopes,
                 limits,
             });
-            if by_token.insert(digest, caller).is_some() {
+            if let Some(identity) = entry.tls_identity {
+                if identity.is_empty() || identity.trim() != identity {
+                    problems.push(format!(
+                        "{at}: tls_identity must be a name without surrounding spaces"
+                    ));
+                } else if by_tls_identity
+                    .insert(identity.clone(), caller.clone())
+                    .is_some()
+                {
+                    problems.push(format!(
+                        "{at}: another caller has the same tls_identity {identity:?}"
+                    ));
+                }
+            }
+            if let Some(digest) = digest
+                && by_token.insert(digest, caller).is_some()
+            {
                 problems.push(format!("{at}: another caller has the same token"));
             }
         }
@@ -370,6 +438,7 @@ impl Policy {
         }
         Ok(Self {
             by_token,
+            by_tls_identity,
             anonymous: None,
             budgets,
             bulk_share,
@@ -431,7 +500,8 @@ struct BudgetEntry {
 #[serde(deny_unknown_fields)]
 struct CallerEntry {
     name: String,
-    token_sha256: String,
+    token_sha256: Option<String>,
+    tls_identity: Option<String>,
     weight: Option<u32>,
     budgets: Option<Vec<String>>,
     scopes: Option<Vec<String>>,
@@ -621,6 +691,50 @@ max_streams = 0
     }
 
     #[test]
+    fn a_client_certificate_identity_names_a_caller() {
+        let policy = parse(&format!(
+            r#"
+            [[callers]]
+            name = "checkout"
+            token_sha256 = "{TOKEN_HASH}"
+            tls_identity = "spiffe://example.org/checkout"
+            [[callers]]
+            name = "export"
+            tls_identity = "export.internal"
+            "#
+        ))
+        .unwrap();
+        let names = |caller: Result<Arc<Caller>, AuthError>| caller.map(|c| c.name.to_string());
+        assert_eq!(
+            names(policy.authenticate_tls(["spiffe://example.org/checkout"])),
+            Ok("checkout".into())
+        );
+        // The first name that is a caller's identity wins: URIs come first.
+        assert_eq!(
+            names(policy.authenticate_tls(["spiffe://other", "export.internal"])),
+            Ok("export".into())
+        );
+        assert_eq!(
+            names(policy.authenticate_tls(["stranger.internal"])),
+            Err(AuthError::UnknownIdentity("stranger.internal".into()))
+        );
+        assert_eq!(
+            names(policy.authenticate(Some(b"Bearer test"))),
+            Ok("checkout".into())
+        );
+        let callers: Vec<_> = policy
+            .callers()
+            .iter()
+            .map(|c| c.name.to_string())
+            .collect();
+        assert_eq!(callers, ["checkout", "export"]);
+        assert_eq!(
+            names(Policy::anonymous().authenticate_tls(["x"])),
+            Ok(ANONYMOUS.into())
+        );
+    }
+
+    #[test]
     fn anonymous_mode_lets_everyone_in() {
         let policy = Policy::anonymous();
         let caller = policy.authenticate(None).unwrap();
@@ -644,6 +758,20 @@ max_streams = 0
             ),
             (caller.replace(TOKEN_HASH, "abc"), "64 hex digits"),
             (format!("{caller}{caller}"), "the name is taken"),
+            (
+                "[[callers]]\nname = \"a\"\n".to_owned(),
+                "set token_sha256, tls_identity",
+            ),
+            (
+                "[[callers]]\nname = \"a\"\ntls_identity = \"spiffe://x/a\"\n\
+                 [[callers]]\nname = \"b\"\ntls_identity = \"spiffe://x/a\"\n"
+                    .to_owned(),
+                "callers[1] (\"b\"): another caller has the same tls_identity",
+            ),
+            (
+                "[[callers]]\nname = \"a\"\ntls_identity = \" a \"\n".to_owned(),
+                "surrounding spaces",
+            ),
             (
                 "[[budgets]]\nname = \"clerk\"\nrate = \"1/1s\"\n".to_owned(),
                 "upstream budget",

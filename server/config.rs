@@ -10,8 +10,10 @@ use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 use clap::{Args, Parser, Subcommand};
 use reqwest::Url;
 
+mod listeners;
 mod lookup;
 
+pub use listeners::{HttpLimitArgs, HttpLimits, TlsArgs};
 pub use lookup::{LookupArgs, LookupConfig, WEBHOOK_SECRET_ENV};
 
 use crate::{
@@ -19,6 +21,7 @@ use crate::{
     callers::Policy,
     clerk::{ClerkConfig, DEFAULT_BASE_URL},
     secret::{KeyKind, SecretKey},
+    tls::TlsFiles,
 };
 
 /// clerk-broker: one owner for the Clerk secret key and its rate limit.
@@ -98,6 +101,9 @@ pub struct BrokerArgs {
     /// Cache, batching and webhook flags.
     #[command(flatten)]
     pub lookup: LookupArgs,
+    /// Limits of the HTTP listener.
+    #[command(flatten)]
+    pub http: HttpLimitArgs,
 }
 
 /// Flags of `serve`.
@@ -112,6 +118,9 @@ pub struct ServeArgs {
     /// File holding the Clerk secret key (instead of CLERK_SECRET_KEY).
     #[arg(long, env = "CLERK_SECRET_KEY_FILE")]
     pub clerk_secret_key_file: Option<PathBuf>,
+    /// TLS on both listeners.
+    #[command(flatten)]
+    pub tls: TlsArgs,
     /// Flags shared with `demo`.
     #[command(flatten)]
     pub broker: BrokerArgs,
@@ -180,6 +189,10 @@ pub struct Config {
     pub policy_path: Option<PathBuf>,
     /// Cache, batching and webhooks of user lookups.
     pub lookup: LookupConfig,
+    /// Limits of the HTTP listener.
+    pub http: HttpLimits,
+    /// TLS on both listeners (None: plain TCP).
+    pub tls: Option<TlsFiles>,
 }
 
 impl Config {
@@ -197,6 +210,8 @@ impl Config {
             policy: Arc::new(Policy::anonymous()),
             policy_path: None,
             lookup: LookupConfig::default(),
+            http: HttpLimits::default(),
+            tls: None,
         }
     }
 
@@ -241,7 +256,9 @@ impl Config {
                     args.clerk_api_url
                 ))
             })?;
-        Self::build(&args.listen, url, key, &args.broker)
+        let mut config = Self::build(&args.listen, url, key, &args.broker)?;
+        config.tls = args.tls.files()?;
+        Ok(config)
     }
 
     /// Validates the flags of a broker talking to `url` with `key`.
@@ -305,6 +322,8 @@ impl Config {
                 listen,
                 std::env::var(WEBHOOK_SECRET_ENV).ok(),
             )?,
+            http: HttpLimits::from_args(&args.http)?,
+            tls: None,
         })
     }
 }

@@ -4,23 +4,46 @@
 //! This is transport only: `webhook` verifies a delivery and reads its event,
 //! `users` applies it; here headers and body are handed over and each
 //! [`WebhookError`] gets its one status code.
+//!
+//! The listener is exposed to the network, so it bounds what a client can
+//! hold ([`HttpLimits`]): a body size (413), a time to send the headers
+//! (hyper's HTTP/1 header read timeout, which also ends idle keep-alive
+//! connections), a time from headers to answer (408), and a number of open
+//! connections. It speaks HTTP/1.1 only (TLS offers ALPN `http/1.1`):
+//! Svix and Prometheus need nothing more, and hyper has no header timeout
+//! for HTTP/2.
 
-use std::{future::Future, sync::Arc, time::SystemTime};
+use std::{
+    convert::Infallible,
+    future::Future,
+    pin::pin,
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
 
 use axum::{
     Router,
     body::Bytes,
-    extract::State,
-    http::{HeaderMap, StatusCode},
+    extract::{DefaultBodyLimit, Request, State, rejection::BytesRejection},
+    http::{HeaderMap, StatusCode, header},
+    middleware::{self, Next},
+    response::{IntoResponse, Response},
     routing::{get, post},
 };
-use tokio::net::TcpListener;
+use hyper_util::{
+    rt::{TokioIo, TokioTimer},
+    service::TowerToHyperService,
+};
+use tokio::{sync::watch, task::JoinSet};
+use tokio_stream::{Stream, StreamExt as _};
 
 use crate::{
     admission::Admission,
+    config::HttpLimits,
     metrics::Metrics,
     reload::ReloadStats,
     server::Broker,
+    tls::Conn,
     users::Users,
     webhook::{SignedHeaders, UserEvent, WebhookError, Webhooks},
 };
@@ -39,14 +62,24 @@ struct HttpState {
     metrics: Arc<Metrics>,
     admission: Arc<Admission>,
     reloads: Arc<ReloadStats>,
+    /// Largest accepted body, for the 413 message.
+    max_body: usize,
 }
 
 /// The HTTP routes: the webhook endpoint and metrics (anything else is 404).
-pub fn router(broker: &Broker) -> Router {
+pub fn router(broker: &Broker, limits: &HttpLimits) -> Router {
     Router::new()
         .route(WEBHOOK_PATH, post(clerk_webhook))
         .route(METRICS_PATH, get(metrics))
+        // Bodies are read only up to the limit; beyond, the handler answers 413.
+        .layer(DefaultBodyLimit::max(limits.max_body))
+        // Outermost: the deadline covers reading the body and the answer.
+        .layer(middleware::from_fn_with_state(
+            limits.request_timeout,
+            request_deadline,
+        ))
         .with_state(HttpState {
+            max_body: limits.max_body,
             users: broker.users.clone(),
             webhooks: broker.webhooks.clone(),
             metrics: broker.metrics.clone(),
@@ -63,16 +96,93 @@ async fn metrics(State(state): State<HttpState>) -> ([(&'static str, &'static st
     ([("content-type", "text/plain; version=0.0.4")], text)
 }
 
-/// Serves `router` on an already-bound listener until `shutdown` resolves,
-/// then lets requests in progress finish.
+/// 408 for a request not answered within `timeout` of its headers (a client
+/// sending its body slowly, or not at all); the connection is closed.
+async fn request_deadline(
+    State(timeout): State<Duration>,
+    request: Request,
+    next: Next,
+) -> Response {
+    match tokio::time::timeout(timeout, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => (
+            StatusCode::REQUEST_TIMEOUT,
+            [(header::CONNECTION, "close")],
+            format!(
+                "request not complete within {timeout:?} of its headers (--http-request-timeout): \
+                 send the whole request at once\n"
+            ),
+        )
+            .into_response(),
+    }
+}
+
+/// Serves `router` on the connections of `incoming` until `shutdown`
+/// resolves, then stops accepting and lets requests in progress finish.
 pub async fn serve(
-    listener: TcpListener,
+    incoming: impl Stream<Item = Result<Conn, Infallible>>,
     router: Router,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await
+    limits: HttpLimits,
+    shutdown: impl Future<Output = ()>,
+) {
+    // Boxed, not pinned on the stack, so that it can be dropped before the
+    // connections end.
+    let mut incoming = Box::pin(incoming);
+    let mut shutdown = pin!(shutdown);
+    let (stop, stopping) = watch::channel(false);
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            next = incoming.next() => match next {
+                Some(Ok(conn)) => {
+                    connections.spawn(serve_connection(
+                        conn,
+                        router.clone(),
+                        limits.header_timeout,
+                        stopping.clone(),
+                    ));
+                }
+                Some(Err(never)) => match never {},
+                None => break,
+            },
+            // Reap finished connections as they end.
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
+    }
+    // Dropping the stream closes the listening socket.
+    drop(incoming);
+    let _ = stop.send(true);
+    while connections.join_next().await.is_some() {}
+}
+
+/// One HTTP/1.1 connection; on shutdown it ends after the request in
+/// progress.
+async fn serve_connection(
+    conn: Conn,
+    router: Router,
+    header_timeout: Duration,
+    mut stopping: watch::Receiver<bool>,
+) {
+    let remote = conn.peer().remote;
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout);
+    let connection = builder.serve_connection(TokioIo::new(conn), TowerToHyperService::new(router));
+    let mut connection = pin!(connection);
+    let result = tokio::select! {
+        result = connection.as_mut() => result,
+        // The sender only ever announces the stop (and never drops first).
+        _ = stopping.changed() => {
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    };
+    if let Err(error) = result {
+        // Header timeouts, resets and malformed requests end here.
+        tracing::debug!(?remote, %error, "HTTP connection ended with an error");
+    }
 }
 
 /// `POST /webhooks/clerk`: verify, then apply. A refused delivery has no
@@ -80,8 +190,23 @@ pub async fn serve(
 async fn clerk_webhook(
     State(state): State<HttpState>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> (StatusCode, String) {
+    let body = match body {
+        Ok(body) => body,
+        Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            tracing::warn!(max = state.max_body, "webhook refused: body too large");
+            return (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "webhook body larger than {} bytes (--http-max-body): Clerk's user events \
+                     are far smaller; raise the limit if yours are not\n",
+                    state.max_body
+                ),
+            );
+        }
+        Err(rejection) => return (rejection.status(), format!("{}\n", rejection.body_text())),
+    };
     let signed = SignedHeaders::read(|name| headers.get(name)?.to_str().ok());
     match state.webhooks.receive(&signed, &body, SystemTime::now()) {
         Ok(delivery) => {

@@ -8,7 +8,6 @@
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use tokio::{net::TcpListener, sync::watch, time::Instant};
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::Server;
 use tonic_health::{ServingStatus, server::HealthReporter};
 
@@ -16,7 +15,7 @@ use crate::{
     admission::{Admission, Demand},
     callers::{PolicyStore, Scope},
     clerk::{ClerkClient, KeyState, UserFilter},
-    config::Config,
+    config::{Config, HttpLimits},
     grpc::{AdminApi, Authenticate, QuotaApi, UserApi},
     http,
     metrics::{GrpcMetricsLayer, Metrics},
@@ -25,6 +24,7 @@ use crate::{
         user_service_server::UserServiceServer,
     },
     reload::{self, ReloadStats},
+    tls::{self, Acceptor, TlsError, TlsStore},
     token::TokenKey,
     users::Users,
     webhook::Webhooks,
@@ -69,6 +69,9 @@ pub enum ServeError {
     /// The gRPC server failed.
     #[error("the gRPC server failed: {0}")]
     Transport(#[from] tonic::transport::Error),
+    /// The TLS files changed into an invalid set since start-up.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
     /// A listener could not be bound.
     #[error("cannot listen on {address}: {source}")]
     Listen {
@@ -169,10 +172,24 @@ pub async fn run(
         http: http_listener,
     } = listeners;
     let broker = Broker::new(&config)?;
+    let tls = match &config.tls {
+        Some(files) => Some(Arc::new(TlsStore::load(files.clone())?)),
+        None => None,
+    };
+    let acceptor = |listener| match &tls {
+        Some(store) => Acceptor::Tls(store.clone(), listener),
+        None => Acceptor::Plain,
+    };
     let (http_stop, http_stopped) = tokio::sync::oneshot::channel::<()>();
-    let http = tokio::spawn(serve_http(http_listener, &broker, async {
-        let _ = http_stopped.await;
-    }));
+    let http = tokio::spawn(serve_http(
+        http_listener,
+        acceptor(tls::Listener::Http),
+        &broker,
+        config.http,
+        async {
+            let _ = http_stopped.await;
+        },
+    ));
     // Stops the HTTP listener however `run` returns.
     let _http_guard = AbortOnDrop(vec![http.abort_handle()]);
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -194,6 +211,12 @@ pub async fn run(
             .collect();
         tracing::info!(?callers, "callers authenticate with bearer tokens");
     }
+    if let Some(store) = &tls {
+        tracing::info!(
+            mutual = store.is_mutual(),
+            "TLS on both listeners; certificate files are watched for changes"
+        );
+    }
     let policy = Arc::new(PolicyStore::new(config.policy.clone()));
     let authenticate = Authenticate::new(policy.clone());
     let reloader = config.policy_path.clone().map(|path| {
@@ -205,6 +228,7 @@ pub async fn run(
             broker.reloads.clone(),
         ))
     });
+    let tls_watch = tls.clone().map(|store| tokio::spawn(tls::watch(store)));
     let key_watch = tokio::spawn(follow_key_state(
         broker.clerk.clone(),
         health.clone(),
@@ -249,13 +273,16 @@ pub async fn run(
                     .max_decoding_message_size(MAX_REQUEST_BYTES),
             ),
         )
-        .serve_with_incoming_shutdown(incoming(listener), async {
-            let _ = stop_rx.await;
-        });
+        .serve_with_incoming_shutdown(
+            tls::incoming(listener, acceptor(tls::Listener::Grpc), None),
+            async {
+                let _ = stop_rx.await;
+            },
+        );
     tokio::pin!(server);
     // Background tasks end with the server, or when shutdown begins.
     let background = AbortOnDrop(
-        [Some(key_watch), reloader]
+        [Some(key_watch), reloader, tls_watch]
             .into_iter()
             .flatten()
             .map(|task| task.abort_handle())
@@ -293,19 +320,6 @@ pub async fn run(
     Ok(())
 }
 
-/// Accepted connections, with Nagle's algorithm off: gRPC answers are small
-/// writes that must not wait for the peer's delayed ACK (tens of ms).
-fn incoming(
-    listener: TcpListener,
-) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
-    use tokio_stream::StreamExt as _;
-    TcpListenerStream::new(listener).map(|accepted| {
-        let stream = accepted?;
-        stream.set_nodelay(true)?;
-        Ok(stream)
-    })
-}
-
 /// Aborts background tasks when dropped (whichever way `run` ends).
 struct AbortOnDrop(Vec<tokio::task::AbortHandle>);
 
@@ -321,30 +335,33 @@ impl Drop for AbortOnDrop {
 /// webhooks are enabled (never printing the secret).
 fn serve_http(
     listener: TcpListener,
+    acceptor: Acceptor,
     broker: &Broker,
+    limits: HttpLimits,
     stop: impl Future<Output = ()> + Send + 'static,
 ) -> impl Future<Output = ()> + Send + 'static {
+    let scheme = match &acceptor {
+        Acceptor::Plain => "http",
+        Acceptor::Tls(..) => "https",
+    };
     let address = listener
         .local_addr()
         .map_or_else(|_| "?".to_owned(), |address| address.to_string());
     if broker.webhooks.is_configured() {
         tracing::info!(
-            "webhooks: POST http://{address}{} (signed deliveries update the user cache)",
+            "webhooks: POST {scheme}://{address}{} (signed deliveries update the user cache)",
             http::WEBHOOK_PATH
         );
     } else {
         tracing::warn!(
             "webhooks disabled: no CLERK_WEBHOOK_SIGNING_SECRET or --webhook-signing-secret-file; \
-             POST http://{address}{} answers 503 and cached users change only when they expire",
+             POST {scheme}://{address}{} answers 503 and cached users change only when they expire",
             http::WEBHOOK_PATH
         );
     }
-    let router = http::router(broker);
-    async move {
-        if let Err(error) = http::serve(listener, router, stop).await {
-            tracing::error!(%error, "the HTTP listener failed; webhooks are not received");
-        }
-    }
+    let router = http::router(broker, &limits);
+    let incoming = tls::incoming(listener, acceptor, Some(limits.max_connections));
+    http::serve(incoming, router, limits, stop)
 }
 
 /// Reflection over the broker's own services, the health service, and the

@@ -168,7 +168,7 @@ fn webhook_secret(
 }
 
 /// Parses a size such as `256MiB`, `1GiB`, `512KiB` or a plain byte count.
-fn bytes(flag: &str, text: &str) -> Result<u64, ConfigError> {
+pub(super) fn bytes(flag: &str, text: &str) -> Result<u64, ConfigError> {
     let text = text.trim();
     let split = text
         .find(|c: char| !c.is_ascii_digit())

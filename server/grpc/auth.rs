@@ -4,8 +4,11 @@
 //! Every call to `QuotaService`, `UserService` or `AdminService` passes a
 //! [`Gate`] (health and reflection need no token) which, before the handler
 //! runs:
-//! 1. authenticates the bearer token against the policy in force (a reload
-//!    may replace it between calls): UNAUTHENTICATED otherwise;
+//! 1. authenticates the caller against the policy in force (a reload may
+//!    replace it between calls): a call with an `authorization` token is the
+//!    token's caller; a call without one, on a connection whose client
+//!    certificate was verified (mutual TLS), is the caller whose
+//!    `tls_identity` the certificate names; UNAUTHENTICATED otherwise;
 //! 2. checks the caller has the service's [`Scope`]: PERMISSION_DENIED
 //!    otherwise;
 //! 3. takes one of the caller's in-flight slots (or stream slots, for
@@ -40,6 +43,7 @@ use tonic_types::{ErrorDetails, StatusExt};
 use crate::{
     admission::CallerName,
     callers::{Caller, PolicyStore, Scope, Scopes},
+    tls::Peer,
 };
 
 /// The one streaming method: its calls count against `max_streams`.
@@ -83,14 +87,22 @@ impl Authenticate {
         }
     }
 
-    /// The caller of a call with these headers, if it may use a service
-    /// needing `scope`.
-    fn admit(&self, headers: &http::HeaderMap, scope: Scope) -> Result<Arc<Caller>, Status> {
-        let caller = self
-            .policy
-            .current()
-            .authenticate(headers.get("authorization").map(|value| value.as_bytes()))
-            .map_err(|error| Status::unauthenticated(error.to_string()))?;
+    /// The caller of a call with these headers, on a connection with this
+    /// peer, if it may use a service needing `scope`.
+    fn admit(
+        &self,
+        headers: &http::HeaderMap,
+        peer: Option<&Peer>,
+        scope: Scope,
+    ) -> Result<Arc<Caller>, Status> {
+        let header = headers.get("authorization").map(|value| value.as_bytes());
+        let certificate = peer.and_then(|peer| peer.client.as_ref());
+        let policy = self.policy.current();
+        let caller = match (header, certificate) {
+            (None, Some(identity)) => policy.authenticate_tls(identity.names()),
+            (header, _) => policy.authenticate(header),
+        }
+        .map_err(|error| Status::unauthenticated(error.to_string()))?;
         tracing::Span::current().record("caller", &*caller.name);
         if !caller.may(scope) {
             return Err(Status::permission_denied(format!(
@@ -197,7 +209,11 @@ where
         let stream = request.uri().path() == LIST_USERS_PATH;
         let admitted = self
             .auth
-            .admit(request.headers(), self.scope)
+            .admit(
+                request.headers(),
+                request.extensions().get::<Peer>(),
+                self.scope,
+            )
             .and_then(|caller| Ok((self.auth.hold(&caller, stream)?, caller)));
         let (slot, caller) = match admitted {
             Ok(admitted) => admitted,

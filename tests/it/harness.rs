@@ -14,11 +14,12 @@ use clerk_broker::{
     admission::Rate,
     callers::Policy,
     clerk::ClerkConfig,
-    config::{Config, LookupConfig},
+    config::{Config, HttpLimits, LookupConfig},
     fake::{FakeClerk, FakeClerkConfig, seed},
     pb::{quota_service_client::QuotaServiceClient, user_service_client::UserServiceClient},
     secret::SecretKey,
     server::{self, Listeners, ServeError},
+    tls::TlsFiles,
     webhook::WebhookSecret,
 };
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
@@ -67,6 +68,10 @@ pub(crate) struct Options {
     pub(crate) lookup: LookupConfig,
     /// Longest single request to the fake (a loaded machine answers slowly).
     pub(crate) upstream_timeout: Duration,
+    /// Limits of the HTTP listener.
+    pub(crate) http: HttpLimits,
+    /// TLS on both listeners (None: plain TCP).
+    pub(crate) tls: Option<TlsFiles>,
 }
 
 impl Default for Options {
@@ -87,6 +92,8 @@ impl Default for Options {
             drain_delay: Duration::ZERO,
             lookup: test_lookup(),
             upstream_timeout: Duration::from_secs(2),
+            http: HttpLimits::default(),
+            tls: None,
         }
     }
 }
@@ -135,6 +142,8 @@ impl Harness {
             policy_path: options.policy_path,
             drain_delay: options.drain_delay,
             lookup: options.lookup,
+            http: options.http,
+            tls: options.tls,
         };
         let listeners = Listeners {
             grpc: TcpListener::bind(config.listen).await.unwrap(),

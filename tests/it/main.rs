@@ -2,6 +2,7 @@
 //! it, and generated clients in front. One concern per module.
 
 mod harness;
+mod pki;
 
 mod access;
 mod budget;
@@ -10,10 +11,12 @@ mod callers;
 mod cli;
 mod exports;
 mod grpcurl;
+mod http_limits;
 mod lookups;
 mod reload;
 mod secrecy;
 mod shutdown;
+mod tls;
 mod upstream_faults;
 mod validation;
 mod webhooks;

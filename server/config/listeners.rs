@@ -1,0 +1,180 @@
+//! Flags of the listeners themselves: TLS (for `serve`) and the HTTP
+//! listener's resource limits (for `serve` and `demo`).
+
+use std::{path::PathBuf, time::Duration};
+
+use clap::Args;
+
+use super::{ConfigError, duration, lookup::bytes};
+use crate::tls::TlsFiles;
+
+/// TLS flags of `serve`.
+#[derive(Debug, Args)]
+pub struct TlsArgs {
+    /// PEM certificate chain (leaf first) served on both listeners; with
+    /// --tls-key, turns TLS on. Reloaded when the file changes.
+    #[arg(long, env = "CLERK_BROKER_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert (PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, env = "CLERK_BROKER_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA certificates: clients may present a certificate issued by one
+    /// of them (mutual TLS) and be the caller whose `tls_identity` it names.
+    #[arg(long, env = "CLERK_BROKER_TLS_CLIENT_CA", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
+}
+
+impl TlsArgs {
+    /// The files, checked now so that a bad set stops the broker at start.
+    pub fn files(&self) -> Result<Option<TlsFiles>, ConfigError> {
+        let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) else {
+            return Ok(None);
+        };
+        let files = TlsFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+            client_ca: self.tls_client_ca.clone(),
+        };
+        files
+            .load()
+            .map_err(|error| ConfigError::new(error.to_string()))?;
+        Ok(Some(files))
+    }
+}
+
+/// Limits of the HTTP listener, shared by `serve` and `demo`.
+#[derive(Debug, Args)]
+pub struct HttpLimitArgs {
+    /// Largest accepted webhook body; larger deliveries get 413.
+    #[arg(long, env = "CLERK_BROKER_HTTP_MAX_BODY", default_value = "1MiB")]
+    pub http_max_body: String,
+    /// Time a client has to send a request's headers (and an idle
+    /// keep-alive connection to start its next request) before it is
+    /// disconnected.
+    #[arg(long, env = "CLERK_BROKER_HTTP_HEADER_TIMEOUT", default_value = "10s")]
+    pub http_header_timeout: String,
+    /// Longest time from a request's headers to its answer, body included;
+    /// beyond, 408.
+    #[arg(long, env = "CLERK_BROKER_HTTP_REQUEST_TIMEOUT", default_value = "30s")]
+    pub http_request_timeout: String,
+    /// Most connections open at once (TLS handshakes included); further
+    /// clients wait to be accepted.
+    #[arg(long, env = "CLERK_BROKER_HTTP_MAX_CONNECTIONS", default_value_t = 256)]
+    pub http_max_connections: usize,
+}
+
+/// The HTTP listener's validated limits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HttpLimits {
+    /// Largest request body, in bytes.
+    pub max_body: usize,
+    /// Time to receive a request's headers.
+    pub header_timeout: Duration,
+    /// Time from headers to answer.
+    pub request_timeout: Duration,
+    /// Most open connections.
+    pub max_connections: usize,
+}
+
+impl Default for HttpLimits {
+    /// The documented defaults.
+    fn default() -> Self {
+        Self {
+            max_body: 1 << 20,
+            header_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(30),
+            max_connections: 256,
+        }
+    }
+}
+
+impl HttpLimits {
+    /// Validates `args`.
+    pub fn from_args(args: &HttpLimitArgs) -> Result<Self, ConfigError> {
+        let max_body = usize::try_from(bytes("--http-max-body", &args.http_max_body)?)
+            .map_err(|_| ConfigError::new("--http-max-body is too large"))?;
+        let header_timeout = duration("--http-header-timeout", &args.http_header_timeout)?;
+        let request_timeout = duration("--http-request-timeout", &args.http_request_timeout)?;
+        for (flag, value) in [
+            ("--http-header-timeout", header_timeout),
+            ("--http-request-timeout", request_timeout),
+        ] {
+            if value.is_zero() {
+                return Err(ConfigError::new(format!("{flag} must be above 0")));
+            }
+        }
+        if args.http_max_connections == 0 {
+            return Err(ConfigError::new(
+                "--http-max-connections must be at least 1",
+            ));
+        }
+        Ok(Self {
+            max_body,
+            header_timeout,
+            request_timeout,
+            max_connections: args.http_max_connections,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Flags {
+        #[command(flatten)]
+        limits: HttpLimitArgs,
+        #[command(flatten)]
+        tls: TlsArgs,
+    }
+
+    fn flags(extra: &[&str]) -> Result<Flags, clap::Error> {
+        let mut argv = vec!["test"];
+        argv.extend(extra);
+        Flags::try_parse_from(argv)
+    }
+
+    #[test]
+    fn defaults_match_the_documented_ones() {
+        let parsed = HttpLimits::from_args(&flags(&[]).unwrap().limits).unwrap();
+        assert_eq!(parsed, HttpLimits::default());
+        assert_eq!(flags(&[]).unwrap().tls.files().unwrap(), None);
+    }
+
+    #[test]
+    fn bad_limits_are_explained() {
+        let cases: [(&[&str], &str); 4] = [
+            (&["--http-max-body", "big"], "--http-max-body"),
+            (&["--http-header-timeout", "0s"], "--http-header-timeout"),
+            (
+                &["--http-request-timeout", "soon"],
+                "--http-request-timeout",
+            ),
+            (&["--http-max-connections", "0"], "--http-max-connections"),
+        ];
+        for (extra, expected) in cases {
+            let error = HttpLimits::from_args(&flags(extra).unwrap().limits).unwrap_err();
+            assert!(error.to_string().contains(expected), "{extra:?}: {error}");
+        }
+    }
+
+    #[test]
+    fn tls_needs_both_a_certificate_and_a_key() {
+        assert!(flags(&["--tls-cert", "a.pem"]).is_err());
+        assert!(flags(&["--tls-key", "a.pem"]).is_err());
+        assert!(flags(&["--tls-client-ca", "ca.pem"]).is_err());
+        let missing = flags(&["--tls-cert", "/nonexistent/c.pem", "--tls-key", "k.pem"])
+            .unwrap()
+            .tls
+            .files()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            missing.contains("--tls-cert /nonexistent/c.pem"),
+            "{missing}"
+        );
+    }
+}
