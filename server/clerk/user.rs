@@ -54,6 +54,19 @@ impl ClerkUser {
     pub fn millis(&self, field: &str) -> Option<i64> {
         self.json.get(field)?.as_i64()
     }
+
+    /// Reads the body of `GET /users/{id}`: one user object; `None` if it is
+    /// not JSON or not a user.
+    pub fn parse_one(body: &[u8]) -> Option<Self> {
+        Self::from_json(serde_json::from_slice(body).ok()?)
+    }
+
+    /// Reads the body of `GET /users`: a bare JSON array of users; elements
+    /// that are not user objects are skipped. `None` if it is not a JSON array.
+    pub fn parse_list(body: &[u8]) -> Option<Vec<Self>> {
+        let values: Vec<Value> = serde_json::from_slice(body).ok()?;
+        Some(values.into_iter().filter_map(Self::from_json).collect())
+    }
 }
 
 #[cfg(test)]

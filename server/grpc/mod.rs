@@ -23,6 +23,12 @@ pub use auth::Authenticate;
 pub use quota::QuotaApi;
 pub use users::UserApi;
 
+/// A Clerk user as the `User` message every `UserService` answer carries.
+/// Public for the fuzz targets in `fuzz/` (Clerk's JSON is untrusted input).
+pub fn user_message(user: &crate::clerk::ClerkUser) -> crate::pb::User {
+    convert::user(user)
+}
+
 /// The deadline of a call that set none (unary calls).
 pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(30);
 

@@ -8,6 +8,7 @@ mod cache;
 mod callers;
 mod cli;
 mod exports;
+mod faults;
 mod grpcurl;
 mod lookups;
 mod reload;
