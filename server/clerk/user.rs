@@ -90,4 +90,16 @@ mod tests {
         assert!(ClerkUser::from_json(json!({"object": "user"})).is_none());
         assert!(ClerkUser::from_json(json!([1, 2])).is_none());
     }
+
+    /// Found by the `clerk_user` fuzz target: the cache keeps a user as JSON
+    /// text and parses it again on every hit, so a number must survive the
+    /// round trip exactly, or a hit and a miss disagree.
+    #[test]
+    fn cached_text_reads_back_to_the_same_numbers() {
+        let body = br#"{"id":"user_1","public_metadata":{"score":368934.4073709551616,"n":84467.4073709551616}}"#;
+        let user = ClerkUser::parse_one(body).unwrap();
+        let text = serde_json::to_string(user.json()).unwrap();
+        let again = ClerkUser::parse_one(text.as_bytes()).unwrap();
+        assert_eq!(again, user);
+    }
 }

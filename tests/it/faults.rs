@@ -51,6 +51,17 @@ struct Answer {
     took: Duration,
 }
 
+impl Answer {
+    /// Cut off by tonic's own enforcement of the call's deadline on the
+    /// server (CANCELLED, no `x-cache`): the broker waits for Clerk until the
+    /// deadline less its reply margin (a tenth, at most 50 ms), and a stalled
+    /// 2-core machine can eat that margin. The call still ends by its
+    /// deadline; README "Deadlines" says so.
+    fn cut_at_deadline(&self, deadline: Duration) -> bool {
+        self.code == Code::Cancelled && self.cache.is_empty() && self.took >= deadline
+    }
+}
+
 fn x_cache(metadata: &MetadataMap) -> String {
     metadata
         .get("x-cache")
@@ -214,16 +225,13 @@ async fn survives(name: &str, faults: Faults, block: Option<Duration>) {
     }))
     .await;
     for answer in &answers {
+        let precise = matches!(
+            answer.code,
+            Code::Unavailable | Code::DeadlineExceeded | Code::ResourceExhausted
+        ) && answer.cache == "miss";
         assert!(
-            matches!(
-                answer.code,
-                Code::Unavailable | Code::DeadlineExceeded | Code::ResourceExhausted
-            ),
+            precise || answer.cut_at_deadline(DEADLINE),
             "{name}: {answer:?}"
-        );
-        assert_eq!(
-            answer.cache, "miss",
-            "{name}: the broker answered: {answer:?}"
         );
         assert!(answer.took <= DEADLINE + TOLERANCE, "{name}: {answer:?}");
     }
@@ -400,7 +408,11 @@ async fn faults_switching_while_load_runs() {
         assert!(
             matches!(
                 answer.code,
-                Code::Ok | Code::Unavailable | Code::DeadlineExceeded | Code::ResourceExhausted
+                Code::Ok
+                    | Code::Unavailable
+                    | Code::DeadlineExceeded
+                    | Code::ResourceExhausted
+                    | Code::Cancelled
             ),
             "{answer:?}"
         );
