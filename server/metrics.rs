@@ -50,6 +50,7 @@ pub struct Metrics {
     coalesced_waiters: IntCounter,
     batch_sizes: prometheus::Histogram,
     exports_active: prometheus::IntGauge,
+    lookups_in_flight: prometheus::IntGauge,
 }
 
 /// Latency buckets, in seconds: 1 ms to 30 s.
@@ -121,6 +122,14 @@ impl Metrics {
             "ListUsers exports running now.",
         )
         .expect("valid metric");
+        let lookups_in_flight = prometheus::IntGauge::new(
+            "clerk_broker_lookups_in_flight",
+            "User ids on their way to Clerk now (one coalesced flight each).",
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(lookups_in_flight.clone()))
+            .expect("unique metric");
         registry
             .register(Box::new(cache_evictions.clone()))
             .expect("unique metric");
@@ -138,6 +147,7 @@ impl Metrics {
             coalesced_waiters,
             batch_sizes,
             exports_active,
+            lookups_in_flight,
             grpc_calls: counter(
                 "clerk_broker_grpc_calls_total",
                 "gRPC calls by method and status code.",
@@ -228,6 +238,8 @@ impl Metrics {
 
     /// The text exposition of every metric, gauges read now.
     pub fn render(&self, admission: &Admission, reloads: &ReloadStats, users: &Users) -> String {
+        self.lookups_in_flight
+            .set(i64::try_from(users.flights_in_air()).unwrap_or(i64::MAX));
         let (entries, bytes) = users.cache().size();
         for (measure, value) in [("entries", entries), ("bytes", bytes)] {
             self.cache_entries

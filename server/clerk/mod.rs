@@ -186,9 +186,7 @@ impl ClerkClient {
             .map_err(|()| UpstreamError::Unavailable("bad base URL".into()))?
             .push(id);
         let body = self.send(Endpoint::GetUser, url, demand).await?;
-        let value = serde_json::from_slice(&body).ok();
-        value
-            .and_then(ClerkUser::from_json)
+        ClerkUser::parse_one(&body)
             .ok_or_else(|| UpstreamError::Unavailable("Clerk sent a malformed user".into()))
     }
 
@@ -201,12 +199,8 @@ impl ClerkClient {
         let mut url = self.url("users");
         url.query_pairs_mut().extend_pairs(query.params());
         let body = self.send(Endpoint::ListUsers, url, demand).await?;
-        let values: Vec<serde_json::Value> = serde_json::from_slice(&body)
-            .map_err(|_| UpstreamError::Unavailable("Clerk sent a malformed user list".into()))?;
-        Ok(values
-            .into_iter()
-            .filter_map(ClerkUser::from_json)
-            .collect())
+        ClerkUser::parse_list(&body)
+            .ok_or_else(|| UpstreamError::Unavailable("Clerk sent a malformed user list".into()))
     }
 
     /// `GET /users/count` with filters.

@@ -31,7 +31,7 @@ use paging::Chunking;
 
 use crate::{
     admission::Demand,
-    clerk::{ClerkUser, UpstreamError},
+    clerk::{ClerkUser, ListQuery, UpstreamError},
     users::Users,
 };
 
@@ -77,6 +77,44 @@ pub fn start(users: Arc<Users>, plan: ExportPlan) -> mpsc::Receiver<Result<Chunk
         users.events().export(false);
     });
     rx
+}
+
+/// One page of an export, without I/O.
+#[derive(Debug)]
+pub struct Step {
+    /// The upstream query sent for the page.
+    pub query: ListQuery,
+    /// Users delivered from the page, in messages of at most `chunk_size`.
+    pub delivered: Vec<Chunk>,
+    /// Where the next page starts; `None` when the export is complete.
+    pub next: Option<Position>,
+}
+
+/// The page an export at `cursor` asks Clerk for (at most `wanted` users),
+/// and what it makes of `rows`, Clerk's answer: what the export task does for
+/// one page. Public for the fuzz targets in `fuzz/`: a cursor comes from a
+/// caller's resume token and the rows from Clerk, both outside the broker.
+pub fn step(
+    cursor: &Cursor,
+    wanted: u64,
+    chunk_size: usize,
+    rows: Vec<ClerkUser>,
+) -> Result<Step, PageError> {
+    let query = paging::query(&cursor.filter, cursor.order_by, &cursor.at, wanted);
+    let chunking = Chunking {
+        size: chunk_size,
+        pending: 0,
+    };
+    let page = paging::read(cursor.order_by, &cursor.at, &query, rows, chunking, wanted)?;
+    Ok(Step {
+        query,
+        delivered: page
+            .chunks
+            .into_iter()
+            .map(|(users, at)| Chunk { users, at })
+            .collect(),
+        next: page.next,
+    })
 }
 
 /// The export task: page after page until the end, an error, or until the

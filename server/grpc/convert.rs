@@ -367,27 +367,43 @@ fn verification(entry: &serde_json::Map<String, Value>) -> String {
         .to_owned()
 }
 
+/// Deepest JSON nesting inside a metadata field converted to `Struct`
+/// values; deeper objects and arrays arrive as their JSON text (a string).
+/// Each JSON level costs protobuf decoders two or three levels of message
+/// nesting, and decoders refuse messages nested deeper than 100 (prost's and
+/// the other official runtimes' default): without this bound one user whose
+/// metadata nests 40 levels (`unsafe_metadata` is writable from the browser)
+/// would make every message carrying that user undecodable.
+pub(crate) const MAX_METADATA_DEPTH: usize = 24;
+
 /// A JSON object as a `Struct`; anything else (null included) as `None`.
 fn to_struct(value: &Value) -> Option<Struct> {
-    let object = value.as_object()?;
+    struct_at(value.as_object()?, 1)
+}
+
+/// `object` at nesting level `depth` (1: the metadata field itself).
+fn struct_at(object: &serde_json::Map<String, Value>, depth: usize) -> Option<Struct> {
     Some(Struct {
         fields: object
             .iter()
-            .map(|(key, value)| (key.clone(), to_value(value)))
+            .map(|(key, value)| (key.clone(), to_value(value, depth + 1)))
             .collect::<BTreeMap<_, _>>(),
     })
 }
 
-fn to_value(value: &Value) -> ProtoValue {
+fn to_value(value: &Value, depth: usize) -> ProtoValue {
     let kind = match value {
         Value::Null => Kind::NullValue(0),
         Value::Bool(b) => Kind::BoolValue(*b),
         Value::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or(0.0)),
         Value::String(s) => Kind::StringValue(s.clone()),
+        Value::Array(_) | Value::Object(_) if depth > MAX_METADATA_DEPTH => {
+            Kind::StringValue(value.to_string())
+        }
         Value::Array(items) => Kind::ListValue(prost_types::ListValue {
-            values: items.iter().map(to_value).collect(),
+            values: items.iter().map(|item| to_value(item, depth + 1)).collect(),
         }),
-        Value::Object(_) => Kind::StructValue(to_struct(value).unwrap_or_default()),
+        Value::Object(object) => Kind::StructValue(struct_at(object, depth).unwrap_or_default()),
     };
     ProtoValue { kind: Some(kind) }
 }
@@ -436,6 +452,41 @@ mod tests {
         );
         let raw: Value = serde_json::from_str(&user.raw_json).unwrap();
         assert_eq!(raw["future_field"], 7);
+    }
+
+    /// Found by the `clerk_user` fuzz target: metadata nested 60 levels made
+    /// a `User` that protobuf decoders refuse (recursion limit).
+    #[test]
+    fn deeply_nested_metadata_still_decodes() {
+        use prost::Message as _;
+        let mut nested = json!("bottom");
+        // 120 levels: within serde_json's parsing limit of 128, as from Clerk.
+        for _ in 0..60 {
+            nested = json!({ "a": [nested] });
+        }
+        let clerk =
+            ClerkUser::from_json(json!({"id": "user_1", "unsafe_metadata": nested})).unwrap();
+        let message = user(&clerk, Visibility::Full);
+        let decoded = pb::User::decode(message.encode_to_vec().as_slice()).unwrap();
+        assert_eq!(decoded, message);
+        // Shallow levels stay structured; the deepest arrive as JSON text.
+        let mut value = &decoded.unsafe_metadata.unwrap().fields["a"];
+        let mut levels = 1;
+        loop {
+            value = match &value.kind {
+                Some(Kind::ListValue(list)) => &list.values[0],
+                Some(Kind::StructValue(object)) => &object.fields["a"],
+                _ => break,
+            };
+            levels += 1;
+        }
+        assert_eq!(levels, MAX_METADATA_DEPTH);
+        let Some(Kind::StringValue(text)) = &value.kind else {
+            panic!("{value:?}")
+        };
+        let rest: Value = serde_json::from_str(text).unwrap();
+        assert!(rest.pointer("/a/0/a/0/a/0").is_some(), "{text}");
+        assert!(text.contains(r#"{"a":["bottom"]}"#), "{text}");
     }
 
     #[test]

@@ -23,6 +23,18 @@ pub use auth::Authenticate;
 pub use quota::QuotaApi;
 pub use users::UserApi;
 
+/// A Clerk user as the `User` message every `UserService` answer carries,
+/// with `private_metadata` or without it (for callers lacking the scope).
+/// Public for the fuzz targets in `fuzz/` (Clerk's JSON is untrusted input).
+pub fn user_message(user: &crate::clerk::ClerkUser, private_metadata: bool) -> crate::pb::User {
+    let visibility = if private_metadata {
+        convert::Visibility::Full
+    } else {
+        convert::Visibility::WithoutPrivateMetadata
+    };
+    convert::user(user, visibility)
+}
+
 /// The deadline of a call that set none (unary calls).
 pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(30);
 

@@ -141,7 +141,6 @@ impl Flights {
     }
 
     /// How many flights are in the air.
-    #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.map.len()
     }

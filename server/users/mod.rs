@@ -162,6 +162,11 @@ impl Users {
         &self.shared.cache
     }
 
+    /// Ids on their way to Clerk now (one flight each); 0 when idle.
+    pub fn flights_in_air(&self) -> usize {
+        self.shared.flights.len()
+    }
+
     /// One user, from the cache or from Clerk.
     pub async fn get(&self, id: &str, demand: &Demand) -> Result<Lookup, UpstreamError> {
         let retained = self.shared.cache.get(id).await;

@@ -10,6 +10,7 @@ mod cache;
 mod callers;
 mod cli;
 mod exports;
+mod faults;
 mod grpcurl;
 mod http_limits;
 mod lookups;

@@ -1,0 +1,390 @@
+//! `soak`: a bounded soak run of the broker against the embedded fake Clerk,
+//! whose faults toggle every few seconds (5xx, timeouts, dropped connections,
+//! slow answers, malformed JSON, 429 blocks with a long `Retry-After`, calm).
+//!
+//! Mixed load for `--minutes`: `GetUser` hits and misses, `BatchGetUsers`,
+//! `ListUsers` streams and `AcquirePermit`, every call with a deadline. The
+//! fake enforces the broker's own budget. At the end it prints calls made,
+//! failures by status, p50/p99 latency, upstream requests, the 429s the fake
+//! sent (injected blocks included), the most requests the fake saw in any
+//! window against the limit, and the process's peak RSS (`VmHWM`). Exits 1 if
+//! the budget was exceeded or a call outlived its deadline by more than 1 s.
+//!
+//! Run: `cargo run --release --bin soak -- --minutes 10` (on demand, not in CI).
+
+use std::{
+    collections::BTreeMap,
+    process::ExitCode,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use clap::Parser;
+use clerk_broker::{
+    admission::Rate,
+    clerk::ClerkConfig,
+    config::{Config, LookupConfig},
+    fake::{FakeClerk, FakeClerkConfig, Faults, seed},
+    pb::{
+        AcquirePermitRequest, BatchGetUsersRequest, GetUserRequest, ListUsersRequest,
+        quota_service_client::QuotaServiceClient, user_service_client::UserServiceClient,
+    },
+    secret::SecretKey,
+    server::{self, Listeners},
+};
+use tokio::net::TcpListener;
+use tonic::{Code, transport::Channel};
+
+/// The key the fake accepts and the broker holds.
+const KEY: &str = "sk_test_soak_0000000000000000";
+
+/// Soak-tests the broker under mixed load while the fake Clerk's faults toggle.
+#[derive(Debug, Parser)]
+#[command(name = "soak")]
+struct Args {
+    /// Length of the run.
+    #[arg(long, default_value_t = 10.0)]
+    minutes: f64,
+    /// Seconds between fault switches.
+    #[arg(long, default_value_t = 5)]
+    switch_every: u64,
+    /// Concurrent callers.
+    #[arg(long, default_value_t = 16)]
+    clients: usize,
+    /// Users in the fake Clerk.
+    #[arg(long, default_value_t = 20_000)]
+    users: usize,
+    /// The budget (broker and fake alike).
+    #[arg(long, default_value = "100/1s")]
+    rate: String,
+}
+
+/// What every call reports.
+#[derive(Default)]
+struct Tally {
+    calls: u64,
+    by_code: BTreeMap<String, u64>,
+    latencies_us: Vec<u64>,
+    /// Calls that ended more than 1 s after their deadline.
+    overdue: u64,
+}
+
+impl Tally {
+    fn record(&mut self, kind: &str, code: Code, took: Duration, deadline: Duration) {
+        self.calls += 1;
+        *self.by_code.entry(format!("{kind} {code:?}")).or_default() += 1;
+        self.latencies_us
+            .push(u64::try_from(took.as_micros()).unwrap_or(u64::MAX));
+        if took > deadline + Duration::from_secs(1) {
+            self.overdue += 1;
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("soak: cannot start the runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(soak(args)) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(error) => {
+            eprintln!("soak: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+type SoakResult<T> = Result<T, Box<dyn std::error::Error>>;
+
+/// The fault modes cycled through, each for `--switch-every` seconds.
+fn modes() -> Vec<(&'static str, Faults, Option<Duration>)> {
+    let calm = Faults::default();
+    vec![
+        ("calm", calm.clone(), None),
+        (
+            "5xx",
+            Faults {
+                server_error_rate: 0.7,
+                ..calm.clone()
+            },
+            None,
+        ),
+        (
+            "timeouts",
+            Faults {
+                timeout_rate: 0.3,
+                ..calm.clone()
+            },
+            None,
+        ),
+        ("calm", calm.clone(), None),
+        (
+            "drops",
+            Faults {
+                drop_rate: 0.5,
+                ..calm.clone()
+            },
+            None,
+        ),
+        (
+            "slow",
+            Faults {
+                latency: Duration::from_millis(800),
+                ..calm.clone()
+            },
+            None,
+        ),
+        (
+            "malformed",
+            Faults {
+                malformed_rate: 0.5,
+                ..calm.clone()
+            },
+            None,
+        ),
+        ("429 block", calm, Some(Duration::from_secs(4))),
+    ]
+}
+
+async fn soak(args: Args) -> SoakResult<bool> {
+    let rate: Rate = args.rate.parse()?;
+    let users = seed::synthetic_users(args.users, 11);
+    let ids: Arc<Vec<String>> = Arc::new(
+        users
+            .iter()
+            .filter_map(|user| user["id"].as_str().map(str::to_owned))
+            .collect(),
+    );
+    let mut fake_config = FakeClerkConfig::new(KEY);
+    fake_config.rate_limit = Some((rate.limit, rate.window));
+    let fake = FakeClerk::new(fake_config, users);
+    let url = fake.spawn().await?;
+    let clerk = ClerkConfig {
+        base_url: url.parse()?,
+        secret_key: SecretKey::parse(KEY)?,
+        request_timeout: Duration::from_secs(2),
+        max_attempts: 4,
+    };
+    let mut config = Config::with_defaults("127.0.0.1:0".parse()?, clerk, rate);
+    config.lookup = LookupConfig {
+        cache_ttl: Duration::from_secs(20),
+        cache_max_entries: 5_000,
+        ..LookupConfig::default()
+    };
+    let listeners = Listeners {
+        grpc: TcpListener::bind(config.listen).await?,
+        http: TcpListener::bind("127.0.0.1:0").await?,
+    };
+    let addr = listeners.grpc.local_addr()?;
+    tokio::spawn(server::run(listeners, config, std::future::pending()));
+    let channel = Channel::from_shared(format!("http://{addr}"))?
+        .connect()
+        .await?;
+
+    let run_for = Duration::from_secs_f64(args.minutes.max(0.05) * 60.0);
+    println!(
+        "soak: {:.1} min, {} clients, budget {rate}, {} users, faults switch every {} s",
+        args.minutes, args.clients, args.users, args.switch_every
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let tally = Arc::new(Mutex::new(Tally::default()));
+    let switcher = {
+        let (fake, stop) = (fake.clone(), stop.clone());
+        let every = Duration::from_secs(args.switch_every.max(1));
+        tokio::spawn(async move {
+            for (name, faults, block) in modes().into_iter().cycle() {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                println!("  faults: {name}");
+                fake.set_faults(faults);
+                if let Some(retry_after) = block {
+                    fake.block_for(retry_after);
+                }
+                tokio::time::sleep(every).await;
+            }
+            fake.set_faults(Faults::default());
+        })
+    };
+    let mut callers = Vec::new();
+    for client in 0..args.clients {
+        let (channel, ids, stop, tally) =
+            (channel.clone(), ids.clone(), stop.clone(), tally.clone());
+        callers.push(tokio::spawn(async move {
+            caller(client, channel, &ids, &stop, &tally).await;
+        }));
+    }
+    tokio::time::sleep(run_for).await;
+    stop.store(true, Ordering::Relaxed);
+    for caller in callers {
+        caller.await?;
+    }
+    switcher.await?;
+
+    let tally = tally.lock().map_err(|_| "a caller panicked")?;
+    let mut latencies = tally.latencies_us.clone();
+    latencies.sort_unstable();
+    let percentile = |p: f64| {
+        let index = ((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1));
+        Duration::from_micros(latencies.get(index).copied().unwrap_or(0))
+    };
+    let stats = fake.stats();
+    println!("\n== soak results ==");
+    println!("calls: {}", tally.calls);
+    for (kind, count) in &tally.by_code {
+        println!("  {kind}: {count}");
+    }
+    println!(
+        "latency p50 {:?}, p99 {:?}, max {:?}",
+        percentile(0.50),
+        percentile(0.99),
+        percentile(1.0)
+    );
+    println!("calls ending > 1 s after their deadline: {}", tally.overdue);
+    println!(
+        "upstream requests (fake): {} (list {}, count {}, get {}); injected 5xx {}",
+        stats.requests,
+        stats.list_requests,
+        stats.count_requests,
+        stats.get_requests,
+        stats.server_errors
+    );
+    println!(
+        "429s sent by the fake (injected blocks included): {}",
+        stats.rate_limited
+    );
+    println!(
+        "most requests in any {:?} window: {} (limit {})",
+        rate.window, stats.max_in_window, rate.limit
+    );
+    println!("peak RSS: {} MiB", peak_rss_kib() / 1024);
+    let ok = stats.max_in_window <= u64::from(rate.limit) && tally.overdue == 0;
+    println!("{}", if ok { "PASS" } else { "FAIL" });
+    Ok(ok)
+}
+
+/// One caller: a mix of hits (a small hot set), misses (anywhere), batches,
+/// short exports and permits, until `stop`.
+async fn caller(
+    client: usize,
+    channel: Channel,
+    ids: &[String],
+    stop: &AtomicBool,
+    tally: &Mutex<Tally>,
+) {
+    let mut users = UserServiceClient::new(channel.clone());
+    let mut quota = QuotaServiceClient::new(channel);
+    let mut turn = client;
+    while !stop.load(Ordering::Relaxed) {
+        turn += 1;
+        let deadline = Duration::from_millis(1_000);
+        let started = Instant::now();
+        let (kind, code) = match turn % 10 {
+            0..=4 => {
+                let id = ids[fastrand::usize(..ids.len().min(200))].clone();
+                let code = code_of(
+                    users
+                        .get_user(timed(GetUserRequest { user_id: id }, deadline))
+                        .await,
+                );
+                ("GetUser hot", code)
+            }
+            5 | 6 => {
+                let id = ids[fastrand::usize(..ids.len())].clone();
+                let code = code_of(
+                    users
+                        .get_user(timed(GetUserRequest { user_id: id }, deadline))
+                        .await,
+                );
+                ("GetUser any", code)
+            }
+            7 => {
+                let user_ids = (0..20)
+                    .map(|_| ids[fastrand::usize(..ids.len())].clone())
+                    .collect();
+                let request = timed(BatchGetUsersRequest { user_ids }, deadline);
+                (
+                    "BatchGetUsers",
+                    code_of(users.batch_get_users(request).await),
+                )
+            }
+            8 => {
+                let request = timed(
+                    AcquirePermitRequest {
+                        cost: 1,
+                        ..Default::default()
+                    },
+                    deadline,
+                );
+                (
+                    "AcquirePermit",
+                    code_of(quota.acquire_permit(request).await),
+                )
+            }
+            _ => {
+                let request = timed(
+                    ListUsersRequest {
+                        page_size: 100,
+                        max_users: 300,
+                        ..Default::default()
+                    },
+                    Duration::from_secs(5),
+                );
+                let code = match users.list_users(request).await {
+                    Ok(response) => {
+                        let mut stream = response.into_inner();
+                        loop {
+                            match stream.message().await {
+                                Ok(Some(_)) => {}
+                                Ok(None) => break Code::Ok,
+                                Err(status) => break status.code(),
+                            }
+                        }
+                    }
+                    Err(status) => status.code(),
+                };
+                ("ListUsers", code)
+            }
+        };
+        let limit = if kind == "ListUsers" {
+            Duration::from_secs(5)
+        } else {
+            deadline
+        };
+        if let Ok(mut tally) = tally.lock() {
+            tally.record(kind, code, started.elapsed(), limit);
+        }
+    }
+}
+
+fn timed<T>(message: T, timeout: Duration) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.set_timeout(timeout);
+    request
+}
+
+fn code_of<T>(result: Result<T, tonic::Status>) -> Code {
+    result.map_or_else(|status| status.code(), |_| Code::Ok)
+}
+
+/// The process's peak resident set (`VmHWM` of `/proc/self/status`), in KiB.
+fn peak_rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix("VmHWM:"))
+                .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
