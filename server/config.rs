@@ -11,8 +11,10 @@ use clap::{Args, Parser, Subcommand};
 use reqwest::Url;
 
 mod lookup;
+mod redis;
 
 pub use lookup::{LookupArgs, LookupConfig, WEBHOOK_SECRET_ENV};
+pub use redis::RedisArgs;
 
 use crate::{
     admission::{BudgetSpec, Rate, default_burst, parse_duration},
@@ -98,6 +100,9 @@ pub struct BrokerArgs {
     /// Cache, batching and webhook flags.
     #[command(flatten)]
     pub lookup: LookupArgs,
+    /// Shared state in Redis.
+    #[command(flatten)]
+    pub redis: RedisArgs,
 }
 
 /// Flags of `serve`.
@@ -180,6 +185,8 @@ pub struct Config {
     pub policy_path: Option<PathBuf>,
     /// Cache, batching and webhooks of user lookups.
     pub lookup: LookupConfig,
+    /// Shared state in Redis (None: this replica alone, in memory).
+    pub redis: Option<crate::store::RedisConfig>,
 }
 
 impl Config {
@@ -197,6 +204,7 @@ impl Config {
             policy: Arc::new(Policy::anonymous()),
             policy_path: None,
             lookup: LookupConfig::default(),
+            redis: None,
         }
     }
 
@@ -305,6 +313,7 @@ impl Config {
                 listen,
                 std::env::var(WEBHOOK_SECRET_ENV).ok(),
             )?,
+            redis: args.redis.config()?,
         })
     }
 }

@@ -24,6 +24,7 @@ pub mod metrics;
 pub mod reload;
 pub mod secret;
 pub mod server;
+pub mod store;
 pub mod token;
 pub mod users;
 pub mod webhook;

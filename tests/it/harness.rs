@@ -67,6 +67,23 @@ pub(crate) struct Options {
     pub(crate) lookup: LookupConfig,
     /// Longest single request to the fake (a loaded machine answers slowly).
     pub(crate) upstream_timeout: Duration,
+    /// Shared state in Redis (None: in memory). Tests of the `shared::`
+    /// modules (the admission suites run again) get the process's Redis.
+    pub(crate) redis: Option<String>,
+    /// Key prefix in Redis: replicas of one test share it.
+    pub(crate) redis_prefix: String,
+    /// Replicas configured (None: counted in Redis).
+    pub(crate) replicas: Option<u32>,
+    /// Longest Redis call.
+    pub(crate) redis_timeout: Duration,
+}
+
+/// Whether this test runs in the `shared::` copy of a suite (its thread is
+/// named after the test).
+fn in_shared_suite() -> bool {
+    std::thread::current()
+        .name()
+        .is_some_and(|name| name.starts_with("shared::"))
 }
 
 impl Default for Options {
@@ -87,6 +104,11 @@ impl Default for Options {
             drain_delay: Duration::ZERO,
             lookup: test_lookup(),
             upstream_timeout: Duration::from_secs(2),
+            redis: in_shared_suite().then(crate::redis::shared_url),
+            redis_prefix: format!("test-{:08x}", fastrand::u32(..)),
+            replicas: None,
+            // A debug build on a loaded 2-core machine: generous.
+            redis_timeout: Duration::from_millis(500),
         }
     }
 }
@@ -95,6 +117,8 @@ impl Default for Options {
 pub(crate) struct Harness {
     /// The fake Clerk, for counting requests and injecting faults.
     pub(crate) fake: FakeClerk,
+    /// The fake's base URL.
+    fake_url: String,
     /// Where the broker listens.
     pub(crate) addr: SocketAddr,
     /// Where the broker's HTTP listener (webhooks) listens.
@@ -117,6 +141,27 @@ impl Harness {
         fake_config.rate_limit = options.fake_limit.map(|rate| (rate.limit, rate.window));
         let fake = FakeClerk::new(fake_config, users);
         let url = fake.spawn().await.unwrap();
+        Self::broker(fake, url, ids, options).await
+    }
+
+    /// Another broker (a replica) in front of the same fake Clerk.
+    pub(crate) async fn replica(&self, options: Options) -> Self {
+        Self::broker(
+            self.fake.clone(),
+            self.fake_url.clone(),
+            self.ids.clone(),
+            options,
+        )
+        .await
+    }
+
+    async fn broker(fake: FakeClerk, url: String, ids: Vec<String>, options: Options) -> Self {
+        let redis = options.redis.map(|url| clerk_broker::store::RedisConfig {
+            url,
+            timeout: options.redis_timeout,
+            replicas: options.replicas,
+            prefix: options.redis_prefix.clone(),
+        });
         let config = Config {
             listen: "127.0.0.1:0".parse().unwrap(),
             clerk: ClerkConfig {
@@ -135,6 +180,7 @@ impl Harness {
             policy_path: options.policy_path,
             drain_delay: options.drain_delay,
             lookup: options.lookup,
+            redis,
         };
         let listeners = Listeners {
             grpc: TcpListener::bind(config.listen).await.unwrap(),
@@ -148,6 +194,7 @@ impl Harness {
         }));
         Self {
             fake,
+            fake_url: url,
             addr,
             http_addr,
             ids,

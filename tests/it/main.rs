@@ -2,6 +2,7 @@
 //! it, and generated clients in front. One concern per module.
 
 mod harness;
+mod redis;
 
 mod budget;
 mod cache;
@@ -16,3 +17,14 @@ mod shutdown;
 mod upstream_faults;
 mod validation;
 mod webhooks;
+
+/// The admission suites again, unchanged, with every broker sharing its
+/// budgets through Redis (the harness sees the `shared::` test names).
+#[allow(dead_code, clippy::duplicate_mod)]
+#[path = "."]
+mod shared {
+    mod budget;
+    mod callers;
+}
+
+mod replicas;
