@@ -224,6 +224,8 @@ pub async fn run(
             replica = broker.redis.as_ref().map_or("", |store| store.replica()),
             "budgets and the user cache are shared through Redis"
         );
+        let warm = shared.clone();
+        tokio::spawn(async move { warm.warm_up().await });
         let users = Arc::downgrade(&broker.users);
         shared.follow(move |id| {
             if let Some(users) = users.upgrade() {

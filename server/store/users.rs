@@ -67,6 +67,23 @@ impl RedisUsers {
         self.store.key(&["invalidate"])
     }
 
+    /// Connects and loads the scripts ahead of the first lookups (a first
+    /// call would otherwise pay for both within its short timeout).
+    pub async fn warm_up(&self) {
+        let mut connection = self.store.connection.clone();
+        let load = async {
+            self.claim.load_async(&mut connection).await?;
+            self.store.script.load_async(&mut connection).await
+        };
+        if let Err(error) = tokio::time::timeout(Duration::from_secs(5), load)
+            .await
+            .map_err(|_| "no answer within 5s".to_owned())
+            .and_then(|loaded| loaded.map_err(|error| error.to_string()))
+        {
+            tracing::warn!(%error, "Redis is not reachable yet: budgets start degraded");
+        }
+    }
+
     /// Follows invalidations published by other replicas, calling
     /// `forget(id)` for each, for as long as the task runs; reconnects and
     /// subscribes again whenever the connection is lost.

@@ -54,6 +54,16 @@ async fn degraded(harness: &Harness) -> Option<bool> {
     Some(line.ends_with(" 1"))
 }
 
+/// Waits until `harness` has connected to Redis and loaded its scripts
+/// (done in the background at start).
+async fn wait_shared(harness: &Harness) {
+    let until = Instant::now() + Duration::from_secs(10);
+    while degraded(harness).await != Some(false) && Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+}
+
 fn permit(max_wait_ms: u32) -> AcquirePermitRequest {
     AcquirePermitRequest {
         max_wait: Some(prost_types::Duration {
@@ -175,10 +185,19 @@ async fn three_replicas_oversubscribed_share_one_budget_by_weight() {
 async fn cold_ids_are_fetched_from_clerk_once_across_replicas() {
     let prefix = format!("fill-{:08x}", fastrand::u32(..));
     let url = shared_url();
-    let a = Arc::new(Harness::start(replica_options(&url, &prefix)).await);
-    let b = Arc::new(a.replica(replica_options(&url, &prefix)).await);
-    let c = Arc::new(a.replica(replica_options(&url, &prefix)).await);
+    // 1,000 calls at once on a 2-core machine starve the runtime for a
+    // while: a claim that times out fails open (a second fetch), by design.
+    let options = || Options {
+        redis_timeout: Duration::from_secs(3),
+        ..replica_options(&url, &prefix)
+    };
+    let a = Arc::new(Harness::start(options()).await);
+    let b = Arc::new(a.replica(options()).await);
+    let c = Arc::new(a.replica(options()).await);
     let replicas = [a.clone(), b, c];
+    for replica in &replicas {
+        wait_shared(replica).await;
+    }
     let mut clients = Vec::new();
     for replica in &replicas {
         clients.push(replica.users().await);
