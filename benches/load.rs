@@ -263,7 +263,7 @@ fn best(runs: &[Figures]) -> Figures {
 async fn main() {
     let args = Args::parse();
     let bare = start_bare().await;
-    let broker = start_broker(None).await;
+    let broker_addr = start_broker(None).await;
     println!(
         "AcquirePermit, {} connections x {} in flight, {} s per run, {} rounds",
         args.connections, args.concurrency, args.seconds, args.rounds
@@ -271,7 +271,7 @@ async fn main() {
     let (mut bare_runs, mut broker_runs) = (Vec::new(), Vec::new());
     for _ in 0..args.rounds {
         bare_runs.push(drive(bare, &args).await);
-        broker_runs.push(drive(broker, &args).await);
+        broker_runs.push(drive(broker_addr, &args).await);
     }
     let (bare, broker) = (best(&bare_runs), best(&broker_runs));
     show("bare tonic (baseline)", bare);
@@ -289,7 +289,7 @@ async fn main() {
             let (mut memory_runs, mut shared_runs, mut calls) =
                 (Vec::new(), Vec::new(), Vec::new());
             for _ in 0..args.rounds {
-                memory_runs.push(drive(broker, &args).await);
+                memory_runs.push(drive(broker_addr, &args).await);
                 let before = redis.script_calls().await;
                 let figures = drive(shared, &args).await;
                 let trips = redis.script_calls().await - before;
