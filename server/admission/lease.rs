@@ -849,7 +849,8 @@ impl Leased {
         if waiting && self.mode == Mode::Shared {
             next = next.min(self.retry_at.unwrap_or(now));
         }
-        next.max(now)
+        // At most one round trip per millisecond: never a busy loop.
+        next.max(now + Duration::from_millis(1))
     }
 
     /// No round trip for waiters before this.
@@ -1037,5 +1038,219 @@ pub(crate) async fn sync_task(budget: Weak<Budget>, sync: Arc<LeaseSync>, wake: 
             }
             () = tokio::time::sleep_until(next) => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{
+        Mutex,
+        atomic::{AtomicBool, Ordering},
+    };
+
+    use super::*;
+    use crate::admission::{BudgetSpec, NoEvents};
+
+    /// A model of `lease.lua`'s log (without fairness, burst or pause), on
+    /// tokio's clock, shared by the replicas of one test.
+    #[derive(Debug)]
+    struct Model {
+        log: Mutex<(HashMap<String, Instant>, String)>,
+        down: AtomicBool,
+    }
+
+    impl Model {
+        fn new() -> Arc<Self> {
+            Arc::new(Self {
+                log: Mutex::new((HashMap::new(), "epoch-1".into())),
+                down: AtomicBool::new(false),
+            })
+        }
+    }
+
+    /// One replica's connection to the model.
+    #[derive(Debug)]
+    struct Replica {
+        model: Arc<Model>,
+        id: &'static str,
+        settings: LeaseSettings,
+    }
+
+    #[tonic::async_trait]
+    impl LeaseStore for Replica {
+        async fn lease(&self, _: &str, request: &LeaseRequest) -> Result<LeaseReply, StoreError> {
+            if self.model.down.load(Ordering::SeqCst) {
+                return Err(StoreError("down".into()));
+            }
+            let now = Instant::now();
+            let at = |delta: i64| {
+                if delta >= 0 {
+                    now + Duration::from_millis(delta as u64)
+                } else {
+                    now.checked_sub(Duration::from_millis(delta.unsigned_abs()))
+                        .unwrap_or(now)
+                }
+            };
+            let mut guard = self.model.log.lock().unwrap();
+            let (log, epoch) = &mut *guard;
+            let member = |seq: &u64| format!("{}:{seq}", self.id);
+            for (seq, delta) in &request.rescore {
+                if let Some(expiry) = log.get_mut(&member(seq)) {
+                    *expiry = at(*delta);
+                }
+            }
+            for seq in &request.remove {
+                log.remove(&member(seq));
+            }
+            for (seq, delta) in &request.record {
+                if *delta > 0 {
+                    log.entry(member(seq)).or_insert(at(*delta));
+                }
+            }
+            log.retain(|_, expiry| *expiry > now);
+            let room = request.limit.saturating_sub(log.len() as u32);
+            let granted = room.min(request.want);
+            for i in 0..u64::from(granted) {
+                log.insert(
+                    member(&(request.first_seq + i)),
+                    now + Duration::from_millis(request.lease_ms + request.window_ms),
+                );
+            }
+            let oldest = log.values().min().copied();
+            Ok(LeaseReply {
+                granted,
+                epoch: epoch.clone(),
+                free: request.limit.saturating_sub(log.len() as u32),
+                oldest_ms: oldest.map(|at| (at - now).as_millis() as u64),
+                retry_ms: if granted < request.want {
+                    oldest.map_or(1, |at| (at - now).as_millis() as u64).max(1)
+                } else {
+                    0
+                },
+                replicas: 2,
+                paused_ms: 0,
+            })
+        }
+
+        fn settings(&self) -> &LeaseSettings {
+            &self.settings
+        }
+    }
+
+    /// The most requests whose arrival (anywhere between admission and
+    /// answer) can fall within one interval of `window`.
+    fn most_in_any_window(requests: &[(Instant, Instant)], window: Duration) -> usize {
+        requests
+            .iter()
+            .map(|&(_, t)| {
+                requests
+                    .iter()
+                    .filter(|&&(start, finish)| start < t + window && finish >= t)
+                    .count()
+            })
+            .max()
+            .unwrap_or(0)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn two_replicas_never_exceed_the_budget_through_an_outage_and_back() {
+        outage(false).await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn nor_when_the_store_comes_back_empty() {
+        outage(true).await;
+    }
+
+    /// Two replicas saturating a shared budget of 10/1s: shared for 2 s,
+    /// the store down for 4 s (it comes back empty if `lose_data`), then
+    /// shared again for 3 s.
+    async fn outage(lose_data: bool) {
+        let rate = Rate {
+            limit: 10,
+            window: Duration::from_secs(1),
+        };
+        let model = Model::new();
+        let settings = LeaseSettings {
+            max_hold: Duration::from_millis(200),
+            replicas: None,
+            timeout: Duration::from_millis(50),
+        };
+        let budgets: Vec<Arc<Budget>> = ["a", "b"]
+            .into_iter()
+            .map(|id| {
+                let store = Arc::new(Replica {
+                    model: model.clone(),
+                    id,
+                    settings: settings.clone(),
+                });
+                Budget::shared("clerk", BudgetSpec::new(rate), Arc::new(NoEvents), store)
+            })
+            .collect();
+        let start = Instant::now();
+        let end = start + Duration::from_secs(9);
+        let sent = Arc::new(Mutex::new(Vec::new()));
+        let mut tasks = Vec::new();
+        for budget in &budgets {
+            for worker in 0..8u32 {
+                let (budget, sent) = (budget.clone(), sent.clone());
+                tasks.push(tokio::spawn(async move {
+                    let caller: CallerName = format!("w{worker}").into();
+                    while Instant::now() < end {
+                        let demand = Demand::interactive(
+                            caller.clone(),
+                            Instant::now() + Duration::from_millis(700),
+                        );
+                        match budget.acquire(&demand, 1).await {
+                            Ok(permit) => {
+                                let admitted = Instant::now();
+                                tokio::time::sleep(Duration::from_millis(30)).await;
+                                drop(permit);
+                                sent.lock().unwrap().push((admitted, Instant::now()));
+                            }
+                            Err(_) => tokio::time::sleep(Duration::from_millis(15)).await,
+                        }
+                    }
+                }));
+            }
+        }
+        // Shared for 2 s, Redis down for 4 s, back for 3 s.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let before_outage = sent.lock().unwrap().len();
+        model.down.store(true, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(budgets.iter().all(|b| b.is_degraded() == Some(true)));
+        tokio::time::sleep(Duration::from_millis(3_500)).await;
+        let during_outage = sent.lock().unwrap().len() - before_outage;
+        if lose_data {
+            let mut log = model.log.lock().unwrap();
+            *log = (HashMap::new(), "epoch-2".into());
+        }
+        model.down.store(false, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(budgets.iter().all(|b| b.is_degraded() == Some(false)));
+        for task in tasks {
+            task.await.unwrap();
+        }
+        let sent = sent.lock().unwrap().clone();
+        assert!(
+            most_in_any_window(&sent, rate.window) <= 10,
+            "{} in one window",
+            most_in_any_window(&sent, rate.window)
+        );
+        // Shared: nearly the whole budget; alone after the hold-off: a share each.
+        let shared = sent
+            .iter()
+            .filter(|(at, _)| {
+                *at >= start + Duration::from_secs(1) && *at < start + Duration::from_secs(2)
+            })
+            .count();
+        assert!(shared >= 8, "only {shared} of 10 in a shared second");
+        assert!(during_outage > 0, "served alone after the hold-off");
+        let after = sent
+            .iter()
+            .filter(|(at, _)| *at >= start + Duration::from_secs(7))
+            .count();
+        assert!(after >= 15, "only {after} in the 2 s back in shared mode");
     }
 }

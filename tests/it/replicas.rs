@@ -42,6 +42,8 @@ fn replica_options(url: &str, prefix: &str) -> Options {
 
 /// `clerk_broker_redis_degraded` of the upstream budget, from /metrics.
 async fn degraded(harness: &Harness) -> Option<bool> {
+    // reqwest is built without a provider (the broker installs it at start).
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let text = reqwest::get(format!("http://{}/metrics", harness.http_addr))
         .await
         .ok()?
