@@ -40,6 +40,13 @@ impl RedisArgs {
                 "--redis-url must start with redis:// or rediss://",
             ));
         }
+        // Parsed (not connected) now, so a bad URL stops the broker at start;
+        // the message never repeats the URL (it may hold a password).
+        if ::redis::Client::open(url.as_str()).is_err() {
+            return Err(ConfigError::new(
+                "--redis-url is not a valid Redis URL (redis://[user:password@]host[:port][/db])",
+            ));
+        }
         let timeout = duration("--redis-timeout", &self.redis_timeout)?;
         if timeout.is_zero() {
             return Err(ConfigError::new("--redis-timeout must be above 0"));
