@@ -1,7 +1,9 @@
 //! Load generator: drives `AcquirePermit` on the broker and on a bare tonic
 //! server built in the same profile (the baseline), in the same run, and
-//! prints RPC/s, latency percentiles and the ratio; then times the admission
-//! controller's decision alone.
+//! prints RPC/s, latency percentiles and the ratio; then the broker with its
+//! budgets shared through Redis (a `redis-server` it starts on a free port,
+//! if installed) against the in-memory broker, with Redis round trips per
+//! granted permit; then times the admission controller's decision alone.
 //!
 //! `cargo bench --bench load -- --seconds 5 --connections 4 --concurrency 16`
 
@@ -91,8 +93,8 @@ async fn start_bare() -> SocketAddr {
 }
 
 /// A broker whose upstream budget is never the limit (no upstream calls are
-/// made by `AcquirePermit`).
-async fn start_broker() -> SocketAddr {
+/// made by `AcquirePermit`); budgets shared through `redis` if given.
+async fn start_broker(redis: Option<String>) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let rate: Rate = "1000000/1s".parse().unwrap();
@@ -105,12 +107,81 @@ async fn start_broker() -> SocketAddr {
     let mut config = Config::with_defaults(addr, clerk, rate);
     config.upstream_burst = rate.limit;
     config.upstream_margin = Duration::ZERO;
+    config.redis = redis.map(|url| clerk_broker::store::RedisConfig {
+        url,
+        timeout: Duration::from_millis(50),
+        replicas: None,
+        prefix: format!("bench-{}", std::process::id()),
+    });
     let listeners = Listeners {
         grpc: listener,
         http: TcpListener::bind("127.0.0.1:0").await.unwrap(),
     };
     tokio::spawn(server::run(listeners, config, std::future::pending()));
     addr
+}
+
+/// A `redis-server` on a free loopback port (stopped when dropped), if
+/// installed.
+struct RedisServer(std::process::Child, u16);
+
+impl RedisServer {
+    fn start() -> Option<Self> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .ok()?
+            .local_addr()
+            .ok()?
+            .port();
+        let child = std::process::Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .ok()?;
+        let until = Instant::now() + Duration::from_secs(5);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if Instant::now() > until {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Some(Self(child, port))
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.1)
+    }
+
+    /// Script calls (EVAL/EVALSHA) Redis has served: one per lease round trip.
+    async fn script_calls(&self) -> u64 {
+        let client = redis::Client::open(self.url()).unwrap();
+        let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+        let info: String = redis::cmd("INFO")
+            .arg("commandstats")
+            .query_async(&mut connection)
+            .await
+            .unwrap();
+        info.lines()
+            .filter(|line| {
+                line.starts_with("cmdstat_evalsha:") || line.starts_with("cmdstat_eval:")
+            })
+            .filter_map(|line| {
+                line.split("calls=")
+                    .nth(1)?
+                    .split(',')
+                    .next()?
+                    .parse::<u64>()
+                    .ok()
+            })
+            .sum()
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 async fn drive(addr: SocketAddr, args: &Args) -> Figures {
@@ -192,7 +263,7 @@ fn best(runs: &[Figures]) -> Figures {
 async fn main() {
     let args = Args::parse();
     let bare = start_bare().await;
-    let broker = start_broker().await;
+    let broker_addr = start_broker(None).await;
     println!(
         "AcquirePermit, {} connections x {} in flight, {} s per run, {} rounds",
         args.connections, args.concurrency, args.seconds, args.rounds
@@ -200,7 +271,7 @@ async fn main() {
     let (mut bare_runs, mut broker_runs) = (Vec::new(), Vec::new());
     for _ in 0..args.rounds {
         bare_runs.push(drive(bare, &args).await);
-        broker_runs.push(drive(broker, &args).await);
+        broker_runs.push(drive(broker_addr, &args).await);
     }
     let (bare, broker) = (best(&bare_runs), best(&broker_runs));
     show("bare tonic (baseline)", bare);
@@ -210,6 +281,32 @@ async fn main() {
         broker.rps / bare.rps,
         broker.p99.as_secs_f64() / bare.p99.as_secs_f64()
     );
+    match RedisServer::start() {
+        None => println!("redis-server not found: the shared-store comparison is skipped"),
+        Some(redis) => {
+            let shared = start_broker(Some(redis.url())).await;
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let (mut memory_runs, mut shared_runs, mut calls) =
+                (Vec::new(), Vec::new(), Vec::new());
+            for _ in 0..args.rounds {
+                memory_runs.push(drive(broker_addr, &args).await);
+                let before = redis.script_calls().await;
+                let figures = drive(shared, &args).await;
+                let trips = redis.script_calls().await - before;
+                calls.push(trips as f64 / (figures.rps * args.seconds as f64));
+                shared_runs.push(figures);
+            }
+            let (memory, shared) = (best(&memory_runs), best(&shared_runs));
+            show("in-memory budget", memory);
+            show("budget shared in Redis", shared);
+            println!(
+                "ratio: {:.2}x RPC/s (target >= 0.5x), p99 {:.2}x; Redis round trips per granted permit: {:.4}",
+                shared.rps / memory.rps,
+                shared.p99.as_secs_f64() / memory.p99.as_secs_f64(),
+                calls.iter().copied().fold(f64::INFINITY, f64::min)
+            );
+        }
+    }
     // Warm up, then measure the decision alone.
     decision_ns(100_000).await;
     println!(

@@ -100,6 +100,11 @@ def check_probes_and_env(container, broker):
     unknown = sorted(set(env) - known)
     if unknown:
         fail(f"the Deployment sets variables the broker does not read: {unknown}")
+    # Optional settings left commented out (Redis) must be real ones too.
+    deployment = (ROOT / "deploy/k8s/base/deployment.yaml").read_text()
+    commented = set(re.findall(r"#\s*- name: ([A-Z_]+)", deployment))
+    if sorted(commented - known):
+        fail(f"the Deployment's comments name variables the broker does not read: {sorted(commented - known)}")
     print(f"probes use port {listen_port}; env vars known to the broker: {sorted(env)}")
     return services
 

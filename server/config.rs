@@ -12,9 +12,11 @@ use reqwest::Url;
 
 mod listeners;
 mod lookup;
+mod redis;
 
 pub use listeners::{HttpLimitArgs, HttpLimits, TlsArgs};
 pub use lookup::{LookupArgs, LookupConfig, WEBHOOK_SECRET_ENV};
+pub use redis::RedisArgs;
 
 use crate::{
     admission::{BudgetSpec, Rate, default_burst, parse_duration},
@@ -104,6 +106,9 @@ pub struct BrokerArgs {
     /// Limits of the HTTP listener.
     #[command(flatten)]
     pub http: HttpLimitArgs,
+    /// Shared state in Redis.
+    #[command(flatten)]
+    pub redis: RedisArgs,
 }
 
 /// Flags of `serve`.
@@ -193,6 +198,8 @@ pub struct Config {
     pub http: HttpLimits,
     /// TLS on both listeners (None: plain TCP).
     pub tls: Option<TlsFiles>,
+    /// Shared state in Redis (None: this replica alone, in memory).
+    pub redis: Option<crate::store::RedisConfig>,
 }
 
 impl Config {
@@ -212,6 +219,7 @@ impl Config {
             lookup: LookupConfig::default(),
             http: HttpLimits::default(),
             tls: None,
+            redis: None,
         }
     }
 
@@ -324,6 +332,7 @@ impl Config {
             )?,
             http: HttpLimits::from_args(&args.http)?,
             tls: None,
+            redis: args.redis.config()?,
         })
     }
 }

@@ -25,6 +25,7 @@ pub mod panics;
 pub mod reload;
 pub mod secret;
 pub mod server;
+pub mod store;
 pub mod tls;
 pub mod token;
 pub mod users;

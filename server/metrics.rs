@@ -39,6 +39,7 @@ pub struct Metrics {
     permits: IntCounterVec,
     permit_wait: HistogramVec,
     budget_pauses: IntCounterVec,
+    redis_degraded: IntGaugeVec,
     budget_limit: IntGaugeVec,
     budget_available: IntGaugeVec,
     budget_in_flight: IntGaugeVec,
@@ -184,6 +185,11 @@ impl Metrics {
                 "Pauses of a budget after an upstream 429.",
                 &["budget"],
             ),
+            redis_degraded: gauge(
+                "clerk_broker_redis_degraded",
+                "1 while a shared budget runs degraded (Redis unreachable: held off, then alone on its share), else 0; absent without --redis-url.",
+                &["budget"],
+            ),
             budget_limit: gauge(
                 "clerk_broker_budget_limit",
                 "Requests a budget allows per window.",
@@ -259,6 +265,15 @@ impl Metrics {
             self.budget_in_flight
                 .with_label_values(&[name])
                 .set(i64::from(budget.in_flight));
+            if let Some(degraded) = admission
+                .budget(name)
+                .ok()
+                .and_then(|budget| budget.is_degraded())
+            {
+                self.redis_degraded
+                    .with_label_values(&[name])
+                    .set(i64::from(degraded));
+            }
             for (priority, queued) in [
                 ("interactive", budget.queued_interactive),
                 ("bulk", budget.queued_bulk),

@@ -12,7 +12,7 @@ use tonic::transport::Server;
 use tonic_health::{ServingStatus, server::HealthReporter};
 
 use crate::{
-    admission::{Admission, Demand},
+    admission::{Admission, Demand, LeaseStore},
     callers::{PolicyStore, Scope},
     clerk::{ClerkClient, KeyState, UserFilter},
     config::{Config, HttpLimits},
@@ -24,9 +24,10 @@ use crate::{
         user_service_server::UserServiceServer,
     },
     reload::{self, ReloadStats},
+    store::{RedisStore, RedisUsers},
     tls::{self, Acceptor, TlsError, TlsStore},
     token::TokenKey,
-    users::Users,
+    users::{SharedUsers, Users},
     webhook::Webhooks,
 };
 
@@ -72,6 +73,9 @@ pub enum ServeError {
     /// The TLS files changed into an invalid set since start-up.
     #[error(transparent)]
     Tls(#[from] TlsError),
+    /// The Redis store could not be set up.
+    #[error("cannot use Redis: {0}")]
+    Redis(String),
     /// A listener could not be bound.
     #[error("cannot listen on {address}: {source}")]
     Listen {
@@ -123,6 +127,10 @@ pub struct Broker {
     pub metrics: Arc<Metrics>,
     /// Verifies Clerk's webhook deliveries.
     pub webhooks: Arc<Webhooks>,
+    /// Shared state with the other replicas, with `--redis-url`.
+    pub redis: Option<Arc<RedisStore>>,
+    /// Users shared with the other replicas, with `--redis-url`.
+    pub redis_users: Option<Arc<RedisUsers>>,
 }
 
 impl Broker {
@@ -130,19 +138,30 @@ impl Broker {
     /// tokio runtime: lookups start their batching task).
     pub fn new(config: &Config) -> Result<Self, ServeError> {
         let metrics = Arc::new(Metrics::new());
-        let admission = Arc::new(Admission::observed(
+        let redis = match &config.redis {
+            Some(redis) => Some(
+                RedisStore::new(redis, config.clerk.request_timeout).map_err(ServeError::Redis)?,
+            ),
+            None => None,
+        };
+        let admission = Arc::new(Admission::with_store(
             config.upstream_spec(),
             config.policy.budgets.clone(),
             metrics.clone(),
+            redis.clone().map(|store| store as Arc<dyn LeaseStore>),
         ));
+        let redis_users = redis.clone().map(RedisUsers::new);
         let tokens = TokenKey::derive(&config.clerk.secret_key);
         let clerk = Arc::new(
             ClerkClient::new(config.clerk.clone(), admission.clone())?.observed(metrics.clone()),
         );
-        let users = Arc::new(Users::observed(
+        let users = Arc::new(Users::with_remote(
             clerk.clone(),
             &config.lookup,
             metrics.clone(),
+            redis_users
+                .clone()
+                .map(|shared| shared as Arc<dyn SharedUsers>),
         ));
         let webhooks = Arc::new(Webhooks::new(config.lookup.webhook_secret.clone()));
         Ok(Self {
@@ -153,6 +172,8 @@ impl Broker {
             reloads: Arc::default(),
             metrics,
             webhooks,
+            redis,
+            redis_users,
         })
     }
 }
@@ -229,6 +250,21 @@ pub async fn run(
         ))
     });
     let tls_watch = tls.clone().map(|store| tokio::spawn(tls::watch(store)));
+    // Invalidations received by other replicas reach this one's cache.
+    let follower = broker.redis_users.as_ref().map(|shared| {
+        tracing::info!(
+            replica = broker.redis.as_ref().map_or("", |store| store.replica()),
+            "budgets and the user cache are shared through Redis"
+        );
+        let warm = shared.clone();
+        tokio::spawn(async move { warm.warm_up().await });
+        let users = Arc::downgrade(&broker.users);
+        shared.follow(move |id| {
+            if let Some(users) = users.upgrade() {
+                tokio::spawn(async move { users.forget(&id).await });
+            }
+        })
+    });
     let key_watch = tokio::spawn(follow_key_state(
         broker.clerk.clone(),
         health.clone(),
@@ -282,7 +318,7 @@ pub async fn run(
     tokio::pin!(server);
     // Background tasks end with the server, or when shutdown begins.
     let background = AbortOnDrop(
-        [Some(key_watch), reloader, tls_watch]
+        [Some(key_watch), reloader, tls_watch, follower]
             .into_iter()
             .flatten()
             .map(|task| task.abort_handle())
@@ -316,6 +352,8 @@ pub async fn run(
         Ok(result) => result?,
         Err(_) => tracing::warn!("shutdown grace expired with calls still running; they are cut"),
     }
+    // Unused leases go back to the other replicas at once.
+    broker.admission.leave().await;
     tracing::info!("stopped");
     Ok(())
 }

@@ -11,6 +11,8 @@ use std::{
     sync::{Arc, Mutex, MutexGuard, PoisonError},
 };
 
+use super::lease::{Held, LeaseStore, LeaseSync, Leased, Window, sync_task};
+
 use tokio::{
     sync::Notify,
     time::{Duration, Instant},
@@ -63,13 +65,16 @@ pub struct Budget {
     state: Mutex<State>,
     /// Told of every grant, refusal and pause (metrics).
     events: Arc<dyn AdmissionEvents>,
+    /// The round trips to the shared store, for a shared budget.
+    lease: Option<Arc<LeaseSync>>,
 }
 
 #[derive(Debug)]
 struct State {
     /// How the budget is configured now (a reload may change it).
     spec: BudgetSpec,
-    window: SlidingWindow,
+    /// In memory, or shared through leases.
+    window: Window,
     queue: FairQueue,
     /// How to wake each waiter.
     wakers: HashMap<u64, Arc<Notify>>,
@@ -96,6 +101,8 @@ impl State {
 pub struct Permit<'a> {
     budget: &'a Budget,
     cost: u32,
+    /// The shared slots it uses (none in memory).
+    held: Held,
     /// How long the request waited for room.
     pub waited: Duration,
 }
@@ -103,7 +110,8 @@ pub struct Permit<'a> {
 impl Drop for Permit<'_> {
     fn drop(&mut self) {
         let mut state = self.budget.lock();
-        state.window.finish(Instant::now(), self.cost);
+        let held = std::mem::take(&mut self.held);
+        state.window.finish(Instant::now(), self.cost, held);
         state.wake_next();
     }
 }
@@ -143,6 +151,44 @@ impl Budget {
         if let Some(burst) = spec.burst {
             window = window.with_burst(burst);
         }
+        Self::with_window(name, spec, events, Window::Local(window), None)
+    }
+
+    /// A budget whose log is shared with other replicas through `store`,
+    /// drawn on by leases; starts its sync task (inside a tokio runtime).
+    pub fn shared(
+        name: impl Into<String>,
+        spec: BudgetSpec,
+        events: Arc<dyn AdmissionEvents>,
+        store: Arc<dyn LeaseStore>,
+    ) -> Arc<Self> {
+        let leased = Leased::new(
+            spec.rate,
+            spec.margin,
+            spec.burst,
+            spec.bulk_share,
+            store.settings().clone(),
+        );
+        let wake = leased.waker();
+        let sync = Arc::new(LeaseSync::new(store));
+        let budget = Arc::new(Self::with_window(
+            name,
+            spec,
+            events,
+            Window::Leased(Box::new(leased)),
+            Some(sync.clone()),
+        ));
+        tokio::spawn(sync_task(Arc::downgrade(&budget), sync, wake));
+        budget
+    }
+
+    fn with_window(
+        name: impl Into<String>,
+        spec: BudgetSpec,
+        events: Arc<dyn AdmissionEvents>,
+        window: Window,
+        lease: Option<Arc<LeaseSync>>,
+    ) -> Self {
         Self {
             name: name.into(),
             state: Mutex::new(State {
@@ -153,7 +199,47 @@ impl Budget {
                 next_ticket: 0,
             }),
             events,
+            lease,
         }
+    }
+
+    /// Whether the budget is shared with other replicas through a store.
+    pub fn is_shared(&self) -> bool {
+        self.lease.is_some()
+    }
+
+    /// For a shared budget: whether it runs degraded now (the store is
+    /// unreachable); `None` for an in-memory budget.
+    pub fn is_degraded(&self) -> Option<bool> {
+        let mut state = self.lock();
+        let leased = state.window.leased()?;
+        Some(leased.mode() != super::lease::Mode::Shared)
+    }
+
+    /// Hands back this replica's unused leases and forgets its heartbeat
+    /// (on shutdown); nothing for an in-memory budget.
+    pub async fn leave(&self) {
+        if let Some(lease) = &self.lease {
+            lease.round(self, true, |_| false).await;
+        }
+    }
+
+    /// Runs `f` on the leased window and the queue of a shared budget.
+    pub(super) fn with_leased<R>(&self, f: impl FnOnce(&mut Leased, &FairQueue) -> R) -> Option<R> {
+        let mut state = self.lock();
+        let State { window, queue, .. } = &mut *state;
+        let leased = window.leased()?;
+        Some(f(leased, queue))
+    }
+
+    /// Wakes the waiter that goes next (new slots came in).
+    pub(super) fn wake_next_waiter(&self) {
+        self.lock().wake_next();
+    }
+
+    /// Reports a change of degraded mode.
+    pub(super) fn degraded(&self, degraded: bool) {
+        self.events.degraded(&self.name, degraded);
     }
 
     /// The budget's name.
@@ -170,7 +256,9 @@ impl Budget {
     /// every waiter are kept (waiters are re-checked against the new rate).
     pub fn reconfigure(&self, spec: BudgetSpec) {
         let mut state = self.lock();
-        state.window.reconfigure(spec.rate, spec.margin, spec.burst);
+        state
+            .window
+            .reconfigure(spec.rate, spec.margin, spec.burst, spec.bulk_share);
         state.queue.set_bulk_share(spec.bulk_share);
         state.spec = spec;
         state.wake_next();
@@ -197,7 +285,29 @@ impl Budget {
     /// the queue and costs nothing.
     pub async fn acquire(&self, demand: &Demand, cost: u32) -> Result<Permit<'_>, AdmissionError> {
         let cost = cost.max(1);
-        let start = Instant::now();
+        let mut start = Instant::now();
+        if let Some(lease) = &self.lease {
+            // A shared budget without a slot at hand: one round trip to the
+            // store first (bounded by its timeout), as the fast path.
+            let wants = {
+                let mut state = self.lock();
+                let max_cost = state.window.max_cost();
+                let empty = state.queue.is_empty();
+                state.window.leased().is_some_and(|leased| {
+                    empty && cost <= max_cost && leased.wants_round(start, cost)
+                })
+            };
+            if wants {
+                self.with_leased(|leased, _| leased.add_pending(cost));
+                lease
+                    .round(self, false, |leased| {
+                        !leased.wants_round(Instant::now(), cost)
+                    })
+                    .await;
+                self.with_leased(|leased, _| leased.sub_pending(cost));
+                start = Instant::now();
+            }
+        }
         let (ticket, waker) = {
             let mut state = self.lock();
             let limit = state.window.max_cost();
@@ -205,9 +315,10 @@ impl Budget {
                 return Err(AdmissionError::CostTooLarge { cost, limit });
             }
             if state.queue.is_empty() && state.window.available_at(start, cost) == Some(start) {
-                state.window.start(cost);
+                let held = state.window.start(cost);
+                state.window.used(demand, cost);
                 drop(state);
-                return Ok(self.grant(demand, cost, Duration::ZERO));
+                return Ok(self.grant(demand, cost, Duration::ZERO, held));
             }
             let queued = state.queue.queued_by(&demand.caller);
             let ahead = state
@@ -245,10 +356,22 @@ impl Budget {
                             state.queue.pop();
                             state.wakers.remove(&ticket);
                             place.queued = false;
-                            state.window.start(cost);
+                            let held = state.window.start(cost);
+                            state.window.used(demand, cost);
                             state.wake_next();
                             drop(state);
-                            return Ok(self.grant(demand, cost, now - start));
+                            return Ok(self.grant(demand, cost, now - start, held));
+                        }
+                        None => {
+                            // A shared budget that just learnt there is no
+                            // room before the deadline refuses now.
+                            if let Some(retry_after) =
+                                state.window.hopeless(now, cost, demand.deadline)
+                            {
+                                drop(state);
+                                return Err(self.refuse(demand, cost, retry_after));
+                            }
+                            None
                         }
                         other => other,
                     }
@@ -279,11 +402,12 @@ impl Budget {
         self.events.paused(&self.name);
     }
 
-    fn grant(&self, demand: &Demand, cost: u32, waited: Duration) -> Permit<'_> {
+    fn grant(&self, demand: &Demand, cost: u32, waited: Duration, held: Held) -> Permit<'_> {
         self.events.granted(&self.name, demand, cost, waited);
         Permit {
             budget: self,
             cost,
+            held,
             waited,
         }
     }

@@ -112,6 +112,23 @@ impl FairQueue {
         self.classes[index(priority)].queued
     }
 
+    /// Every caller with units waiting: (class, caller, weight, units).
+    pub(crate) fn waiting_lanes(&self) -> Vec<(Priority, CallerName, u32, u64)> {
+        let mut lanes = Vec::new();
+        for (class, priority) in self
+            .classes
+            .iter()
+            .zip([Priority::Interactive, Priority::Bulk])
+        {
+            for (name, lane) in &class.lanes {
+                if lane.queued > 0 {
+                    lanes.push((priority, name.clone(), lane.weight as u32, lane.queued));
+                }
+            }
+        }
+        lanes
+    }
+
     /// Units a caller has waiting in all classes.
     pub(crate) fn queued_by(&self, caller: &str) -> u64 {
         self.classes

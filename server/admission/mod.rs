@@ -7,6 +7,7 @@
 
 mod budget;
 mod fair;
+mod lease;
 mod rate;
 mod window;
 
@@ -19,13 +20,15 @@ use tokio::time::{Duration, Instant};
 
 pub use budget::{Budget, BudgetSpec, DEFAULT_QUEUE_LIMIT, Permit};
 
+pub use lease::{LaneReport, LeaseReply, LeaseRequest, LeaseSettings, LeaseStore, StoreError};
+
 pub use rate::{MAX_LIMIT, Rate, RateParseError, parse_duration};
 
 /// The name of the budget that guards the broker's own Clerk requests.
 pub const UPSTREAM_BUDGET: &str = "clerk";
 
 /// How urgent a request is.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum Priority {
     /// Someone is waiting on the answer.
     #[default]
@@ -74,6 +77,11 @@ pub trait AdmissionEvents: Send + Sync + std::fmt::Debug {
     fn refused(&self, budget: &str, demand: &Demand, cost: u32);
     /// `budget` was paused by an upstream 429.
     fn paused(&self, budget: &str);
+    /// Shared `budget` entered (`true`) or left degraded mode: its store
+    /// could not be reached.
+    fn degraded(&self, budget: &str, degraded: bool) {
+        let _ = (budget, degraded);
+    }
 }
 
 /// Reports nothing.
@@ -141,6 +149,8 @@ pub struct Admission {
     budgets: RwLock<HashMap<String, Arc<Budget>>>,
     /// Handed to every budget.
     events: Arc<dyn AdmissionEvents>,
+    /// Where budgets are shared with other replicas (None: in memory).
+    store: Option<Arc<dyn LeaseStore>>,
 }
 
 impl Admission {
@@ -156,7 +166,18 @@ impl Admission {
         others: Vec<(String, BudgetSpec)>,
         events: Arc<dyn AdmissionEvents>,
     ) -> Self {
-        let upstream = Arc::new(Budget::observed(UPSTREAM_BUDGET, upstream, events.clone()));
+        Self::with_store(upstream, others, events, None)
+    }
+
+    /// As [`Admission::observed`]; with a `store`, every budget is shared
+    /// with the other replicas through it (inside a tokio runtime).
+    pub fn with_store(
+        upstream: BudgetSpec,
+        others: Vec<(String, BudgetSpec)>,
+        events: Arc<dyn AdmissionEvents>,
+        store: Option<Arc<dyn LeaseStore>>,
+    ) -> Self {
+        let upstream = make_budget(UPSTREAM_BUDGET, upstream, &events, store.as_ref());
         let admission = Self {
             budgets: RwLock::new(HashMap::from([(
                 UPSTREAM_BUDGET.to_owned(),
@@ -164,6 +185,7 @@ impl Admission {
             )])),
             upstream,
             events,
+            store,
         };
         admission.apply(None, others);
         admission
@@ -184,11 +206,43 @@ impl Admission {
                     existing.reconfigure(spec);
                     existing.clone()
                 }
-                None => Arc::new(Budget::observed(name.clone(), spec, self.events.clone())),
+                None => make_budget(&name, spec, &self.events, self.store.as_ref()),
             };
             next.insert(name, budget);
         }
         *budgets = next;
+    }
+
+    /// Whether budgets are shared through a store and, if so, whether any
+    /// runs degraded now (`None`: in memory).
+    pub fn degraded(&self) -> Option<bool> {
+        self.store.as_ref()?;
+        let budgets: Vec<Arc<Budget>> = self
+            .budgets
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .cloned()
+            .collect();
+        Some(
+            budgets
+                .iter()
+                .any(|budget| budget.is_degraded() == Some(true)),
+        )
+    }
+
+    /// Hands back every unused lease and leaves the store (on shutdown).
+    pub async fn leave(&self) {
+        let budgets: Vec<Arc<Budget>> = self
+            .budgets
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .cloned()
+            .collect();
+        for budget in budgets {
+            budget.leave().await;
+        }
     }
 
     /// The budget every Clerk request of the broker draws on.
@@ -223,6 +277,18 @@ impl Admission {
             .get(name)
             .cloned()
             .ok_or_else(|| AdmissionError::UnknownBudget(name.to_owned()))
+    }
+}
+
+fn make_budget(
+    name: &str,
+    spec: BudgetSpec,
+    events: &Arc<dyn AdmissionEvents>,
+    store: Option<&Arc<dyn LeaseStore>>,
+) -> Arc<Budget> {
+    match store {
+        Some(store) => Budget::shared(name, spec, events.clone(), store.clone()),
+        None => Arc::new(Budget::observed(name, spec, events.clone())),
     }
 }
 

@@ -213,6 +213,23 @@ impl SlidingWindow {
             .map_or_else(Instant::now, |&(at, _)| at + self.window)
     }
 
+    /// Units in flight, and the units finished within the window with when
+    /// they finished (ascending): what this log counts now.
+    pub(crate) fn snapshot(&mut self, now: Instant) -> (u32, Vec<(Instant, u32)>) {
+        self.prune(now);
+        (self.in_flight, self.finished.iter().copied().collect())
+    }
+
+    /// This limiter, counting `in_flight` units and the `finished` ones
+    /// (from [`SlidingWindow::snapshot`] of another log) as its own.
+    pub(crate) fn seeded(mut self, in_flight: u32, finished: &[(Instant, u32)]) -> Self {
+        self.in_flight = in_flight;
+        for &(at, units) in finished {
+            self.record(at, units);
+        }
+        self
+    }
+
     /// Units that could be admitted now (ignoring the burst cap), and units
     /// in flight.
     pub(crate) fn occupancy(&mut self, now: Instant) -> (u32, u32) {

@@ -63,6 +63,9 @@ pub struct FakeStats {
     pub count_requests: u64,
     /// Requests to `GET /v1/users/{user_id}`, whatever their outcome.
     pub get_requests: u64,
+    /// `user_id` values named by list requests (and ids got one by one):
+    /// with several brokers in front, how often ids were fetched.
+    pub ids_requested: u64,
     /// 429 responses sent.
     pub rate_limited: u64,
     /// Injected 5xx responses sent.

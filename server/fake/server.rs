@@ -138,6 +138,16 @@ async fn handle(
     let trace = format!("{:032x}", fastrand::u128(..));
     let fake = &served.fake;
     let faults = lock(&fake.inner.faults).clone();
+    let ids = match &route {
+        Route::Get(_) => 1,
+        _ => uri.query().map_or(0, |query| {
+            query
+                .split('&')
+                .filter(|pair| pair.starts_with("user_id="))
+                .count() as u64
+        }),
+    };
+    fake.gate().stats.ids_requested += ids;
     let reply = match fake.admit(&route, &headers, &trace) {
         Err(reply) => reply,
         Ok(()) => match faults.roll(fastrand::f64()) {

@@ -163,13 +163,18 @@ impl UserCache {
         now < entry.fresh_until + self.max_stale
     }
 
+    /// How long an answer about a user (`found`) or "no such user" is fresh.
+    pub fn ttl(&self, found: bool) -> Duration {
+        if found { self.ttl } else { self.negative_ttl }
+    }
+
     /// A new entry for what Clerk said about `id`.
     fn entry(&self, id: &str, user: Option<&ClerkUser>) -> Stored {
-        let lifetime = if user.is_some() {
-            self.ttl
-        } else {
-            self.negative_ttl
-        };
+        self.entry_for(id, user, self.ttl(user.is_some()))
+    }
+
+    /// A new entry fresh for `lifetime`.
+    fn entry_for(&self, id: &str, user: Option<&ClerkUser>, lifetime: Duration) -> Stored {
         let json: Option<Arc<str>> =
             user.and_then(|user| serde_json::to_string(user.json()).ok().map(Into::into));
         let size = entry_size(id, json.as_deref());
@@ -193,6 +198,22 @@ impl UserCache {
         allowed: impl FnOnce() -> bool,
     ) {
         let entry = self.entry(&id, user);
+        self.entries
+            .entry(id)
+            .and_compute_with(|_| async move { if allowed() { Op::Put(entry) } else { Op::Nop } })
+            .await;
+    }
+
+    /// Stores what another replica found (fresh for `lifetime`, what is left
+    /// of its TTL), unless `allowed` says an invalidation overtook it.
+    pub async fn store_shared(
+        &self,
+        id: Arc<str>,
+        user: Option<&ClerkUser>,
+        lifetime: Duration,
+        allowed: impl FnOnce() -> bool,
+    ) {
+        let entry = self.entry_for(&id, user, lifetime.min(self.ttl(user.is_some())));
         self.entries
             .entry(id)
             .and_compute_with(|_| async move { if allowed() { Op::Put(entry) } else { Op::Nop } })

@@ -171,6 +171,17 @@ impl<'a> Landing<'a> {
         &self.pending
     }
 
+    /// Takes the flights `which` chooses out of this landing (another
+    /// landing guards them then).
+    pub(crate) fn take_where(
+        &mut self,
+        mut which: impl FnMut(&Flight) -> bool,
+    ) -> Vec<Arc<Flight>> {
+        let (taken, kept) = self.pending.drain(..).partition(|flight| which(flight));
+        self.pending = kept;
+        taken
+    }
+
     /// Lands the flights `outcome` chooses an answer for, keeping the others.
     pub(crate) fn land_where(&mut self, mut outcome: impl FnMut(&Flight) -> Option<Outcome>) {
         let flights = self.flights;

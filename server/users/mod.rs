@@ -16,7 +16,7 @@ mod flight;
 use std::{collections::HashMap, sync::Arc};
 
 use futures_util::future::try_join_all;
-use tokio::time::Instant;
+use tokio::time::{Duration, Instant};
 
 use crate::{
     admission::Demand,
@@ -117,6 +117,43 @@ impl LookupEvents for NoLookupEvents {
     fn export(&self, _: bool) {}
 }
 
+/// An entry shared between replicas: the user's JSON text (`None`: no such
+/// user), and how long it stays fresh.
+pub type SharedEntry = (Option<String>, Duration);
+
+/// Users shared with the other replicas (Redis): fetched from Clerk once
+/// for all, and invalidations fanned out. Every method is best effort and
+/// bounded in time: on failure lookups simply go to Clerk.
+#[tonic::async_trait]
+pub trait SharedUsers: Send + Sync + std::fmt::Debug {
+    /// The fresh shared entries among `ids`.
+    async fn get(&self, ids: &[Arc<str>]) -> HashMap<Arc<str>, SharedEntry>;
+    /// For each id: its fresh shared entry, else a claim of the right to
+    /// fetch it for every replica (a short lock). Fails open: `Mine`.
+    async fn claim(&self, ids: &[Arc<str>]) -> Vec<Claim>;
+    /// Stores entries (`replace`: overwrite, as a webhook; else only where
+    /// none is stored) and releases this replica's claims on them.
+    async fn put(&self, entries: &[(Arc<str>, SharedEntry)], replace: bool);
+    /// Tells the other replicas to drop their local entry for `id`, after
+    /// dropping the shared one if `drop_shared`.
+    async fn invalidate(&self, id: &str, drop_shared: bool);
+}
+
+/// What the shared store says about one id.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Claim {
+    /// Another replica fetched it: here it is.
+    Found(SharedEntry),
+    /// This replica fetches it for all.
+    Mine,
+    /// Another replica is fetching it.
+    Theirs,
+}
+
+/// Longest a lookup waits for another replica's fetch of the same id
+/// before fetching it itself.
+const CLAIM_WAIT: Duration = Duration::from_millis(1_500);
+
 /// What the lookup tasks share with the facade.
 #[derive(Debug)]
 struct Shared {
@@ -124,6 +161,8 @@ struct Shared {
     cache: UserCache,
     flights: Flights,
     events: Arc<dyn LookupEvents>,
+    /// Users shared with the other replicas, if any.
+    remote: Option<Arc<dyn SharedUsers>>,
 }
 
 impl Users {
@@ -139,11 +178,23 @@ impl Users {
         config: &LookupConfig,
         events: Arc<dyn LookupEvents>,
     ) -> Self {
+        Self::with_remote(clerk, config, events, None)
+    }
+
+    /// As [`Users::observed`], sharing users with other replicas through
+    /// `remote`.
+    pub fn with_remote(
+        clerk: Arc<ClerkClient>,
+        config: &LookupConfig,
+        events: Arc<dyn LookupEvents>,
+        remote: Option<Arc<dyn SharedUsers>>,
+    ) -> Self {
         let shared = Arc::new(Shared {
             clerk,
             cache: UserCache::observed(config, events.clone()),
             flights: Flights::default(),
             events,
+            remote,
         });
         let batches = shared.clone();
         let batcher = Batcher::spawn(config.batch_window, MAX_FILTER_VALUES, move |batch| {
@@ -221,21 +272,42 @@ impl Users {
     /// (unless the cache holds a later version), a deleted one is cached as
     /// "no such user".
     pub async fn apply(&self, event: &UserEvent) {
-        match event {
+        let (id, user) = match event {
             UserEvent::Upserted(user) => {
                 self.shared.flights.forbid_store(user.id());
                 self.shared.cache.store_newer(user).await;
+                (user.id(), Some(user))
             }
             UserEvent::Deleted(id) => {
                 self.shared.flights.forbid_store(id);
                 self.shared.cache.store_missing(id).await;
+                (id.as_str(), None)
             }
-            UserEvent::Ignored(_) => {}
+            UserEvent::Ignored(_) => return,
+        };
+        if let Some(remote) = &self.shared.remote {
+            let entry = (
+                user.and_then(|user| serde_json::to_string(user.json()).ok()),
+                self.shared.cache.ttl(user.is_some()),
+            );
+            remote.put(&[(id.into(), entry)], true).await;
+            remote.invalidate(id, false).await;
         }
     }
 
-    /// Drops what the cache knows about `id`; true if it held an entry.
+    /// Drops what the cache knows about `id` here, in the shared store and
+    /// on every other replica; true if this replica's cache held an entry.
     pub async fn invalidate(&self, id: &str) -> bool {
+        let held = self.forget(id).await;
+        if let Some(remote) = &self.shared.remote {
+            remote.invalidate(id, true).await;
+        }
+        held
+    }
+
+    /// Drops what this replica's cache knows about `id` (another replica
+    /// said it changed); true if it held an entry.
+    pub async fn forget(&self, id: &str) -> bool {
         self.shared.flights.forbid_store(id);
         self.shared.cache.invalidate(id).await
     }
@@ -330,6 +402,21 @@ async fn fetch(shared: Arc<Shared>, batch: Vec<Arc<Flight>>) {
         }
     }
     landing.land_where(|flight| cached.remove(flight.id()).map(Ok));
+    // Several replicas: what another one fetched is not fetched again, and
+    // what another one is fetching now is awaited (apart, so that this
+    // replica's own claims go to Clerk meanwhile).
+    if let Some(remote) = shared.remote.clone() {
+        let theirs = claim(&shared, &remote, &mut landing).await;
+        if !theirs.is_empty() {
+            tokio::spawn(await_other_replicas(shared.clone(), remote, theirs));
+        }
+    }
+    from_clerk(&shared, &mut landing).await;
+}
+
+/// Fetches the pending flights of `landing` from Clerk in one request and
+/// lands them.
+async fn from_clerk(shared: &Arc<Shared>, landing: &mut Landing<'_>) {
     let pending = landing.pending();
     // The request is made for the waiter who waits longest, so it can still
     // serve everyone else who stays (see ARCHITECTURE.md, invariant 9).
@@ -354,6 +441,7 @@ async fn fetch(shared: Arc<Shared>, batch: Vec<Arc<Flight>>) {
                 .map(|user| (user.id().to_owned(), user))
                 .collect();
             let mut answers = HashMap::new();
+            let mut entries = Vec::new();
             for flight in landing.pending() {
                 let user = by_id.remove(flight.id().as_ref());
                 let id = flight.id().clone();
@@ -361,10 +449,111 @@ async fn fetch(shared: Arc<Shared>, batch: Vec<Arc<Flight>>) {
                     .cache
                     .store_unless(id.clone(), user.as_ref(), || flight.is_storable())
                     .await;
+                if shared.remote.is_some() && flight.is_storable() {
+                    let json = user
+                        .as_ref()
+                        .and_then(|user| serde_json::to_string(user.json()).ok());
+                    entries.push((id.clone(), (json, shared.cache.ttl(user.is_some()))));
+                }
                 answers.insert(id, user);
             }
             landing.land_where(|flight| answers.remove(flight.id()).map(Ok));
+            if let Some(remote) = &shared.remote {
+                remote.put(&entries, false).await;
+            }
         }
+        // Our claims expire by themselves; other replicas then try.
         Err(error) => landing.land_where(|_| Some(Err(error.clone()))),
     }
+}
+
+/// Lands the flights whose ids another replica has fetched, and takes out
+/// (returns) those another replica is fetching now; the rest are this
+/// replica's to fetch.
+async fn claim(
+    shared: &Shared,
+    remote: &Arc<dyn SharedUsers>,
+    landing: &mut Landing<'_>,
+) -> Vec<Arc<Flight>> {
+    let ids: Vec<Arc<str>> = landing.pending().iter().map(|f| f.id().clone()).collect();
+    if ids.is_empty() {
+        return Vec::new();
+    }
+    let mut found = HashMap::new();
+    let mut others = std::collections::HashSet::new();
+    for (id, claim) in ids.iter().zip(remote.claim(&ids).await) {
+        match claim {
+            Claim::Found(entry) => {
+                found.insert(id.clone(), entry);
+            }
+            Claim::Theirs => {
+                others.insert(id.clone());
+            }
+            Claim::Mine => {}
+        }
+    }
+    land_shared(shared, landing, &mut found).await;
+    landing.take_where(|flight| others.contains(flight.id()))
+}
+
+/// Waits (boundedly) for other replicas' fetches of `flights`; fetches from
+/// Clerk what did not come in time.
+async fn await_other_replicas(
+    shared: Arc<Shared>,
+    remote: Arc<dyn SharedUsers>,
+    flights: Vec<Arc<Flight>>,
+) {
+    let mut landing = Landing::new(&shared.flights, flights);
+    let mut others: Vec<Arc<str>> = landing.pending().iter().map(|f| f.id().clone()).collect();
+    // Another replica is fetching these: wait for its answer, at most until
+    // the latest waiter's deadline or CLAIM_WAIT; then fetch them anyway.
+    let latest = landing
+        .pending()
+        .iter()
+        .map(|flight| flight.demand().deadline)
+        .max()
+        .unwrap_or_else(Instant::now);
+    let give_up = latest.min(Instant::now() + CLAIM_WAIT);
+    while !others.is_empty() && Instant::now() < give_up {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let mut found = remote.get(&others).await;
+        others.retain(|id| !found.contains_key(id));
+        land_shared(&shared, &mut landing, &mut found).await;
+    }
+    from_clerk(&shared, &mut landing).await;
+}
+
+/// Stores entries found in the shared store here and lands their flights.
+async fn land_shared(
+    shared: &Shared,
+    landing: &mut Landing<'_>,
+    found: &mut HashMap<Arc<str>, SharedEntry>,
+) {
+    if found.is_empty() {
+        return;
+    }
+    let mut answers = HashMap::new();
+    for flight in landing.pending() {
+        let Some((json, fresh_for)) = found.remove(flight.id()) else {
+            continue;
+        };
+        let user = match json {
+            Some(text) => match serde_json::from_str(&text)
+                .ok()
+                .and_then(ClerkUser::from_json)
+            {
+                Some(user) => Some(user),
+                None => continue,
+            },
+            None => None,
+        };
+        shared
+            .cache
+            .store_shared(flight.id().clone(), user.as_ref(), fresh_for, || {
+                flight.is_storable()
+            })
+            .await;
+        answers.insert(flight.id().clone(), user);
+    }
+    landing.land_where(|flight| answers.remove(flight.id()).map(Ok));
 }

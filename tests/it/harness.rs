@@ -72,6 +72,23 @@ pub(crate) struct Options {
     pub(crate) http: HttpLimits,
     /// TLS on both listeners (None: plain TCP).
     pub(crate) tls: Option<TlsFiles>,
+    /// Shared state in Redis (None: in memory). Tests of the `shared::`
+    /// modules (the admission suites run again) get the process's Redis.
+    pub(crate) redis: Option<String>,
+    /// Key prefix in Redis: replicas of one test share it.
+    pub(crate) redis_prefix: String,
+    /// Replicas configured (None: counted in Redis).
+    pub(crate) replicas: Option<u32>,
+    /// Longest Redis call.
+    pub(crate) redis_timeout: Duration,
+}
+
+/// Whether this test runs in the `shared::` copy of a suite (its thread is
+/// named after the test).
+fn in_shared_suite() -> bool {
+    std::thread::current()
+        .name()
+        .is_some_and(|name| name.starts_with("shared::"))
 }
 
 impl Default for Options {
@@ -94,6 +111,11 @@ impl Default for Options {
             upstream_timeout: Duration::from_secs(2),
             http: HttpLimits::default(),
             tls: None,
+            redis: in_shared_suite().then(crate::redis::shared_url),
+            redis_prefix: format!("test-{:08x}", fastrand::u32(..)),
+            replicas: None,
+            // A debug build on a loaded 2-core machine: generous.
+            redis_timeout: Duration::from_millis(500),
         }
     }
 }
@@ -102,6 +124,8 @@ impl Default for Options {
 pub(crate) struct Harness {
     /// The fake Clerk, for counting requests and injecting faults.
     pub(crate) fake: FakeClerk,
+    /// The fake's base URL.
+    fake_url: String,
     /// Where the broker listens.
     pub(crate) addr: SocketAddr,
     /// Where the broker's HTTP listener (webhooks) listens.
@@ -124,6 +148,27 @@ impl Harness {
         fake_config.rate_limit = options.fake_limit.map(|rate| (rate.limit, rate.window));
         let fake = FakeClerk::new(fake_config, users);
         let url = fake.spawn().await.unwrap();
+        Self::broker(fake, url, ids, options).await
+    }
+
+    /// Another broker (a replica) in front of the same fake Clerk.
+    pub(crate) async fn replica(&self, options: Options) -> Self {
+        Self::broker(
+            self.fake.clone(),
+            self.fake_url.clone(),
+            self.ids.clone(),
+            options,
+        )
+        .await
+    }
+
+    async fn broker(fake: FakeClerk, url: String, ids: Vec<String>, options: Options) -> Self {
+        let redis = options.redis.map(|url| clerk_broker::store::RedisConfig {
+            url,
+            timeout: options.redis_timeout,
+            replicas: options.replicas,
+            prefix: options.redis_prefix.clone(),
+        });
         let config = Config {
             listen: "127.0.0.1:0".parse().unwrap(),
             clerk: ClerkConfig {
@@ -144,6 +189,7 @@ impl Harness {
             lookup: options.lookup,
             http: options.http,
             tls: options.tls,
+            redis,
         };
         let listeners = Listeners {
             grpc: TcpListener::bind(config.listen).await.unwrap(),
@@ -157,6 +203,7 @@ impl Harness {
         }));
         Self {
             fake,
+            fake_url: url,
             addr,
             http_addr,
             ids,

@@ -11,7 +11,7 @@ use tonic::Code;
 use crate::harness::{Harness, Options, WEBHOOK_SECRET, test_lookup};
 
 /// A delivery as Svix would send it (or as a forger might).
-struct Delivery {
+pub(crate) struct Delivery {
     id: String,
     timestamp: i64,
     body: Vec<u8>,
@@ -20,7 +20,7 @@ struct Delivery {
 
 impl Delivery {
     /// `event` signed now with `secret`.
-    fn signed(id: &str, event: &Value, secret: &str) -> Self {
+    pub(crate) fn signed(id: &str, event: &Value, secret: &str) -> Self {
         let timestamp = now();
         Self::signed_at(id, event, secret, timestamp)
     }
@@ -47,7 +47,7 @@ fn now() -> i64 {
 }
 
 /// Posts `delivery` to the broker; returns the status and the body.
-async fn post(harness: &Harness, delivery: &Delivery, unbranded: bool) -> (u16, String) {
+pub(crate) async fn post(harness: &Harness, delivery: &Delivery, unbranded: bool) -> (u16, String) {
     let prefix = if unbranded { "webhook" } else { "svix" };
     let mut request = reqwest::Client::new()
         .post(format!("http://{}/webhooks/clerk", harness.http_addr))
@@ -67,7 +67,7 @@ async fn post(harness: &Harness, delivery: &Delivery, unbranded: bool) -> (u16, 
 }
 
 /// A `user.updated` event carrying `user` with a new first name.
-fn renamed(user: &Value, first_name: &str, later_by_ms: i64) -> Value {
+pub(crate) fn renamed(user: &Value, first_name: &str, later_by_ms: i64) -> Value {
     let mut user = user.clone();
     user["first_name"] = json!(first_name);
     user["updated_at"] = json!(user["updated_at"].as_i64().unwrap() + later_by_ms);
@@ -75,7 +75,7 @@ fn renamed(user: &Value, first_name: &str, later_by_ms: i64) -> Value {
 }
 
 /// GetUser's first name and `x-cache`.
-async fn first_name(harness: &Harness, id: &str) -> (Option<String>, String) {
+pub(crate) async fn first_name(harness: &Harness, id: &str) -> (Option<String>, String) {
     let response = harness
         .users()
         .await
