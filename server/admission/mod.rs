@@ -217,13 +217,7 @@ impl Admission {
     /// runs degraded now (`None`: in memory).
     pub fn degraded(&self) -> Option<bool> {
         self.store.as_ref()?;
-        let budgets: Vec<Arc<Budget>> = self
-            .budgets
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .values()
-            .cloned()
-            .collect();
+        let budgets = self.all();
         Some(
             budgets
                 .iter()
@@ -233,13 +227,7 @@ impl Admission {
 
     /// Hands back every unused lease and leaves the store (on shutdown).
     pub async fn leave(&self) {
-        let budgets: Vec<Arc<Budget>> = self
-            .budgets
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .values()
-            .cloned()
-            .collect();
+        let budgets = self.all();
         for budget in budgets {
             budget.leave().await;
         }
@@ -250,15 +238,19 @@ impl Admission {
         &self.upstream
     }
 
-    /// Every budget's state now, by name.
-    pub fn snapshots(&self) -> Vec<BudgetSnapshot> {
-        let budgets: Vec<Arc<Budget>> = self
-            .budgets
+    /// Every budget in force now (a copy: the lock is not held).
+    fn all(&self) -> Vec<Arc<Budget>> {
+        self.budgets
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .values()
             .cloned()
-            .collect();
+            .collect()
+    }
+
+    /// Every budget's state now, by name.
+    pub fn snapshots(&self) -> Vec<BudgetSnapshot> {
+        let budgets = self.all();
         let mut snapshots: Vec<_> = budgets.iter().map(|budget| budget.snapshot()).collect();
         snapshots.sort_by(|a, b| a.name.cmp(&b.name));
         snapshots
