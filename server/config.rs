@@ -126,6 +126,11 @@ pub struct ServeArgs {
     /// TLS on both listeners.
     #[command(flatten)]
     pub tls: TlsArgs,
+    /// Address of an extra plaintext gRPC listener serving only the health
+    /// service, for Kubernetes' gRPC probes (which cannot speak TLS) when the
+    /// main listener uses TLS. Default: none.
+    #[arg(long, env = "CLERK_BROKER_HEALTH_LISTEN")]
+    pub health_listen: Option<String>,
     /// Flags shared with `demo`.
     #[command(flatten)]
     pub broker: BrokerArgs,
@@ -198,6 +203,8 @@ pub struct Config {
     pub http: HttpLimits,
     /// TLS on both listeners (None: plain TCP).
     pub tls: Option<TlsFiles>,
+    /// The plaintext health-only listener (None: none).
+    pub health_listen: Option<SocketAddr>,
     /// Shared state in Redis (None: this replica alone, in memory).
     pub redis: Option<crate::store::RedisConfig>,
 }
@@ -219,6 +226,7 @@ impl Config {
             lookup: LookupConfig::default(),
             http: HttpLimits::default(),
             tls: None,
+            health_listen: None,
             redis: None,
         }
     }
@@ -266,6 +274,14 @@ impl Config {
             })?;
         let mut config = Self::build(&args.listen, url, key, &args.broker)?;
         config.tls = args.tls.files()?;
+        config.health_listen = match &args.health_listen {
+            Some(text) => Some(text.parse().map_err(|_| {
+                ConfigError(format!(
+                    "--health-listen {text:?} is not an address such as 0.0.0.0:8086"
+                ))
+            })?),
+            None => None,
+        };
         Ok(config)
     }
 
@@ -332,6 +348,7 @@ impl Config {
             )?,
             http: HttpLimits::from_args(&args.http)?,
             tls: None,
+            health_listen: None,
             redis: args.redis.config()?,
         })
     }
@@ -375,6 +392,27 @@ mod tests {
         let custom = Config::from_serve(&custom, Some("sk_live_abc".into())).unwrap();
         assert_eq!(custom.upstream_rate.limit, 50);
         assert_eq!(custom.upstream_margin, Duration::from_millis(5));
+    }
+
+    #[test]
+    fn the_health_only_listener_is_optional_and_checked() {
+        let key = || Some("sk_test_abc".to_owned());
+        assert_eq!(
+            Config::from_serve(&serve(&[]), key())
+                .unwrap()
+                .health_listen,
+            None
+        );
+        let config = Config::from_serve(&serve(&["--health-listen", "0.0.0.0:8086"]), key());
+        assert_eq!(
+            config.unwrap().health_listen,
+            Some("0.0.0.0:8086".parse().unwrap())
+        );
+        let error = Config::from_serve(&serve(&["--health-listen", "8086"]), key()).unwrap_err();
+        assert!(
+            error.to_string().contains("--health-listen \"8086\""),
+            "{error}"
+        );
     }
 
     #[test]

@@ -93,6 +93,9 @@ pub struct Listeners {
     pub grpc: TcpListener,
     /// HTTP: Clerk webhooks at `POST /webhooks/clerk`.
     pub http: TcpListener,
+    /// Plaintext gRPC serving only the health service (for probes that
+    /// cannot speak TLS), if wanted.
+    pub health: Option<TcpListener>,
 }
 
 impl Listeners {
@@ -106,6 +109,10 @@ impl Listeners {
         Ok(Self {
             grpc: bind(config.listen).await?,
             http: bind(config.lookup.http_listen).await?,
+            health: match config.health_listen {
+                Some(address) => Some(bind(address).await?),
+                None => None,
+            },
         })
     }
 }
@@ -191,6 +198,7 @@ pub async fn run(
     let Listeners {
         grpc: listener,
         http: http_listener,
+        health: health_listener,
     } = listeners;
     let broker = Broker::new(&config)?;
     let tls = match &config.tls {
@@ -214,6 +222,21 @@ pub async fn run(
     // Stops the HTTP listener however `run` returns.
     let _http_guard = AbortOnDrop(vec![http.abort_handle()]);
     let (health, health_service) = tonic_health::server::health_reporter();
+    // The health-only listener answers until `run` returns, so probes see
+    // readiness turn NOT_SERVING through the whole drain.
+    let _health_guard = health_listener.map(|listener| {
+        let address = listener.local_addr().ok();
+        tracing::info!(?address, "plaintext health-only gRPC listener for probes");
+        let server = Server::builder()
+            .add_service(health_service.clone())
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener));
+        let task = tokio::spawn(async move {
+            if let Err(error) = server.await {
+                tracing::error!(%error, "the health-only listener failed");
+            }
+        });
+        AbortOnDrop(vec![task.abort_handle()])
+    });
     health
         .set_service_status(LIVENESS_SERVICE, ServingStatus::Serving)
         .await;

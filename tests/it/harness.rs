@@ -130,6 +130,8 @@ pub(crate) struct Harness {
     pub(crate) addr: SocketAddr,
     /// Where the broker's HTTP listener (webhooks) listens.
     pub(crate) http_addr: SocketAddr,
+    /// Where the plaintext health-only listener listens.
+    pub(crate) health_addr: SocketAddr,
     /// Ids of the seeded users, in seed order.
     pub(crate) ids: Vec<String>,
     shutdown: Option<oneshot::Sender<()>>,
@@ -189,12 +191,15 @@ impl Harness {
             lookup: options.lookup,
             http: options.http,
             tls: options.tls,
+            health_listen: None,
             redis,
         };
         let listeners = Listeners {
             grpc: TcpListener::bind(config.listen).await.unwrap(),
             http: TcpListener::bind("127.0.0.1:0").await.unwrap(),
+            health: Some(TcpListener::bind("127.0.0.1:0").await.unwrap()),
         };
+        let health_addr = listeners.health.as_ref().unwrap().local_addr().unwrap();
         let addr = listeners.grpc.local_addr().unwrap();
         let http_addr = listeners.http.local_addr().unwrap();
         let (tx, rx) = oneshot::channel();
@@ -206,6 +211,7 @@ impl Harness {
             fake_url: url,
             addr,
             http_addr,
+            health_addr,
             ids,
             shutdown: Some(tx),
             server,

@@ -1,7 +1,8 @@
 //! TLS on the gRPC listener: calls work over TLS and not in plaintext;
 //! rotated certificate files serve new connections while old ones go on;
 //! with mutual TLS a client certificate's identity is a caller, an unknown
-//! one is refused, and a certificate from another CA cannot connect.
+//! one is refused, and a certificate from another CA cannot connect; probes
+//! reach health in plaintext on the health-only listener.
 
 use std::{
     process::Command,
@@ -81,6 +82,24 @@ async fn grpc_over_tls_works_and_plaintext_is_refused() {
     .expect("a plaintext client is turned away, not left hanging");
     let plain: Result<i32, Box<dyn std::error::Error>> = plain;
     assert!(plain.is_err(), "{plain:?}");
+
+    // Probes that cannot speak TLS use the plaintext health-only listener,
+    // which serves health (readiness and liveness) and nothing else.
+    let probe = Channel::from_shared(format!("http://{}", harness.health_addr))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    assert_eq!(health(probe.clone()).await.unwrap(), 1); // SERVING
+    let liveness = HealthClient::new(probe.clone())
+        .check(HealthCheckRequest {
+            service: clerk_broker::server::LIVENESS_SERVICE.into(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(liveness.into_inner().status, 1);
+    let refused = permit(probe, "", None).await.unwrap_err();
+    assert_eq!(refused.code(), Code::Unimplemented, "{refused:?}");
     harness.stop().await.unwrap();
 }
 
