@@ -117,6 +117,7 @@ async fn start_broker(redis: Option<String>) -> SocketAddr {
         grpc: listener,
         http: TcpListener::bind("127.0.0.1:0").await.unwrap(),
         health: None,
+        front: None,
     };
     tokio::spawn(server::run(listeners, config, std::future::pending()));
     addr

@@ -18,6 +18,8 @@ use std::{
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
+use crate::routes::{RouteLimit, RoutePattern, clerk_limits};
+
 use crate::admission::{
     ANONYMOUS, BudgetSpec, CallerName, DEFAULT_QUEUE_LIMIT, Rate, UPSTREAM_BUDGET, default_burst,
 };
@@ -42,15 +44,19 @@ pub enum Scope {
     AcquirePermits,
     /// `AdminService`: invalidate cached users.
     Admin,
+    /// `UserService.UpdateUserMetadata`, and the user write routes of the
+    /// Clerk-compatible front (`PATCH /v1/users/*`, `…/metadata`).
+    WriteUsers,
 }
 
 impl Scope {
     /// Every scope, in the order the policy file documents them.
-    pub const ALL: [Scope; 4] = [
+    pub const ALL: [Scope; 5] = [
         Scope::ReadUsers,
         Scope::ReadPrivateMetadata,
         Scope::AcquirePermits,
         Scope::Admin,
+        Scope::WriteUsers,
     ];
 
     /// Its name in the policy file.
@@ -60,6 +66,7 @@ impl Scope {
             Scope::ReadPrivateMetadata => "read_private_metadata",
             Scope::AcquirePermits => "acquire_permits",
             Scope::Admin => "admin",
+            Scope::WriteUsers => "write_users",
         }
     }
 
@@ -141,6 +148,9 @@ pub struct Caller {
     pub scopes: Scopes,
     /// How much of the broker it may hold at once.
     pub limits: CallerLimits,
+    /// Routes of the Clerk-compatible front it may call beyond those its
+    /// scopes imply; `None`: every route (the anonymous caller).
+    pub routes: Option<Vec<RoutePattern>>,
 }
 
 impl Caller {
@@ -153,7 +163,28 @@ impl Caller {
             budgets: None,
             scopes: Scopes::all(),
             limits: CallerLimits::UNLIMITED,
+            routes: None,
         }
+    }
+
+    /// Whether it may call `method` `path` through the Clerk-compatible
+    /// front: a route of its allow-list, one its scopes imply
+    /// (`read_users`: the user reads; `write_users`: the user writes), or
+    /// `GET /v1/jwks` (public keys, needed to verify sessions).
+    pub fn may_call(&self, method: &str, path: &str) -> bool {
+        let Some(routes) = &self.routes else {
+            return true;
+        };
+        let implied = |scope, patterns: &[&str]| {
+            self.may(scope)
+                && patterns.iter().any(|pattern| {
+                    RoutePattern::parse(pattern).is_ok_and(|pattern| pattern.matches(method, path))
+                })
+        };
+        routes.iter().any(|route| route.matches(method, path))
+            || implied(Scope::ReadUsers, &READ_USER_ROUTES)
+            || implied(Scope::WriteUsers, &WRITE_USER_ROUTES)
+            || (method.eq_ignore_ascii_case("GET") && path == "/v1/jwks")
     }
 
     /// Whether it has `scope`.
@@ -173,6 +204,16 @@ impl Caller {
             .is_none_or(|budgets| budgets.contains(name))
     }
 }
+
+/// The front's routes `read_users` allows.
+const READ_USER_ROUTES: [&str; 3] = ["GET /v1/users", "GET /v1/users/count", "GET /v1/users/*"];
+
+/// The front's routes `write_users` allows.
+const WRITE_USER_ROUTES: [&str; 3] = [
+    "PATCH /v1/users/*",
+    "PATCH /v1/users/*/metadata",
+    "PUT /v1/users/*/metadata",
+];
 
 /// Why a call could not be tied to a caller.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -207,6 +248,9 @@ pub struct Policy {
     pub budgets: Vec<(String, BudgetSpec)>,
     /// Share of every budget bulk work keeps while interactive work waits.
     pub bulk_share: f64,
+    /// Per-endpoint limits of the Clerk-compatible front: Clerk's own, then
+    /// the file's.
+    pub route_limits: Vec<RouteLimit>,
 }
 
 impl Policy {
@@ -218,6 +262,7 @@ impl Policy {
             anonymous: Some(Arc::new(Caller::anonymous())),
             budgets: Vec::new(),
             bulk_share: DEFAULT_BULK_SHARE,
+            route_limits: clerk_limits(),
         }
     }
 
@@ -346,6 +391,28 @@ impl Policy {
             spec.bulk_share = bulk_share;
             budgets.push((entry.name, spec));
         }
+        let mut route_limits = clerk_limits();
+        let builtin: HashSet<String> = route_limits.iter().map(|l| l.name.clone()).collect();
+        for (i, entry) in file.route_limits.into_iter().enumerate() {
+            let at = format!("route_limits[{i}] ({:?})", entry.name);
+            check_name(&at, &entry.name, &mut problems);
+            if builtin.contains(&entry.name) {
+                problems.push(format!("{at}: the name is one of Clerk's built-in limits"));
+            }
+            let pattern = RoutePattern::parse(&entry.route)
+                .map_err(|error| problems.push(format!("{at}: {error}")));
+            let rate = entry
+                .rate
+                .parse::<Rate>()
+                .map_err(|error| problems.push(format!("{at}: {error}")));
+            if let (Ok(pattern), Ok(rate)) = (pattern, rate) {
+                route_limits.push(RouteLimit {
+                    name: entry.name,
+                    pattern,
+                    rate,
+                });
+            }
+        }
         let mut by_token = HashMap::new();
         let mut by_tls_identity = HashMap::new();
         let mut caller_names = HashSet::new();
@@ -403,12 +470,23 @@ impl Policy {
                 max_streams: entry.max_streams.unwrap_or(default_limits.max_streams),
             };
             check_limits(&at, limits, &mut problems);
+            let routes = entry
+                .routes
+                .unwrap_or_default()
+                .iter()
+                .filter_map(|route| {
+                    RoutePattern::parse(route)
+                        .map_err(|error| problems.push(format!("{at}: {error}")))
+                        .ok()
+                })
+                .collect();
             let caller = Arc::new(Caller {
                 name: entry.name.as_str().into(),
                 weight,
                 budgets: Some(allowed.into_iter().collect()),
                 scopes,
                 limits,
+                routes: Some(routes),
             });
             if let Some(identity) = entry.tls_identity {
                 if identity.is_empty() || identity.trim() != identity {
@@ -442,6 +520,7 @@ impl Policy {
             anonymous: None,
             budgets,
             bulk_share,
+            route_limits,
         })
     }
 }
@@ -485,6 +564,16 @@ struct PolicyFile {
     budgets: Vec<BudgetEntry>,
     #[serde(default)]
     callers: Vec<CallerEntry>,
+    #[serde(default)]
+    route_limits: Vec<RouteLimitEntry>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RouteLimitEntry {
+    name: String,
+    route: String,
+    rate: String,
 }
 
 #[derive(Deserialize)]
@@ -507,6 +596,7 @@ struct CallerEntry {
     scopes: Option<Vec<String>>,
     max_in_flight: Option<u32>,
     max_streams: Option<u32>,
+    routes: Option<Vec<String>>,
 }
 
 fn check_limits(at: &str, limits: CallerLimits, problems: &mut Vec<String>) {

@@ -10,10 +10,12 @@ use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 use clap::{Args, Parser, Subcommand};
 use reqwest::Url;
 
+mod front;
 mod listeners;
 mod lookup;
 mod redis;
 
+pub use front::{FrontArgs, FrontConfig};
 pub use listeners::{HttpLimitArgs, HttpLimits, TlsArgs};
 pub use lookup::{LookupArgs, LookupConfig, WEBHOOK_SECRET_ENV};
 pub use redis::RedisArgs;
@@ -109,6 +111,9 @@ pub struct BrokerArgs {
     /// Shared state in Redis.
     #[command(flatten)]
     pub redis: RedisArgs,
+    /// The Clerk-compatible front.
+    #[command(flatten)]
+    pub front: FrontArgs,
 }
 
 /// Flags of `serve`.
@@ -207,6 +212,8 @@ pub struct Config {
     pub health_listen: Option<SocketAddr>,
     /// Shared state in Redis (None: this replica alone, in memory).
     pub redis: Option<crate::store::RedisConfig>,
+    /// The Clerk-compatible front.
+    pub front: FrontConfig,
 }
 
 impl Config {
@@ -228,6 +235,7 @@ impl Config {
             tls: None,
             health_listen: None,
             redis: None,
+            front: FrontConfig::with_listen(SocketAddr::new(listen.ip(), 0)),
         }
     }
 
@@ -350,6 +358,7 @@ impl Config {
             tls: None,
             health_listen: None,
             redis: args.redis.config()?,
+            front: FrontConfig::from_args(&args.front, listen)?,
         })
     }
 }

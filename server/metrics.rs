@@ -33,6 +33,8 @@ pub struct Metrics {
     registry: Registry,
     grpc_calls: IntCounterVec,
     grpc_duration: HistogramVec,
+    front_requests: IntCounterVec,
+    front_duration: HistogramVec,
     upstream_requests: IntCounterVec,
     upstream_duration: HistogramVec,
     upstream_rate_limited: IntCounter,
@@ -159,6 +161,16 @@ impl Metrics {
                 "Time to the response headers of gRPC calls, by method.",
                 &["method"],
             ),
+            front_requests: counter(
+                "clerk_broker_clerk_api_requests_total",
+                "Requests to the Clerk-compatible front by route template, caller and HTTP status.",
+                &["route", "caller", "status"],
+            ),
+            front_duration: histogram(
+                "clerk_broker_clerk_api_request_duration_seconds",
+                "Time to the answer of requests to the Clerk-compatible front, by route template.",
+                &["route"],
+            ),
             upstream_requests: counter(
                 "clerk_broker_upstream_requests_total",
                 "Requests to Clerk by endpoint and HTTP status (\"error\": no answer).",
@@ -234,6 +246,18 @@ impl Metrics {
         self.grpc_calls.with_label_values(&[method, code]).inc();
         self.grpc_duration
             .with_label_values(&[method])
+            .observe(duration.as_secs_f64());
+    }
+
+    /// Records one request to the Clerk-compatible front (`route` is a
+    /// template, never holding an id; `caller` a policy name or `unknown`).
+    pub fn front_request(&self, route: &str, caller: &str, status: u16, duration: Duration) {
+        let status = status.to_string();
+        self.front_requests
+            .with_label_values(&[route, caller, &status])
+            .inc();
+        self.front_duration
+            .with_label_values(&[route])
             .observe(duration.as_secs_f64());
     }
 
@@ -327,7 +351,7 @@ impl AdmissionEvents for Metrics {
 }
 
 impl UpstreamEvents for Metrics {
-    fn answered(&self, endpoint: &'static str, status: Option<u16>, duration: Duration) {
+    fn answered(&self, endpoint: &str, status: Option<u16>, duration: Duration) {
         let status = status.map_or_else(|| "error".to_owned(), |code| code.to_string());
         if status == "429" {
             self.upstream_rate_limited.inc();

@@ -21,6 +21,7 @@ use crate::{
     admission::{Admission, BudgetSpec},
     callers::{Policy, PolicyStore},
     config::default_margin,
+    routes::keyed_specs,
 };
 
 /// How often the file is checked for changes.
@@ -75,6 +76,7 @@ pub async fn watch(
                 let mut spec = upstream.clone();
                 spec.bulk_share = policy.bulk_share;
                 admission.apply(Some(spec), policy.budgets.clone());
+                admission.apply_keyed(keyed_specs(&policy.route_limits, default_margin));
                 let callers = policy.callers().len();
                 store.replace(Arc::new(policy));
                 stats.applied.fetch_add(1, Ordering::Relaxed);

@@ -15,7 +15,9 @@ use crate::{
     admission::{Admission, Demand, LeaseStore},
     callers::{PolicyStore, Scope},
     clerk::{ClerkClient, KeyState, UserFilter},
-    config::{Config, HttpLimits},
+    config::{Config, HttpLimits, default_margin},
+    counts::CountCache,
+    front::{self, Front},
     grpc::{AdminApi, Authenticate, QuotaApi, UserApi},
     http,
     metrics::{GrpcMetricsLayer, Metrics},
@@ -24,6 +26,7 @@ use crate::{
         user_service_server::UserServiceServer,
     },
     reload::{self, ReloadStats},
+    routes::keyed_specs,
     store::{RedisStore, RedisUsers},
     tls::{self, Acceptor, TlsError, TlsStore},
     token::TokenKey,
@@ -96,6 +99,8 @@ pub struct Listeners {
     /// Plaintext gRPC serving only the health service (for probes that
     /// cannot speak TLS), if wanted.
     pub health: Option<TcpListener>,
+    /// The Clerk-compatible Backend API front, if served.
+    pub front: Option<TcpListener>,
 }
 
 impl Listeners {
@@ -113,6 +118,7 @@ impl Listeners {
                 Some(address) => Some(bind(address).await?),
                 None => None,
             },
+            front: Some(bind(config.front.listen).await?),
         })
     }
 }
@@ -138,6 +144,8 @@ pub struct Broker {
     pub redis: Option<Arc<RedisStore>>,
     /// Users shared with the other replicas, with `--redis-url`.
     pub redis_users: Option<Arc<RedisUsers>>,
+    /// `CountUsers` answers by filter, shared by gRPC and the front.
+    pub counts: Arc<CountCache>,
 }
 
 impl Broker {
@@ -171,6 +179,7 @@ impl Broker {
                 .map(|shared| shared as Arc<dyn SharedUsers>),
         ));
         let webhooks = Arc::new(Webhooks::new(config.lookup.webhook_secret.clone()));
+        admission.apply_keyed(keyed_specs(&config.policy.route_limits, default_margin));
         Ok(Self {
             admission,
             clerk,
@@ -181,6 +190,7 @@ impl Broker {
             webhooks,
             redis,
             redis_users,
+            counts: Arc::default(),
         })
     }
 }
@@ -199,6 +209,7 @@ pub async fn run(
         grpc: listener,
         http: http_listener,
         health: health_listener,
+        front: front_listener,
     } = listeners;
     let broker = Broker::new(&config)?;
     let tls = match &config.tls {
@@ -263,6 +274,30 @@ pub async fn run(
     }
     let policy = Arc::new(PolicyStore::new(config.policy.clone()));
     let authenticate = Authenticate::new(policy.clone());
+    let (front_stop, front_stopped) = tokio::sync::oneshot::channel::<()>();
+    let front = front_listener.map(|listener| {
+        let front = Arc::new(Front::new(
+            policy.clone(),
+            broker.admission.clone(),
+            broker.clerk.clone(),
+            broker.users.clone(),
+            broker.counts.clone(),
+            broker.metrics.clone(),
+            config.front.default_timeout,
+        ));
+        tokio::spawn(serve_front(
+            listener,
+            acceptor(tls::Listener::Http),
+            front,
+            &config,
+            async {
+                let _ = front_stopped.await;
+            },
+        ))
+    });
+    // Stops the front however `run` returns.
+    let _front_guard = AbortOnDrop(front.iter().map(|task| task.abort_handle()).collect());
+    let keys_expiry = tokio::spawn(expire_idle_keys(broker.admission.clone()));
     let reloader = config.policy_path.clone().map(|path| {
         tokio::spawn(reload::watch(
             path,
@@ -319,6 +354,8 @@ pub async fn run(
                 Scope::ReadUsers,
                 UserServiceServer::new(UserApi::new(
                     broker.users.clone(),
+                    broker.counts.clone(),
+                    broker.admission.clone(),
                     broker.tokens.clone(),
                     draining.clone(),
                 ))
@@ -341,11 +378,17 @@ pub async fn run(
     tokio::pin!(server);
     // Background tasks end with the server, or when shutdown begins.
     let background = AbortOnDrop(
-        [Some(key_watch), reloader, tls_watch, follower]
-            .into_iter()
-            .flatten()
-            .map(|task| task.abort_handle())
-            .collect(),
+        [
+            Some(key_watch),
+            Some(keys_expiry),
+            reloader,
+            tls_watch,
+            follower,
+        ]
+        .into_iter()
+        .flatten()
+        .map(|task| task.abort_handle())
+        .collect(),
     );
     tokio::select! {
         result = &mut server => return result.map_err(ServeError::from),
@@ -366,10 +409,16 @@ pub async fn run(
     let _ = draining_tx.send(true);
     let _ = stop_tx.send(());
     let _ = http_stop.send(());
+    let _ = front_stop.send(());
     let grace_ends = Instant::now() + config.shutdown_grace;
     let drained = tokio::time::timeout_at(grace_ends, server).await;
     if tokio::time::timeout_at(grace_ends, http).await.is_err() {
         tracing::warn!("shutdown grace expired with webhook requests still running");
+    }
+    if let Some(front) = front
+        && tokio::time::timeout_at(grace_ends, front).await.is_err()
+    {
+        tracing::warn!("shutdown grace expired with Clerk API requests still running");
     }
     match drained {
         Ok(result) => result?,
@@ -423,6 +472,41 @@ fn serve_http(
     let router = http::router(broker, &limits);
     let incoming = tls::incoming(listener, acceptor, Some(limits.max_connections));
     http::serve(incoming, router, limits, stop)
+}
+
+/// Serves the Clerk-compatible front until `stop` resolves, with the HTTP
+/// listener's limits (header timeout, connections) and its own body limit.
+fn serve_front(
+    listener: TcpListener,
+    acceptor: Acceptor,
+    front: Arc<Front>,
+    config: &Config,
+    stop: impl Future<Output = ()> + Send + 'static,
+) -> impl Future<Output = ()> + Send + 'static {
+    let scheme = match &acceptor {
+        Acceptor::Plain => "http",
+        Acceptor::Tls(..) => "https",
+    };
+    let address = listener
+        .local_addr()
+        .map_or_else(|_| "?".to_owned(), |address| address.to_string());
+    tracing::info!(
+        "Clerk-compatible Backend API: {scheme}://{address} (SDKs: API URL here, secret key a \
+         caller token)"
+    );
+    let router = front::router(front, config.front.max_body);
+    let limits = config.http;
+    let incoming = tls::incoming(listener, acceptor, Some(limits.max_connections));
+    http::serve(incoming, router, limits, stop)
+}
+
+/// Every few seconds, drops the keyed budgets that hold nothing any more.
+async fn expire_idle_keys(admission: Arc<Admission>) {
+    let mut ticks = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        ticks.tick().await;
+        admission.expire_idle_keys().await;
+    }
 }
 
 /// Reflection over the broker's own services, the health service, and the

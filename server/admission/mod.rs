@@ -7,6 +7,7 @@
 
 mod budget;
 mod fair;
+mod keyed;
 mod lease;
 mod rate;
 mod window;
@@ -19,6 +20,8 @@ use std::{
 use tokio::time::{Duration, Instant};
 
 pub use budget::{Budget, BudgetSpec, DEFAULT_QUEUE_LIMIT, Permit};
+
+pub use keyed::KeyedBudgets;
 
 pub use lease::{LaneReport, LeaseReply, LeaseRequest, LeaseSettings, LeaseStore, StoreError};
 
@@ -151,6 +154,9 @@ pub struct Admission {
     events: Arc<dyn AdmissionEvents>,
     /// Where budgets are shared with other replicas (None: in memory).
     store: Option<Arc<dyn LeaseStore>>,
+    /// Per-endpoint limits: a budget per key (user, organization…), by the
+    /// limit's name; replaced on reload.
+    keyed: RwLock<HashMap<String, Arc<KeyedBudgets>>>,
 }
 
 impl Admission {
@@ -186,6 +192,7 @@ impl Admission {
             upstream,
             events,
             store,
+            keyed: RwLock::default(),
         };
         admission.apply(None, others);
         admission
@@ -211,6 +218,54 @@ impl Admission {
             next.insert(name, budget);
         }
         *budgets = next;
+    }
+
+    /// Puts a new set of keyed limits in force (name → the spec of each
+    /// key's budget). Limits kept by name are reconfigured in place, so
+    /// what their keys already admitted still counts.
+    pub fn apply_keyed(&self, limits: Vec<(String, BudgetSpec)>) {
+        let mut keyed = self.keyed.write().unwrap_or_else(PoisonError::into_inner);
+        let mut next = HashMap::new();
+        for (name, spec) in limits {
+            let budgets = match keyed.get(&name) {
+                Some(existing) => {
+                    existing.reconfigure(spec);
+                    existing.clone()
+                }
+                None => Arc::new(KeyedBudgets::new(
+                    &name,
+                    spec,
+                    self.events.clone(),
+                    self.store.clone(),
+                )),
+            };
+            next.insert(name, budgets);
+        }
+        *keyed = next;
+    }
+
+    /// The keyed limit `name`, if in force.
+    pub fn keyed(&self, name: &str) -> Option<Arc<KeyedBudgets>> {
+        self.keyed
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(name)
+            .cloned()
+    }
+
+    /// Drops the keyed budgets idle long enough to hold nothing (call
+    /// periodically: memory stays bounded by the keys in use).
+    pub async fn expire_idle_keys(&self) {
+        let keyed: Vec<_> = self
+            .keyed
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .cloned()
+            .collect();
+        for budgets in keyed {
+            budgets.expire_idle().await;
+        }
     }
 
     /// Whether budgets are shared through a store and, if so, whether any

@@ -132,6 +132,7 @@ async fn start_broker(url: &str, rate: Rate) -> Result<SocketAddr, Box<dyn std::
         grpc: TcpListener::bind(config.listen).await?,
         http: TcpListener::bind("127.0.0.1:0").await?,
         health: None,
+        front: None,
     };
     let addr = listeners.grpc.local_addr()?;
     tokio::spawn(async move {

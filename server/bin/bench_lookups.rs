@@ -108,6 +108,7 @@ async fn bench(args: Args) -> BenchResult<()> {
         grpc: TcpListener::bind(config.listen).await?,
         http: TcpListener::bind("127.0.0.1:0").await?,
         health: None,
+        front: None,
     };
     let addr = listeners.grpc.local_addr()?;
     tokio::spawn(server::run(listeners, config, std::future::pending()));

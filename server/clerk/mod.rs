@@ -7,6 +7,7 @@
 //! `Retry-After` has passed.
 
 mod error;
+mod forward;
 mod query;
 mod user;
 
@@ -21,6 +22,7 @@ use serde::Deserialize;
 use tokio::{sync::watch, time::Instant};
 
 pub use error::UpstreamError;
+pub use forward::{Forward, Forwarded};
 pub use query::{
     ExactField, ListQuery, MAX_FILTER_VALUES, MAX_PAGE, OrderBy, OrderByParseError, OrderField,
     PartialField, TimeField, UserFilter,
@@ -54,7 +56,7 @@ pub struct ClerkConfig {
 pub trait UpstreamEvents: Send + Sync + std::fmt::Debug {
     /// One request to `endpoint` ended with HTTP `status` (None: no answer:
     /// timeout or broken connection) after `duration`.
-    fn answered(&self, endpoint: &'static str, status: Option<u16>, duration: Duration);
+    fn answered(&self, endpoint: &str, status: Option<u16>, duration: Duration);
 }
 
 /// Reports nothing.
@@ -62,7 +64,7 @@ pub trait UpstreamEvents: Send + Sync + std::fmt::Debug {
 struct NoUpstreamEvents;
 
 impl UpstreamEvents for NoUpstreamEvents {
-    fn answered(&self, _: &'static str, _: Option<u16>, _: Duration) {}
+    fn answered(&self, _: &str, _: Option<u16>, _: Duration) {}
 }
 
 /// Whether Clerk accepts the broker's key, as last seen.
@@ -347,6 +349,25 @@ impl ClerkClient {
                 status.as_u16()
             ))),
         })
+    }
+}
+
+impl ClerkClient {
+    /// Marks the key rejected when an error answer says so: a 401 whose
+    /// error code is about the key. Other 401s and 403s concern the request
+    /// (a feature off on the instance, a resource of another instance…).
+    fn observe_rejection(&self, status: StatusCode, headers: &HeaderMap, body: &[u8]) {
+        if status != StatusCode::UNAUTHORIZED {
+            return;
+        }
+        let (code, trace_id) = envelope(headers, body);
+        if matches!(
+            code.as_str(),
+            "authentication_invalid" | "clerk_key_invalid"
+        ) {
+            tracing::error!(%code, %trace_id, "Clerk rejected the broker's secret key");
+            self.key_state.send_replace(KeyState::Rejected);
+        }
     }
 }
 

@@ -223,6 +223,65 @@ impl UserFilter {
         }
     }
 
+    /// The filter a Clerk query string states, if every parameter is one of
+    /// the filters and every value valid (≤ 100 values per array, values of
+    /// 1–256 characters, `banned` a boolean, times integers); `None`
+    /// otherwise, so that Clerk answers what the broker would not.
+    pub fn from_params(params: &[(String, String)]) -> Option<Self> {
+        const EXACT: [ExactField; 7] = [
+            ExactField::UserId,
+            ExactField::EmailAddress,
+            ExactField::PhoneNumber,
+            ExactField::ExternalId,
+            ExactField::Username,
+            ExactField::Web3Wallet,
+            ExactField::OrganizationId,
+        ];
+        const PARTIAL: [PartialField; 5] = [
+            PartialField::Query,
+            PartialField::EmailAddressQuery,
+            PartialField::PhoneNumberQuery,
+            PartialField::UsernameQuery,
+            PartialField::NameQuery,
+        ];
+        const TIMES: [TimeField; 4] = [
+            TimeField::CreatedAfter,
+            TimeField::CreatedBefore,
+            TimeField::LastActiveAfter,
+            TimeField::LastActiveBefore,
+        ];
+        let mut filter = Self::default();
+        for (name, value) in params {
+            if value.is_empty() || value.chars().count() > 256 {
+                return None;
+            }
+            if let Some(field) = EXACT.into_iter().find(|f| f.param() == name) {
+                match filter.exact.iter_mut().find(|(f, _)| *f == field) {
+                    Some((_, values)) if values.len() < MAX_FILTER_VALUES => {
+                        values.push(value.clone());
+                    }
+                    Some(_) => return None,
+                    None => filter.exact.push((field, vec![value.clone()])),
+                }
+            } else if let Some(field) = PARTIAL.into_iter().find(|f| f.param() == name) {
+                if filter.partial.iter().any(|(f, _)| *f == field) {
+                    return None;
+                }
+                filter.partial.push((field, value.clone()));
+            } else if let Some(field) = TIMES.into_iter().find(|f| f.param() == name) {
+                if filter.times.iter().any(|(f, _)| *f == field) {
+                    return None;
+                }
+                filter.times.push((field, value.parse().ok()?));
+            } else if name == "banned" && filter.banned.is_none() {
+                filter.banned = Some(value.parse().ok()?);
+            } else {
+                return None;
+            }
+        }
+        Some(filter)
+    }
+
     /// Appends the filter as query parameters.
     pub fn write_params(&self, params: &mut Vec<(&'static str, String)>) {
         for (field, values) in &self.exact {

@@ -27,6 +27,11 @@ impl ClerkUser {
         })
     }
 
+    /// SHIM (replaced by the exact text): the JSON text.
+    pub fn text(&self) -> String {
+        serde_json::to_string(&*self.json).unwrap_or_default()
+    }
+
     /// The user's id.
     pub fn id(&self) -> &str {
         &self.id

@@ -408,6 +408,35 @@ fn to_value(value: &Value, depth: usize) -> ProtoValue {
     ProtoValue { kind: Some(kind) }
 }
 
+/// A protobuf `Struct` as the JSON object it stands for (numbers that are
+/// whole and within ±2^53 become JSON integers, as Clerk's metadata has them).
+pub(crate) fn struct_json(value: &Struct) -> Value {
+    Value::Object(
+        value
+            .fields
+            .iter()
+            .map(|(key, value)| (key.clone(), proto_json(value)))
+            .collect(),
+    )
+}
+
+fn proto_json(value: &ProtoValue) -> Value {
+    match &value.kind {
+        None | Some(Kind::NullValue(_)) => Value::Null,
+        Some(Kind::BoolValue(flag)) => Value::Bool(*flag),
+        Some(Kind::NumberValue(number)) => {
+            if number.fract() == 0.0 && number.abs() <= 9_007_199_254_740_992.0 {
+                Value::from(*number as i64)
+            } else {
+                serde_json::Number::from_f64(*number).map_or(Value::Null, Value::Number)
+            }
+        }
+        Some(Kind::StringValue(text)) => Value::String(text.clone()),
+        Some(Kind::ListValue(list)) => Value::Array(list.values.iter().map(proto_json).collect()),
+        Some(Kind::StructValue(object)) => struct_json(object),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;

@@ -11,10 +11,12 @@ use tonic::{
 
 use super::{auth, convert, export, status, unary_deadline, upstream_demand};
 use crate::{
-    admission::{Demand, Priority},
+    admission::{Admission, Demand, Priority},
+    callers::Scope,
     clerk::UpstreamError,
     counts::CountCache,
     pb::{self, user_service_server::UserService},
+    routes,
     token::TokenKey,
     users::{CacheStatus, Lookup, MAX_BATCH_IDS, Users},
 };
@@ -26,18 +28,29 @@ pub struct UserApi {
     pub(super) tokens: TokenKey,
     /// Turns true when the broker starts draining: exports then end.
     pub(super) draining: watch::Receiver<bool>,
-    /// Recent `CountUsers` answers.
+    /// Recent `CountUsers` answers (shared with the Clerk-compatible front).
     counts: Arc<CountCache>,
+    /// Keyed budgets of Clerk's per-user write limit, for `UpdateUserMetadata`.
+    admission: Arc<Admission>,
 }
 
 impl UserApi {
-    /// Serves lookups from `users`; resume tokens are signed with `tokens`.
-    pub fn new(users: Arc<Users>, tokens: TokenKey, draining: watch::Receiver<bool>) -> Self {
+    /// Serves lookups from `users` and counts through `counts`; writes draw
+    /// on the keyed budgets of `admission`; resume tokens are signed with
+    /// `tokens`.
+    pub fn new(
+        users: Arc<Users>,
+        counts: Arc<CountCache>,
+        admission: Arc<Admission>,
+        tokens: TokenKey,
+        draining: watch::Receiver<bool>,
+    ) -> Self {
         Self {
             users,
             tokens,
             draining,
-            counts: Arc::default(),
+            counts,
+            admission,
         }
     }
 }
@@ -167,5 +180,60 @@ impl UserService for UserApi {
             .await
             .map_err(|error| status::upstream(&error))?;
         Ok(Response::new(pb::CountUsersResponse { total_count }))
+    }
+
+    async fn update_user_metadata(
+        &self,
+        request: Request<pb::UpdateUserMetadataRequest>,
+    ) -> Result<Response<pb::UpdateUserMetadataResponse>, Status> {
+        let caller = auth::caller(&request);
+        if !caller.may(Scope::WriteUsers) {
+            return Err(Status::permission_denied(format!(
+                "caller {:?} lacks the scope write_users: ask an operator",
+                caller.name
+            )));
+        }
+        let demand = interactive(&request)?;
+        let visibility = convert::Visibility::of(&caller);
+        let update = request.into_inner();
+        let mut violations = convert::Violations::new();
+        convert::check_user_id("user_id", &update.user_id, &mut violations);
+        let mut body = serde_json::Map::new();
+        for (field, value) in [
+            ("public_metadata", &update.public_metadata),
+            ("private_metadata", &update.private_metadata),
+            ("unsafe_metadata", &update.unsafe_metadata),
+        ] {
+            if let Some(value) = value {
+                body.insert(field.to_owned(), convert::struct_json(value));
+            }
+        }
+        if body.is_empty() {
+            violations.push((
+                "public_metadata".to_owned(),
+                "set at least one of public_metadata, private_metadata, unsafe_metadata".to_owned(),
+            ));
+        }
+        status::check(violations)?;
+        let keyed = self
+            .admission
+            .keyed(routes::USER_WRITES)
+            .map(|budgets| budgets.budget(&update.user_id));
+        let body = serde_json::Value::Object(body).to_string();
+        match self
+            .users
+            .update_metadata(&update.user_id, body.into(), keyed.as_deref(), &demand)
+            .await
+        {
+            Ok(user) => Ok(Response::new(pb::UpdateUserMetadataResponse {
+                user: Some(convert::user(&user, visibility)),
+            })),
+            Err(UpstreamError::NotFound(_)) => Err(not_found(&update.user_id)),
+            Err(UpstreamError::Rejected { code }) => Err(Status::invalid_argument(format!(
+                "Clerk rejected the metadata ({code}): check that each field is a JSON object \
+                 within Clerk's size limits"
+            ))),
+            Err(error) => Err(status::upstream(&error)),
+        }
     }
 }

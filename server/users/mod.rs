@@ -19,9 +19,10 @@ use futures_util::future::try_join_all;
 use tokio::time::{Duration, Instant};
 
 use crate::{
-    admission::Demand,
+    admission::{Budget, Demand},
     clerk::{
-        ClerkClient, ClerkUser, ListQuery, MAX_FILTER_VALUES, OrderBy, UpstreamError, UserFilter,
+        ClerkClient, ClerkUser, Forward, ListQuery, MAX_FILTER_VALUES, OrderBy, UpstreamError,
+        UserFilter,
     },
     config::LookupConfig,
     webhook::UserEvent,
@@ -312,6 +313,54 @@ impl Users {
         self.shared.cache.invalidate(id).await
     }
 
+    /// Merges `metadata` (a JSON object of `public_metadata`,
+    /// `private_metadata`, `unsafe_metadata`) into user `id` through Clerk's
+    /// `PATCH /users/{id}/metadata`, under the per-user budget `keyed` as
+    /// well as the upstream one; the answer replaces the cached user here and
+    /// on every replica. Sent once: a write is not retried.
+    pub async fn update_metadata(
+        &self,
+        id: &str,
+        metadata: bytes::Bytes,
+        keyed: Option<&Budget>,
+        demand: &Demand,
+    ) -> Result<ClerkUser, UpstreamError> {
+        let mut headers = http::HeaderMap::new();
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/json"),
+        );
+        let request = Forward {
+            method: http::Method::PATCH,
+            path_and_query: format!("users/{id}/metadata"),
+            headers,
+            body: metadata,
+            route: "/v1/users/{id}/metadata".to_owned(),
+        };
+        let answer = self.shared.clerk.forward(&request, keyed, demand).await?;
+        match answer.status.as_u16() {
+            200..=299 => {
+                let user = ClerkUser::parse_one(&answer.body)
+                    .filter(|user| user.id() == id)
+                    .ok_or_else(|| {
+                        UpstreamError::Unavailable("Clerk answered the write with no user".into())
+                    })?;
+                self.apply(&UserEvent::Upserted(user.clone())).await;
+                Ok(user)
+            }
+            404 => Err(UpstreamError::NotFound("user")),
+            400 | 422 => Err(UpstreamError::Rejected {
+                code: error_code(&answer.body),
+            }),
+            429 => Err(UpstreamError::RateLimited {
+                retry_after: retry_after_of(&answer.headers),
+            }),
+            status => Err(UpstreamError::Unavailable(format!(
+                "Clerk answered the write with HTTP {status}"
+            ))),
+        }
+    }
+
     /// One page of a list (not cached).
     pub async fn list(
         &self,
@@ -556,4 +605,20 @@ async fn land_shared(
         answers.insert(flight.id().clone(), user);
     }
     landing.land_where(|flight| answers.remove(flight.id()).map(Ok));
+}
+
+/// The `code` of Clerk's first error in an error body (`unknown` if none).
+fn error_code(body: &[u8]) -> String {
+    serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|body| body["errors"][0]["code"].as_str().map(str::to_owned))
+        .unwrap_or_else(|| "unknown".to_owned())
+}
+
+/// `Retry-After` in seconds (10 s when absent or unreadable).
+fn retry_after_of(headers: &http::HeaderMap) -> Duration {
+    headers
+        .get(http::header::RETRY_AFTER)
+        .and_then(|value| value.to_str().ok()?.trim().parse().ok())
+        .map_or(Duration::from_secs(10), Duration::from_secs)
 }

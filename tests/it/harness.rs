@@ -125,11 +125,13 @@ pub(crate) struct Harness {
     /// The fake Clerk, for counting requests and injecting faults.
     pub(crate) fake: FakeClerk,
     /// The fake's base URL.
-    fake_url: String,
+    pub(crate) fake_url: String,
     /// Where the broker listens.
     pub(crate) addr: SocketAddr,
     /// Where the broker's HTTP listener (webhooks) listens.
     pub(crate) http_addr: SocketAddr,
+    /// The Clerk-compatible front.
+    pub(crate) front_addr: SocketAddr,
     /// Where the plaintext health-only listener listens.
     pub(crate) health_addr: SocketAddr,
     /// Ids of the seeded users, in seed order.
@@ -193,12 +195,15 @@ impl Harness {
             tls: options.tls,
             health_listen: None,
             redis,
+            front: clerk_broker::config::FrontConfig::with_listen("127.0.0.1:0".parse().unwrap()),
         };
         let listeners = Listeners {
             grpc: TcpListener::bind(config.listen).await.unwrap(),
             http: TcpListener::bind("127.0.0.1:0").await.unwrap(),
             health: Some(TcpListener::bind("127.0.0.1:0").await.unwrap()),
+            front: Some(TcpListener::bind("127.0.0.1:0").await.unwrap()),
         };
+        let front_addr = listeners.front.as_ref().unwrap().local_addr().unwrap();
         let health_addr = listeners.health.as_ref().unwrap().local_addr().unwrap();
         let addr = listeners.grpc.local_addr().unwrap();
         let http_addr = listeners.http.local_addr().unwrap();
@@ -211,6 +216,7 @@ impl Harness {
             fake_url: url,
             addr,
             http_addr,
+            front_addr,
             health_addr,
             ids,
             shutdown: Some(tx),

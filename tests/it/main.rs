@@ -12,6 +12,7 @@ mod callers;
 mod cli;
 mod exports;
 mod faults;
+mod front;
 mod grpcurl;
 mod http_limits;
 mod lookups;

@@ -125,6 +125,7 @@ impl Broker {
             grpc: TcpListener::bind(config.listen).await.expect("a port"),
             http: TcpListener::bind("127.0.0.1:0").await.expect("a port"),
             health: None,
+            front: None,
         };
         let addr = listener.grpc.local_addr().expect("an address");
         let (tx, rx) = oneshot::channel();
