@@ -740,13 +740,13 @@ mod tests {
 name = \"a\"
 token_sha256 = \"{TOKEN_HASH}\"
 \
-             scopes = [\"read_users\", \"write_users\"]
+             scopes = [\"read_users\", \"write_everything\"]
 max_streams = 0
 "
         ))
         .unwrap_err()
         .to_string();
-        assert!(error.contains("unknown scope \"write_users\" (known: read_users, read_private_metadata, acquire_permits, admin)"), "{error}");
+        assert!(error.contains("unknown scope \"write_everything\" (known: read_users, read_private_metadata, acquire_permits, admin, write_users)"), "{error}");
         assert!(
             error.contains("the top level: max_in_flight must be between 1 and 100000"),
             "{error}"
@@ -872,6 +872,82 @@ max_streams = 0
             ),
             ("bulk_share = 0.9\n".to_owned(), "bulk_share"),
             (String::new(), "no callers"),
+        ];
+        for (text, expected) in cases {
+            let error = parse(&text).unwrap_err().to_string();
+            assert!(error.contains(expected), "{text:?}: {error}");
+        }
+    }
+
+    #[test]
+    fn routes_come_from_the_allow_list_and_the_scopes() {
+        let policy = parse(&format!(
+            r#"
+            [[route_limits]]
+            name = "exports"
+            route = "POST /v1/exports/{{id}}"
+            rate = "5/1m"
+            [[callers]]
+            name = "orgs"
+            token_sha256 = "{TOKEN_HASH}"
+            scopes = ["write_users"]
+            routes = ["* /v1/organizations/**", "POST /v1/invitations"]
+            "#
+        ))
+        .unwrap();
+        let caller = policy.authenticate(Some(b"Bearer test")).unwrap();
+        assert!(caller.may_call("GET", "/v1/organizations/org_1"));
+        assert!(caller.may_call("DELETE", "/v1/organizations/org_1/memberships/u"));
+        assert!(caller.may_call("POST", "/v1/invitations"));
+        assert!(!caller.may_call("GET", "/v1/invitations"));
+        assert!(
+            caller.may_call("PATCH", "/v1/users/user_1/metadata"),
+            "write_users"
+        );
+        assert!(!caller.may_call("GET", "/v1/users/user_1"), "no read_users");
+        assert!(
+            caller.may_call("GET", "/v1/jwks"),
+            "public keys for everyone"
+        );
+        assert!(Caller::anonymous().may_call("DELETE", "/v1/users/user_1"));
+        let limit = policy.route_limits.last().unwrap();
+        assert_eq!(limit.name, "exports");
+        assert_eq!(
+            limit.pattern.key("POST", "/v1/exports/e1"),
+            Some("e1".into())
+        );
+        assert!(
+            policy.route_limits.len() > 1,
+            "Clerk's own limits come first"
+        );
+    }
+
+    #[test]
+    fn bad_routes_and_route_limits_are_explained() {
+        let caller = format!("[[callers]]\nname = \"a\"\ntoken_sha256 = \"{TOKEN_HASH}\"\n");
+        let cases = [
+            (
+                format!("{caller}routes = [\"GET v1/users\"]\n"),
+                "must start with `/`",
+            ),
+            (
+                format!(
+                    "[[route_limits]]\nname = \"user-writes\"\nroute = \"GET /v1/x\"\nrate = \"1/1s\"\n{caller}"
+                ),
+                "built-in",
+            ),
+            (
+                format!(
+                    "[[route_limits]]\nname = \"x\"\nroute = \"GET /v1/**/x\"\nrate = \"1/1s\"\n{caller}"
+                ),
+                "may only end a path",
+            ),
+            (
+                format!(
+                    "[[route_limits]]\nname = \"x\"\nroute = \"GET /v1/x\"\nrate = \"often\"\n{caller}"
+                ),
+                "route_limits[0]",
+            ),
         ];
         for (text, expected) in cases {
             let error = parse(&text).unwrap_err().to_string();

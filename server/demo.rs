@@ -59,6 +59,10 @@ pub async fn run(args: DemoArgs, shutdown: impl Future<Output = ()>) -> Result<(
             "answers 503 until CLERK_WEBHOOK_SIGNING_SECRET is set"
         }
     );
+    let front = match &listeners.front {
+        Some(listener) => front_banner(&listener.local_addr()?.to_string(), &samples),
+        None => String::new(),
+    };
     println!(
         "{}",
         banner(
@@ -66,7 +70,7 @@ pub async fn run(args: DemoArgs, shutdown: impl Future<Output = ()>) -> Result<(
             &samples,
             fake.user_count(),
             rate,
-            &webhooks
+            &format!("{webhooks}{front}"),
         )
     );
     let result = server::run(listeners, config, shutdown).await;
@@ -76,6 +80,18 @@ pub async fn run(args: DemoArgs, shutdown: impl Future<Output = ()>) -> Result<(
         stats.requests, stats.rate_limited
     );
     Ok(result?)
+}
+
+/// The start-up lines of the Clerk-compatible front: a request to paste,
+/// and the two settings of Clerk's SDKs.
+fn front_banner(address: &str, samples: &[String]) -> String {
+    let first = samples.first().map_or("user_unknown", String::as_str);
+    format!(
+        "\nClerk-compatible Backend API on http://{address} (any token works in demo mode):\n\
+         curl -s -H 'Authorization: Bearer sk_test_demo' http://{address}/v1/users/{first}\n\
+         @clerk/backend: createClerkClient({{ secretKey: 'sk_test_demo', apiUrl: 'http://{address}' }})\n\
+         (or CLERK_API_URL=http://{address} CLERK_SECRET_KEY=sk_test_demo for Clerk's framework SDKs)"
+    )
 }
 
 /// The start-up text: what runs, and commands to try.

@@ -180,9 +180,24 @@ async fn answer(front: &Front, route: &str, request: Request) -> (Option<Arc<Cal
         Ok(demand) => demand,
         Err(response) => return (Some(caller), response),
     };
-    let body = match axum::body::to_bytes(body, usize::MAX).await {
-        Ok(body) => body,
+    // The body must arrive within the request's deadline.
+    let body = match tokio::time::timeout_at(
+        demand.deadline,
+        axum::body::to_bytes(body, usize::MAX),
+    )
+    .await
+    {
+        Ok(Ok(body)) => body,
         Err(_) => {
+            let response = reply::error(
+                StatusCode::REQUEST_TIMEOUT,
+                "request_timeout",
+                "Request timeout",
+                "The request body did not arrive before the request's deadline",
+            );
+            return (Some(caller), response);
+        }
+        Ok(Err(_)) => {
             let response = reply::error(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "request_body_too_large",

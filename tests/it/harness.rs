@@ -289,6 +289,8 @@ pub(crate) fn demo_process() -> (Child, String, mpsc::Receiver<String>) {
             "127.0.0.1:0",
             "--http-listen",
             "127.0.0.1:0",
+            "--clerk-api-listen",
+            "127.0.0.1:0",
         ])
         .args(["--users", "3000"])
         .env("CLERK_BROKER_UPSTREAM_RATE", "1000/1s")
