@@ -54,6 +54,8 @@ class Demo:
     sample_ids: list[str]
     #: Everything it printed on stderr (its log).
     log: Path
+    #: host:port of its Clerk-compatible Backend API.
+    front_address: str
 
     def stop(self) -> int:
         self.process.send_signal(signal.SIGTERM)
@@ -64,7 +66,16 @@ def start_demo(log: Path) -> Demo:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CLERK_")}
     env.update(CLERK_BROKER_UPSTREAM_RATE=BUDGET, CLERK_BROKER_UPSTREAM_BURST=BUDGET.split("/")[0])
     process = subprocess.Popen(
-        [str(broker_binary()), "demo", "--listen", "127.0.0.1:0"],
+        [
+            str(broker_binary()),
+            "demo",
+            "--listen",
+            "127.0.0.1:0",
+            "--http-listen",
+            "127.0.0.1:0",
+            "--clerk-api-listen",
+            "127.0.0.1:0",
+        ],
         stdout=subprocess.PIPE,
         stderr=log.open("w"),
         env=env,
@@ -87,7 +98,12 @@ def start_demo(log: Path) -> Demo:
     address = re.search(r"serving gRPC on (\S+)", banner[0]).group(1)
     batch = next(line for line in banner if "BatchGetUsers" in line)
     sample_ids = re.findall(r'"(user_[A-Za-z0-9]{20,})"', batch)  # not user_ids, user_doesnotexist
-    return Demo(process, address, sample_ids, log)
+    front_address = next(
+        re.search(r"Clerk-compatible Backend API on http://(\S+)", line).group(1)
+        for line in banner
+        if "Clerk-compatible Backend API on" in line
+    )
+    return Demo(process, address, sample_ids, log, front_address)
 
 
 @pytest.fixture(scope="session")
