@@ -188,15 +188,28 @@ pub(super) fn parse_list(pairs: &[(String, String)]) -> Result<(UserFilter, Page
                 })?;
                 page.offset = usize::try_from(offset).unwrap_or(usize::MAX);
             }
-            "order_by" => {
-                page.order = OrderBy::parse(value).ok_or_else(|| {
-                    ParamError::new("order_by", format!("order_by {value:?} is not supported"))
-                })?;
-            }
+            "order_by" => page.order = parse_order(value)?,
             _ => {}
         }
     }
     Ok((parse_count(pairs)?, page))
+}
+
+/// `order_by`: `[+|-]field`.
+pub(super) fn parse_order(value: &str) -> Result<OrderBy, ParamError> {
+    OrderBy::parse(value)
+        .ok_or_else(|| ParamError::new("order_by", format!("order_by {value:?} is not supported")))
+}
+
+/// `limit` of the paginated lists (memberships): 1..=500, anything else is a 422.
+pub(super) fn parse_page_limit(value: &str) -> Result<usize, ParamError> {
+    match value.parse::<usize>() {
+        Ok(limit) if (1..=MAX_LIMIT as usize).contains(&limit) => Ok(limit),
+        _ => Err(ParamError::new(
+            "limit",
+            "limit must be an integer between 1 and 500",
+        )),
+    }
 }
 
 /// `limit`: 1..=500; larger values silently mean 10, as Clerk has been seen to do.

@@ -92,6 +92,18 @@ impl Limiter {
         self.limit = limit;
     }
 
+    /// Whether the limiter holds nothing that matters at `now`: no block, no arrival left in
+    /// the window. Such a limiter can be dropped and recreated without changing any verdict.
+    pub(super) fn is_idle(&mut self, now: Instant) -> bool {
+        if self.blocked_until.is_some_and(|until| now < until) {
+            return false;
+        }
+        if let Some((_, window)) = self.limit {
+            self.forget_before(now, window);
+        }
+        self.log.is_empty()
+    }
+
     /// Drops arrivals that no longer share a window of length `window` with `now`.
     fn forget_before(&mut self, now: Instant, window: Duration) {
         while let Some(&oldest) = self.log.front() {
@@ -219,6 +231,27 @@ mod tests {
             limiter.admit(t0 + ms(5000)),
             Admission::Accepted { in_window: 0 }
         );
+    }
+
+    #[test]
+    fn a_limiter_is_idle_once_its_block_and_window_have_passed() {
+        let t0 = Instant::now();
+        let mut limiter = Limiter::new(Some((1, ms(1000))), ms(3000));
+        assert!(limiter.is_idle(t0));
+        assert!(matches!(limiter.admit(t0), Admission::Accepted { .. }));
+        assert!(!limiter.is_idle(t0 + ms(999)));
+        assert!(limiter.is_idle(t0 + ms(1000)));
+        assert!(matches!(
+            limiter.admit(t0 + ms(1000)),
+            Admission::Accepted { .. }
+        ));
+        assert!(matches!(
+            limiter.admit(t0 + ms(1001)),
+            Admission::Blocked { .. }
+        ));
+        // The window is empty again at +2000, but the block lasts until +4001.
+        assert!(!limiter.is_idle(t0 + ms(2500)));
+        assert!(limiter.is_idle(t0 + ms(4001)));
     }
 
     #[test]

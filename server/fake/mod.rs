@@ -1,32 +1,50 @@
-//! A faithful in-process fake of the Clerk Backend API users endpoints.
+//! A faithful in-process fake of the Clerk Backend API endpoints the broker and its callers use.
 //!
 //! Tests, benchmarks and the demo mode point the broker at a [`FakeClerk`] instead of
-//! `https://api.clerk.com/v1`. It serves `GET /v1/users`, `GET /v1/users/count` and
-//! `GET /v1/users/{user_id}` with Clerk's shapes, error envelopes, bearer auth and a
-//! Clerk-like rate limit (429 + `Retry-After`, then blocked), and it can inject faults
-//! (latency, 5xx, hangs, broken connections, malformed JSON). It counts what it saw in
-//! [`FakeStats`] so tests can prove how many upstream calls the broker really made.
+//! `https://api.clerk.com/v1`. It serves, with Clerk's shapes (API version 2025-11-10), error
+//! envelopes and bearer auth: the users reads (`GET /v1/users`, `/v1/users/count`,
+//! `/v1/users/{user_id}`), the user writes (`PATCH /v1/users/{user_id}`, `PATCH`/`PUT
+//! /v1/users/{user_id}/metadata`), organizations (`GET`/`PATCH /v1/organizations/{id}`, its
+//! metadata, `GET …/memberships`), `POST /v1/invitations` and `GET /v1/jwks`. It enforces a
+//! Clerk-like instance rate limit (429 + `Retry-After`, then blocked) and Clerk's per-endpoint
+//! "system limits" ([`EndpointLimits`]), and it can inject faults (latency, 5xx, hangs, broken
+//! connections, malformed JSON). It counts what it saw in [`FakeStats`] so tests can prove how
+//! many upstream calls the broker really made.
 //!
-//! Code map: `server` owns the HTTP pipeline (auth → rate limit → faults → endpoint),
-//! `store` the users and their indexes, `filter` the query-string grammar, `limit` the
-//! sliding-log rate limiter and the fault dice, `seed` the synthetic users.
+//! Code map: `server` owns the HTTP pipeline (auth → rate limits → faults → endpoint), `route`
+//! the routing table, `store` the users and their indexes, `filter` the query-string grammar,
+//! `body` the write bodies and metadata merge, `user_writes`, `orgs` and `invitations` the
+//! write endpoints, `jwks` the key set, `limit` the sliding-log rate limiter and the fault
+//! dice, `system_limits` the per-endpoint limits, `seed` the synthetic users.
 
+mod body;
 mod filter;
+mod invitations;
+mod jwks;
 mod limit;
+mod orgs;
+mod route;
 pub mod seed;
 mod server;
 mod store;
+mod system_limits;
 #[cfg(test)]
 mod tests;
+mod user_writes;
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::Duration;
 
 use serde_json::Value;
 use tokio::net::TcpListener;
 
+use invitations::Invitations;
 use limit::Limiter;
+use orgs::Organizations;
 use store::Store;
+use system_limits::EndpointLimiter;
+pub use system_limits::{EndpointLimits, LimitedEndpoint};
 
 /// How a [`FakeClerk`] authenticates and rate-limits its callers.
 #[derive(Clone, Debug)]
@@ -39,6 +57,8 @@ pub struct FakeClerkConfig {
     /// How long the fake stays blocked (every request answered 429) after a request exceeded
     /// the limit; sent as `Retry-After` in whole seconds, rounded up, at least 1.
     pub block_for: Duration,
+    /// Clerk's per-endpoint limits, enforced besides `rate_limit`; Clerk's values by default.
+    pub endpoint_limits: EndpointLimits,
 }
 
 impl FakeClerkConfig {
@@ -48,6 +68,7 @@ impl FakeClerkConfig {
             secret_key: secret_key.into(),
             rate_limit: None,
             block_for: Duration::from_secs(10),
+            endpoint_limits: EndpointLimits::clerk(),
         }
     }
 }
@@ -78,6 +99,16 @@ pub struct FakeStats {
     pub max_in_window: u64,
     /// The last `Clerk-API-Version` header seen.
     pub last_api_version: Option<String>,
+    /// Requests per route template (e.g. `"PATCH /v1/users/{user_id}/metadata"`), whatever
+    /// their outcome; requests to no known route count under `"other"`.
+    pub route_requests: BTreeMap<String, u64>,
+    /// 429s sent because a per-endpoint limit was exceeded, per endpoint (also counted in
+    /// `rate_limited`).
+    pub endpoint_rate_limited: BTreeMap<LimitedEndpoint, u64>,
+    /// Per endpoint, the largest number of accepted requests one key (user, organization, or
+    /// the instance for invitations) had in any sliding window of that endpoint's limit; a
+    /// broker that respects the limits keeps each at or below it. Absent while unlimited.
+    pub endpoint_max_in_window: BTreeMap<LimitedEndpoint, u64>,
 }
 
 /// Faults injected into responses; the default injects none.
@@ -111,6 +142,11 @@ struct Inner {
     secret_key: String,
     /// The users, indexed for filtering and sorting.
     store: RwLock<Store>,
+    /// The organizations (derived from the users at start). Locked after `store` when both
+    /// are needed.
+    orgs: RwLock<Organizations>,
+    /// The invitations created.
+    invitations: Mutex<Invitations>,
     /// The rate limiter and the counters, updated together once per request.
     gate: Mutex<Gate>,
     /// The faults applied to the next requests.
@@ -121,21 +157,29 @@ struct Inner {
 struct Gate {
     /// The sliding-log limiter and the current block.
     limiter: Limiter,
+    /// The per-endpoint limiters.
+    endpoint_limiter: EndpointLimiter,
     /// The counters reported by [`FakeClerk::stats`].
     stats: FakeStats,
 }
 
 impl FakeClerk {
-    /// A fake holding `users` (Clerk User objects; those without a string `id` are skipped).
+    /// A fake holding `users` (Clerk User objects; those without a string `id` are skipped)
+    /// and the organizations their `public_metadata.organization_ids` name (see `orgs`).
     pub fn new(config: FakeClerkConfig, users: Vec<Value>) -> Self {
         let gate = Gate {
             limiter: Limiter::new(config.rate_limit, config.block_for),
+            endpoint_limiter: EndpointLimiter::new(config.endpoint_limits),
             stats: FakeStats::default(),
         };
+        let store = Store::new(users);
+        let orgs = Organizations::derive(&store);
         Self {
             inner: Arc::new(Inner {
                 secret_key: config.secret_key,
-                store: RwLock::new(Store::new(users)),
+                store: RwLock::new(store),
+                orgs: RwLock::new(orgs),
+                invitations: Mutex::new(Invitations::default()),
                 gate: Mutex::new(gate),
                 faults: Mutex::new(Faults::default()),
             }),
@@ -217,6 +261,27 @@ impl FakeClerk {
         self.gate().limiter.set_limit(limit);
     }
 
+    /// Replaces the per-endpoint limits; what they counted so far, and their blocks, are
+    /// forgotten.
+    pub fn set_endpoint_limits(&self, limits: EndpointLimits) {
+        self.gate().endpoint_limiter.set_limits(limits);
+    }
+
+    /// The organization whose id, else slug, is `id_or_slug`, as JSON.
+    pub fn organization(&self, id_or_slug: &str) -> Option<Value> {
+        self.read_orgs().find(id_or_slug).cloned()
+    }
+
+    /// Every organization, ordered by id.
+    pub fn organizations(&self) -> Vec<Value> {
+        self.read_orgs().all().cloned().collect()
+    }
+
+    /// Every invitation created, oldest first.
+    pub fn invitations(&self) -> Vec<Value> {
+        lock(&self.inner.invitations).all().to_vec()
+    }
+
     /// The limiter and counters, locked.
     fn gate(&self) -> MutexGuard<'_, Gate> {
         lock(&self.inner.gate)
@@ -234,6 +299,22 @@ impl FakeClerk {
     fn write_store(&self) -> std::sync::RwLockWriteGuard<'_, Store> {
         self.inner
             .store
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The organizations, for reading.
+    fn read_orgs(&self) -> std::sync::RwLockReadGuard<'_, Organizations> {
+        self.inner
+            .orgs
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The organizations, for writing.
+    fn write_orgs(&self) -> std::sync::RwLockWriteGuard<'_, Organizations> {
+        self.inner
+            .orgs
             .write()
             .unwrap_or_else(PoisonError::into_inner)
     }

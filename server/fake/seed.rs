@@ -144,8 +144,10 @@ fn user(
                 "object": "email_address",
                 "email_address": address,
                 "reserved": false,
-                "verification": {"status": status, "strategy": "email_code"},
+                "verification": otp_verification(status, "email_code", created_at),
                 "linked_to": [],
+                "created_at": created_at,
+                "updated_at": created_at,
             })
         })
         .collect();
@@ -154,10 +156,14 @@ fn user(
             "id": clerk_id(rng, "idn_"),
             "object": "phone_number",
             "phone_number": format!("+1555{:07}", n % 10_000_000),
+            "reserved": false,
             "reserved_for_second_factor": false,
             "default_second_factor": false,
-            "verification": {"status": "verified", "strategy": "phone_code"},
+            "verification": otp_verification("verified", "phone_code", created_at),
             "linked_to": [],
+            "backup_codes": null,
+            "created_at": created_at,
+            "updated_at": created_at,
         })]
     } else {
         Vec::new()
@@ -175,13 +181,14 @@ fn user(
     } else {
         "https://img.example.com/default-avatar.png".to_owned()
     };
-    json!({
+    let mut user = json!({
         "id": id,
         "object": "user",
         "external_id": (rng.u8(0..10) < 3).then(|| format!("ext_{n:08}")),
         "username": (rng.u8(0..10) < 6).then(|| format!("{handle}{n}")),
         "first_name": first,
         "last_name": last,
+        "profile_image_url": image_url,
         "image_url": image_url,
         "has_image": has_image,
         "primary_email_address_id": emails[0]["id"],
@@ -190,7 +197,10 @@ fn user(
         "email_addresses": emails,
         "phone_numbers": phones,
         "web3_wallets": [],
+        "passkeys": [],
         "external_accounts": [],
+        "saml_accounts": [],
+        "enterprise_accounts": [],
         "public_metadata": {"plan": PLANS[rng.usize(..PLANS.len())], "organization_ids": orgs},
         "private_metadata": (rng.u8(0..10) < 7).then(|| json!({"internal_score": rng.u32(0..1000)})),
         "unsafe_metadata": {},
@@ -198,15 +208,44 @@ fn user(
         "locked": false,
         "password_enabled": rng.u8(0..10) < 7,
         "two_factor_enabled": rng.u8(0..10) < 2,
+        "totp_enabled": false,
+        "backup_code_enabled": false,
+        "mfa_enabled_at": null,
+        "mfa_disabled_at": null,
+        "lockout_expires_in_seconds": null,
+        "verification_attempts_remaining": 100,
         "created_at": created_at,
         "updated_at": updated_at,
         "last_sign_in_at": last_sign_in_at,
         "last_active_at": last_active_at,
+        "delete_self_enabled": true,
+        "create_organization_enabled": true,
+        "legal_accepted_at": null,
+    });
+    // Derived after the fact so the random draws above keep their order (same seed, same
+    // users as before these fields existed): two-factor users use a TOTP app since signing up.
+    if user["two_factor_enabled"] == true {
+        user["totp_enabled"] = Value::Bool(true);
+        user["backup_code_enabled"] = Value::Bool(true);
+        user["mfa_enabled_at"] = Value::from(created_at);
+    }
+    user
+}
+
+/// A one-time-code verification as Clerk reports it (`verification_otp`).
+fn otp_verification(status: &str, strategy: &str, created_at: i64) -> Value {
+    let attempts = (status == "verified").then_some(1);
+    json!({
+        "object": "verification_otp",
+        "status": status,
+        "strategy": strategy,
+        "attempts": attempts,
+        "expire_at": created_at + 10 * 60 * 1000,
     })
 }
 
 /// A Clerk-style id: `prefix` and 27 base62 characters.
-fn clerk_id(rng: &mut fastrand::Rng, prefix: &str) -> String {
+pub(super) fn clerk_id(rng: &mut fastrand::Rng, prefix: &str) -> String {
     let mut id = String::with_capacity(prefix.len() + 27);
     id.push_str(prefix);
     id.extend((0..27).map(|_| char::from(BASE62[rng.usize(..BASE62.len())])));

@@ -1,6 +1,7 @@
 //! The fake's HTTP pipeline. Every request goes through the same steps, in Clerk's order:
-//! count it, authenticate the bearer key (401), consult the rate limiter (429 with
-//! `Retry-After`), roll the faults, then answer the endpoint; injected latency is added last.
+//! count it, authenticate the bearer key (401), consult the instance rate limiter (429 with
+//! `Retry-After`; `GET /v1/jwks` is exempt) then the endpoint's own limit if it has one, roll
+//! the faults, then answer the endpoint; injected latency is added last.
 
 use std::time::Duration;
 
@@ -13,8 +14,10 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use super::body::Rejection;
 use super::limit::{Admission, Fault, retry_after_secs};
-use super::{FakeClerk, filter, lock};
+use super::route::Route;
+use super::{FakeClerk, filter, jwks, lock, orgs, user_writes};
 
 /// What a request's handler shares: the fake and the shutdown signal that releases requests
 /// held by the timeout fault.
@@ -48,37 +51,6 @@ pub(super) async fn serve(
     axum::serve(listener, app)
         .with_graceful_shutdown(signal)
         .await
-}
-
-/// The endpoint a request addresses.
-#[derive(Debug, PartialEq)]
-enum Route {
-    /// `GET /v1/users`.
-    List,
-    /// `GET /v1/users/count`.
-    Count,
-    /// `GET /v1/users/{user_id}`.
-    Get(String),
-    /// Anything else.
-    Unknown,
-}
-
-impl Route {
-    /// Routes `method path`.
-    fn of(method: &Method, path: &str) -> Self {
-        if method != Method::GET {
-            return Self::Unknown;
-        }
-        match path.trim_end_matches('/').strip_prefix("/v1/users") {
-            Some("") => Self::List,
-            Some("/count") => Self::Count,
-            Some(rest) => match rest.strip_prefix('/') {
-                Some(id) if !id.is_empty() && !id.contains('/') => Self::Get(id.to_owned()),
-                _ => Self::Unknown,
-            },
-            None => Self::Unknown,
-        }
-    }
 }
 
 /// A response before the trace id and faults are applied.
@@ -133,6 +105,7 @@ async fn handle(
     method: Method,
     uri: Uri,
     headers: HeaderMap,
+    body: Bytes,
 ) -> Response {
     let route = Route::of(&method, uri.path());
     let trace = format!("{:032x}", fastrand::u128(..));
@@ -169,15 +142,15 @@ async fn handle(
             }
             Fault::Drop => {
                 sleep(faults.latency).await;
-                return broken(endpoint(fake, &route, &uri, &trace), &trace);
+                return broken(endpoint(fake, &route, &uri, &body, &trace), &trace);
             }
             Fault::Malformed => {
-                let mut reply = endpoint(fake, &route, &uri, &trace);
+                let mut reply = endpoint(fake, &route, &uri, &body, &trace);
                 reply.status = StatusCode::OK;
                 reply.body.truncate(reply.body.len() / 2);
                 reply
             }
-            Fault::None => endpoint(fake, &route, &uri, &trace),
+            Fault::None => endpoint(fake, &route, &uri, &body, &trace),
         },
     };
     sleep(faults.latency).await;
@@ -185,8 +158,8 @@ async fn handle(
 }
 
 impl FakeClerk {
-    /// Counts the request, then authenticates and rate-limits it in one critical section;
-    /// `Err` carries the 401 or 429 to send.
+    /// Counts the request, then authenticates and rate-limits it (instance limit, then the
+    /// endpoint's own) in one critical section; `Err` carries the 401 or 429 to send.
     fn admit(&self, route: &Route, headers: &HeaderMap, trace: &str) -> Result<(), Reply> {
         let now = tokio::time::Instant::now();
         let mut gate = self.gate();
@@ -196,8 +169,12 @@ impl FakeClerk {
             Route::List => stats.list_requests += 1,
             Route::Count => stats.count_requests += 1,
             Route::Get(_) => stats.get_requests += 1,
-            Route::Unknown => {}
+            _ => {}
         }
+        *stats
+            .route_requests
+            .entry(route.template().to_owned())
+            .or_default() += 1;
         let version = headers
             .get("clerk-api-version")
             .and_then(|v| v.to_str().ok());
@@ -208,24 +185,39 @@ impl FakeClerk {
             stats.unauthorized += 1;
             return Err(rejection);
         }
-        match gate.limiter.admit(now) {
+        if route.counts_in_instance_budget() {
+            match gate.limiter.admit(now) {
+                Admission::Accepted { in_window } => {
+                    gate.stats.max_in_window = gate.stats.max_in_window.max(in_window);
+                }
+                Admission::Blocked { retry_after } => {
+                    gate.stats.rate_limited += 1;
+                    return Err(too_many_requests(retry_after, trace));
+                }
+            }
+        }
+        let Some((endpoint, key)) = route.endpoint_limit() else {
+            return Ok(());
+        };
+        match gate.endpoint_limiter.admit(endpoint, key, now) {
+            Admission::Accepted { in_window: 0 } => Ok(()),
             Admission::Accepted { in_window } => {
-                gate.stats.max_in_window = gate.stats.max_in_window.max(in_window);
+                let max = gate
+                    .stats
+                    .endpoint_max_in_window
+                    .entry(endpoint)
+                    .or_default();
+                *max = (*max).max(in_window);
                 Ok(())
             }
             Admission::Blocked { retry_after } => {
                 gate.stats.rate_limited += 1;
-                let long = "Too many requests, please retry later";
-                let status = StatusCode::TOO_MANY_REQUESTS;
-                let mut reply = Reply::error(
-                    status,
-                    "too_many_requests",
-                    "Too many requests",
-                    long,
-                    trace,
-                );
-                reply.retry_after = Some(retry_after_secs(retry_after));
-                Err(reply)
+                *gate
+                    .stats
+                    .endpoint_rate_limited
+                    .entry(endpoint)
+                    .or_default() += 1;
+                Err(too_many_requests(retry_after, trace))
             }
         }
     }
@@ -263,10 +255,31 @@ impl FakeClerk {
     }
 }
 
+/// Clerk's 429, with `Retry-After` in whole seconds.
+fn too_many_requests(retry_after: Duration, trace: &str) -> Reply {
+    let long = "Too many requests, please retry later";
+    let status = StatusCode::TOO_MANY_REQUESTS;
+    let mut reply = Reply::error(
+        status,
+        "too_many_requests",
+        "Too many requests",
+        long,
+        trace,
+    );
+    reply.retry_after = Some(retry_after_secs(retry_after));
+    reply
+}
+
 /// Answers the endpoint itself.
-fn endpoint(fake: &FakeClerk, route: &Route, uri: &Uri, trace: &str) -> Reply {
+fn endpoint(fake: &FakeClerk, route: &Route, uri: &Uri, body: &[u8], trace: &str) -> Reply {
     let pairs =
         Query::<Vec<(String, String)>>::try_from_uri(uri).map_or_else(|_| Vec::new(), |q| q.0);
+    if let Some(answer) = write_or_organization(fake, route, &pairs, body) {
+        return match answer {
+            Ok(value) => Reply::ok(to_json(&value)),
+            Err(rejection) => rejected(rejection, trace),
+        };
+    }
     let store = fake.read_store();
     let result = match route {
         Route::List => {
@@ -290,7 +303,7 @@ fn endpoint(fake: &FakeClerk, route: &Route, uri: &Uri, trace: &str) -> Reply {
                 );
             }
         },
-        Route::Unknown => {
+        _ => {
             let long = "The requested resource was not found";
             return Reply::error(
                 StatusCode::NOT_FOUND,
@@ -312,6 +325,59 @@ fn endpoint(fake: &FakeClerk, route: &Route, uri: &Uri, trace: &str) -> Reply {
             trace,
         ),
     }
+}
+
+/// Answers the endpoints beyond the users reads: `None` for the others.
+fn write_or_organization(
+    fake: &FakeClerk,
+    route: &Route,
+    pairs: &[(String, String)],
+    body: &[u8],
+) -> Option<Result<Value, Rejection>> {
+    let answer = match route {
+        Route::UpdateUser(id) => user_writes::update_user(&mut fake.write_store(), id, body),
+        Route::MergeUserMetadata(id) => {
+            user_writes::merge_user_metadata(&mut fake.write_store(), id, body)
+        }
+        Route::ReplaceUserMetadata(id) => {
+            user_writes::replace_user_metadata(&mut fake.write_store(), id, body)
+        }
+        // The users are locked before the organizations, always (see `Inner::orgs`).
+        Route::GetOrganization(id) => {
+            let store = fake.read_store();
+            orgs::get(&fake.read_orgs(), &store, id, pairs)
+        }
+        Route::UpdateOrganization(id) => fake.write_orgs().update(id, body),
+        Route::MergeOrganizationMetadata(id) => fake.write_orgs().merge_metadata(id, body),
+        Route::ReplaceOrganizationMetadata(id) => fake.write_orgs().replace_metadata(id, body),
+        Route::ListMemberships(id) => {
+            let store = fake.read_store();
+            orgs::memberships(&fake.read_orgs(), &store, id, pairs)
+        }
+        Route::CreateInvitation => {
+            let store = fake.read_store();
+            lock(&fake.inner.invitations).create(&store, body)
+        }
+        Route::Jwks => Ok(jwks::key_set()),
+        Route::List | Route::Count | Route::Get(_) | Route::Unknown => return None,
+    };
+    Some(answer)
+}
+
+/// Clerk's error envelope for a rejected request, naming the parameter at fault in `meta`.
+fn rejected(rejection: Rejection, trace: &str) -> Reply {
+    let meta = match &rejection.param {
+        Some(param) => json!({"param_name": param}),
+        None => json!({}),
+    };
+    Reply::error_with_meta(
+        rejection.status,
+        rejection.code,
+        rejection.message,
+        &rejection.long_message,
+        meta,
+        trace,
+    )
 }
 
 /// Serializes a value already known to be valid JSON.

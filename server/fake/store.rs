@@ -122,7 +122,7 @@ impl Record {
     }
 
     /// Orders two records by `order`: nulls last in both directions, ties by id ascending.
-    fn compare(&self, other: &Self, order: OrderBy) -> Ordering {
+    pub(super) fn compare(&self, other: &Self, order: OrderBy) -> Ordering {
         let desc = order.descending;
         let by_key = match order.field {
             OrderField::CreatedAt => nulls_last(self.created_at, other.created_at, desc),
@@ -262,6 +262,27 @@ impl Store {
     /// How many users are stored.
     pub(super) fn len(&self) -> usize {
         self.records.len()
+    }
+
+    /// Every stored user, in no particular order.
+    pub(super) fn records(&self) -> impl Iterator<Item = &Record> {
+        self.records.iter()
+    }
+
+    /// Applies `change` to a copy of the user `id` and stores the result (re-indexed), unless
+    /// `change` fails; `None` if there is no such user. `change` also sees the store, e.g. to
+    /// check that a username is free. It must keep the `id`.
+    pub(super) fn update<E>(
+        &mut self,
+        id: &str,
+        change: impl FnOnce(&Self, &mut Value) -> Result<(), E>,
+    ) -> Option<Result<&Value, E>> {
+        let mut user = self.get(id)?.clone();
+        if let Err(error) = change(self, &mut user) {
+            return Some(Err(error));
+        }
+        self.upsert(user);
+        self.get(id).map(Ok)
     }
 
     /// One page of the users matching `filter`, in `page.order`.

@@ -2,10 +2,13 @@
 
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use reqwest::Method;
+use serde_json::{Value, json};
 
 use super::*;
-use crate::fake::{FakeClerk, FakeClerkConfig, FakeStats, Faults, seed};
+use crate::fake::{
+    EndpointLimits, FakeClerk, FakeClerkConfig, FakeStats, Faults, LimitedEndpoint, seed,
+};
 
 #[tokio::test]
 async fn the_request_over_the_limit_gets_429_and_a_block() {
@@ -176,4 +179,145 @@ async fn serve_stops_on_shutdown_even_with_a_hung_request() {
         "serve must return after shutdown"
     );
     assert_eq!(hung.await.expect("join").expect("answered"), 503);
+}
+
+#[tokio::test]
+async fn per_user_write_limits_are_separate_from_each_other_and_from_other_users() {
+    let mut config = FakeClerkConfig::new(KEY);
+    // A 10 s window: the 3 accepted writes surely fall inside it even on a loaded machine.
+    config.endpoint_limits = EndpointLimits::off().writes(3, Duration::from_secs(10));
+    let (fake, base, client) = start(config, five_users()).await;
+    let metadata = |user: &str| format!("{base}/users/{user}/metadata");
+    let body = || Some(json!({"public_metadata": {"n": 1}}));
+    for method in [Method::PATCH, Method::PUT, Method::PATCH] {
+        assert_eq!(
+            send(&client, method, &metadata("user_a"), body()).await.0,
+            200
+        );
+    }
+    // The fourth metadata write of user_a, PATCH or PUT, is refused.
+    let (status, headers, error) = send(&client, Method::PUT, &metadata("user_a"), body()).await;
+    assert_eq!(
+        (status, first_error_code(&error)),
+        (429, "too_many_requests")
+    );
+    assert_eq!(headers["retry-after"], "10");
+    assert!(error["clerk_trace_id"].is_string());
+    assert_eq!(
+        send(&client, Method::PATCH, &metadata("user_a"), body())
+            .await
+            .0,
+        429
+    );
+    // Other users, and user_a's other endpoints, are not affected.
+    assert_eq!(
+        send(&client, Method::PATCH, &metadata("user_b"), body())
+            .await
+            .0,
+        200
+    );
+    let update = Some(json!({"first_name": "Ada"}));
+    let user_a = format!("{base}/users/user_a");
+    assert_eq!(send(&client, Method::PATCH, &user_a, update).await.0, 200);
+    assert_eq!(get(&client, &user_a).await.0, 200);
+    let stats = fake.stats();
+    assert_eq!(stats.rate_limited, 2);
+    assert_eq!(
+        stats.endpoint_rate_limited,
+        [(LimitedEndpoint::UserMetadata, 2)].into_iter().collect()
+    );
+    assert_eq!(
+        stats.endpoint_max_in_window,
+        [
+            (LimitedEndpoint::UserUpdate, 1),
+            (LimitedEndpoint::UserMetadata, 3)
+        ]
+        .into_iter()
+        .collect()
+    );
+    // Turned off, the block is forgotten.
+    fake.set_endpoint_limits(EndpointLimits::off());
+    assert_eq!(
+        send(&client, Method::PATCH, &metadata("user_a"), body())
+            .await
+            .0,
+        200
+    );
+}
+
+#[tokio::test]
+async fn clerks_limits_apply_by_default_to_organizations_and_invitations() {
+    let config = FakeClerkConfig::new(KEY);
+    assert_eq!(config.endpoint_limits, EndpointLimits::clerk());
+    let (fake, base, client) = start(config, seed::synthetic_users(200, 3)).await;
+    let org = fake.organizations().remove(0);
+    let url = format!("{base}/organizations/{}", org["id"].as_str().expect("id"));
+    // Clerk: 10 per 10 s per organization (eleven requests take far less than 10 s).
+    for n in 0..10 {
+        let body = Some(json!({"name": format!("Name {n}")}));
+        assert_eq!(send(&client, Method::PATCH, &url, body).await.0, 200, "{n}");
+    }
+    let (status, headers, _) = send(&client, Method::PATCH, &url, Some(json!({}))).await;
+    assert_eq!(
+        (status, headers["retry-after"].to_str().ok()),
+        (429, Some("10"))
+    );
+    let metadata = Some(json!({"public_metadata": {"a": 1}}));
+    assert_eq!(
+        send(&client, Method::PATCH, &format!("{url}/metadata"), metadata)
+            .await
+            .0,
+        200
+    );
+    // Invitations: 100 per hour for the instance; shortened here to 2.
+    fake.set_endpoint_limits(EndpointLimits {
+        invitation_create: Some((2, Duration::from_secs(3600))),
+        ..EndpointLimits::off()
+    });
+    let invite = |n: u32| Some(json!({"email_address": format!("invitee{n}@example.com")}));
+    let invitations = format!("{base}/invitations");
+    assert_eq!(
+        send(&client, Method::POST, &invitations, invite(1)).await.0,
+        200
+    );
+    assert_eq!(
+        send(&client, Method::POST, &invitations, invite(2)).await.0,
+        200
+    );
+    let (status, headers, _) = send(&client, Method::POST, &invitations, invite(3)).await;
+    assert_eq!(
+        (status, headers["retry-after"].to_str().ok()),
+        (429, Some("3600"))
+    );
+    let stats = fake.stats();
+    assert_eq!(
+        stats.endpoint_rate_limited[&LimitedEndpoint::OrganizationUpdate],
+        1
+    );
+    assert_eq!(
+        stats.endpoint_rate_limited[&LimitedEndpoint::InvitationCreate],
+        1
+    );
+    assert_eq!(
+        stats.endpoint_max_in_window[&LimitedEndpoint::OrganizationUpdate],
+        10
+    );
+    assert_eq!(fake.invitations().len(), 2);
+}
+
+#[tokio::test]
+async fn an_instance_block_refuses_writes_before_their_own_limit_counts_them() {
+    let mut config = FakeClerkConfig::new(KEY);
+    config.endpoint_limits = EndpointLimits::off().writes(1, Duration::from_secs(30));
+    let (fake, base, client) = start(config, five_users()).await;
+    fake.block_for(Duration::from_secs(30));
+    let url = format!("{base}/users/user_a/metadata");
+    let body = || Some(json!({"public_metadata": {"n": 1}}));
+    assert_eq!(send(&client, Method::PATCH, &url, body()).await.0, 429);
+    let stats = fake.stats();
+    assert_eq!(
+        (stats.rate_limited, stats.endpoint_rate_limited.len()),
+        (1, 0)
+    );
+    assert!(stats.endpoint_max_in_window.is_empty(), "not counted");
 }

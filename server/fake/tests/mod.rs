@@ -1,8 +1,12 @@
 //! The fake Clerk exercised over real HTTP, as the broker's client will talk to it: shared
-//! helpers here, the endpoints' behaviour in `endpoints`, rate limits and faults in `limits`.
+//! helpers here, the users reads in `endpoints`, the user writes in `writes`, organizations,
+//! invitations and the JWKS in `orgs`, rate limits (instance and per endpoint) and faults in
+//! `limits`.
 
 mod endpoints;
 mod limits;
+mod orgs;
+mod writes;
 
 use std::time::Duration;
 
@@ -80,6 +84,30 @@ async fn start(config: FakeClerkConfig, users: Vec<Value>) -> (FakeClerk, String
 
 async fn get(client: &reqwest::Client, url: &str) -> (u16, reqwest::header::HeaderMap, Value) {
     let response = client.get(url).bearer_auth(KEY).send().await.expect("send");
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let body = response.bytes().await.expect("body");
+    (
+        status,
+        headers,
+        serde_json::from_slice(&body).expect("json"),
+    )
+}
+
+/// Sends `method url` with an optional JSON body; answers status, headers and JSON body.
+async fn send(
+    client: &reqwest::Client,
+    method: reqwest::Method,
+    url: &str,
+    body: Option<Value>,
+) -> (u16, reqwest::header::HeaderMap, Value) {
+    let mut request = client.request(method, url).bearer_auth(KEY);
+    if let Some(body) = body {
+        request = request
+            .header("content-type", "application/json")
+            .body(body.to_string());
+    }
+    let response = request.send().await.expect("send");
     let status = response.status().as_u16();
     let headers = response.headers().clone();
     let body = response.bytes().await.expect("body");
