@@ -18,6 +18,8 @@
 mod reads;
 mod reply;
 
+use reply::Refusal;
+
 use std::{
     collections::HashSet,
     sync::{Arc, Mutex, PoisonError},
@@ -151,7 +153,7 @@ async fn answer(front: &Front, route: &str, request: Request) -> (Option<Arc<Cal
     let query = parts.uri.query().map(str::to_owned);
     let caller = match authenticate(front, &parts.headers) {
         Ok(caller) => caller,
-        Err(response) => return (None, response),
+        Err(refusal) => return (None, refusal.into_response()),
     };
     if !path.starts_with("/v1/") {
         let response = reply::error(
@@ -178,7 +180,7 @@ async fn answer(front: &Front, route: &str, request: Request) -> (Option<Arc<Cal
     }
     let demand = match demand(front, &caller, &parts.headers) {
         Ok(demand) => demand,
-        Err(response) => return (Some(caller), response),
+        Err(refusal) => return (Some(caller), refusal.into_response()),
     };
     // The body must arrive within the request's deadline.
     let body = match tokio::time::timeout_at(
@@ -237,20 +239,18 @@ async fn answer(front: &Front, route: &str, request: Request) -> (Option<Arc<Cal
 
 /// The caller of a request: its `Authorization: Bearer <token>` (exactly
 /// one such header), or the anonymous caller without a policy file.
-fn authenticate(front: &Front, headers: &HeaderMap) -> Result<Arc<Caller>, Response> {
+fn authenticate(front: &Front, headers: &HeaderMap) -> Result<Arc<Caller>, Refusal> {
     let mut values = headers.get_all(header::AUTHORIZATION).iter();
     let first = values.next();
-    let refused = |long_message: &str| {
-        reply::error(
-            StatusCode::UNAUTHORIZED,
-            "authentication_invalid",
-            "Invalid authentication",
-            long_message,
-        )
+    let refused = |long_message: String| Refusal {
+        status: StatusCode::UNAUTHORIZED,
+        code: "authentication_invalid",
+        message: "Invalid authentication",
+        long_message,
     };
     if values.next().is_some() {
         return Err(refused(
-            "Send exactly one Authorization header: `Bearer <broker caller token>`",
+            "Send exactly one Authorization header: `Bearer <broker caller token>`".to_owned(),
         ));
     }
     front
@@ -258,21 +258,19 @@ fn authenticate(front: &Front, headers: &HeaderMap) -> Result<Arc<Caller>, Respo
         .current()
         .authenticate(first.map(|value| value.as_bytes()))
         .map_err(|error| {
-            refused(&format!(
+            refused(format!(
                 "{error}: use a broker caller token as the SDK's secret key"
             ))
         })
 }
 
 /// The caller's demand: its weight, the priority and deadline it asked for.
-fn demand(front: &Front, caller: &Caller, headers: &HeaderMap) -> Result<Demand, Response> {
-    let bad = |long_message: String| {
-        reply::error(
-            StatusCode::BAD_REQUEST,
-            "form_param_value_invalid",
-            "Invalid header",
-            &long_message,
-        )
+fn demand(front: &Front, caller: &Caller, headers: &HeaderMap) -> Result<Demand, Refusal> {
+    let bad = |long_message: String| Refusal {
+        status: StatusCode::BAD_REQUEST,
+        code: "form_param_value_invalid",
+        message: "Invalid header",
+        long_message,
     };
     let priority = match headers.get(PRIORITY_HEADER).map(|v| v.as_bytes()) {
         None | Some(b"interactive") => Priority::Interactive,

@@ -40,6 +40,22 @@ pub(super) fn error(status: StatusCode, code: &str, message: &str, long_message:
     json(status, body.to_string())
 }
 
+/// A request the front refuses before any work, in Clerk's words.
+#[derive(Debug)]
+pub(super) struct Refusal {
+    pub(super) status: StatusCode,
+    pub(super) code: &'static str,
+    pub(super) message: &'static str,
+    pub(super) long_message: String,
+}
+
+impl Refusal {
+    /// The refusal as Clerk's error envelope.
+    pub(super) fn into_response(self) -> Response {
+        error(self.status, self.code, self.message, &self.long_message)
+    }
+}
+
 /// 429 with `Retry-After` (whole seconds, rounded up, at least 1).
 pub(super) fn too_many_requests(retry_after: Duration, long_message: &str) -> Response {
     let mut response = error(

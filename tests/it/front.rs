@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 use crate::harness::{Harness, KEY, Options, test_lookup};
 
 /// Callers: name, token, and the rest of its `[[callers]]` entry.
-const CALLERS: [(&str, &str, &str); 4] = [
+const CALLERS: [(&str, &str, &str); 5] = [
     ("reader", "sk_live_reader", "scopes = [\"read_users\"]"),
     (
         "trusted",
@@ -31,12 +31,17 @@ const CALLERS: [(&str, &str, &str); 4] = [
         "sk_live_permits",
         "scopes = [\"acquire_permits\"]",
     ),
+    (
+        "inviter",
+        "sk_live_inviter",
+        "scopes = [\"read_users\"]\nroutes = [\"POST /v1/invitations\"]",
+    ),
 ];
 
 /// A marker stored in one user's `private_metadata`.
-const SECRET: &str = "cus_private_marker";
+pub(crate) const SECRET: &str = "cus_private_marker";
 
-fn policy() -> Policy {
+pub(crate) fn policy() -> Policy {
     let mut text = String::new();
     for (name, token, rest) in CALLERS {
         let hash: String = Sha256::digest(token.as_bytes())
@@ -48,7 +53,7 @@ fn policy() -> Policy {
     Policy::parse(&text, |_| Duration::ZERO).unwrap()
 }
 
-async fn start() -> Harness {
+pub(crate) async fn start() -> Harness {
     let harness = Harness::start(Options {
         users: 300,
         policy: policy(),
@@ -62,9 +67,19 @@ async fn start() -> Harness {
     harness
 }
 
+/// An HTTP client (reqwest is built without a default TLS provider).
+pub(crate) fn client() -> Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    Client::new()
+}
+
 /// A GET to the front as `token`: status, `x-cache`, body.
-async fn get(harness: &Harness, token: &str, path: &str) -> (StatusCode, Option<String>, String) {
-    let response = Client::new()
+pub(crate) async fn get(
+    harness: &Harness,
+    token: &str,
+    path: &str,
+) -> (StatusCode, Option<String>, String) {
+    let response = client()
         .get(format!("http://{}{path}", harness.front_addr))
         .bearer_auth(token)
         .send()
@@ -81,7 +96,7 @@ async fn get(harness: &Harness, token: &str, path: &str) -> (StatusCode, Option<
 /// The fake Clerk's own answer to `path` (under its base URL, ending /v1).
 async fn fake_answer(harness: &Harness, path: &str) -> String {
     let path = path.strip_prefix("/v1").unwrap();
-    Client::new()
+    client()
         .get(format!("{}{path}", harness.fake_url.trim_end_matches('/')))
         .bearer_auth(KEY)
         .send()
@@ -143,8 +158,7 @@ async fn many_callers_of_many_cold_ids_share_a_few_requests() {
     .await;
     // Services hold warm connections to the front: open 200 (refused
     // requests cost nothing upstream), as an SDK's connection pool would.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let client = Client::new();
+    let client = client();
     let front = harness.front_addr;
     let calls = (0..200).map(|_| {
         let client = client.clone();
@@ -226,7 +240,7 @@ async fn refusals_speak_clerk_and_cost_nothing_upstream() {
     }
     assert_eq!(harness.fake.stats().requests, 0);
     // A write by a caller without the route: refused before any budget.
-    let refused = Client::new()
+    let refused = client()
         .patch(format!("http://{}{user}/metadata", harness.front_addr))
         .bearer_auth("sk_live_reader")
         .header("content-type", "application/json")
@@ -237,7 +251,7 @@ async fn refusals_speak_clerk_and_cost_nothing_upstream() {
     assert_eq!(refused.status(), StatusCode::FORBIDDEN);
     assert_eq!(harness.fake.stats().requests, 0);
     // Bad demand headers are the caller's to fix.
-    let bad = Client::new()
+    let bad = client()
         .get(format!("http://{}{user}", harness.front_addr))
         .bearer_auth("sk_live_reader")
         .header("x-clerk-broker-timeout", "forever")
@@ -262,7 +276,7 @@ async fn the_callers_token_stays_behind_and_the_key_is_never_shown() {
         ("sk_live_reader", "/v1/organizations"),
         ("sk_live_trusted", "/v1/nothing_here"),
     ] {
-        let response = Client::new()
+        let response = client()
             .get(format!("http://{}{path}", harness.front_addr))
             .bearer_auth(token)
             .send()

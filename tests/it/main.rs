@@ -13,6 +13,7 @@ mod cli;
 mod exports;
 mod faults;
 mod front;
+mod front_writes;
 mod grpcurl;
 mod http_limits;
 mod lookups;
