@@ -87,6 +87,9 @@ def check_probes_and_env(container, broker):
     listen_port = int(env["CLERK_BROKER_LISTEN"].rsplit(":", 1)[1])
     if ports.get("grpc") != listen_port:
         fail(f"container port grpc {ports.get('grpc')} != CLERK_BROKER_LISTEN port {listen_port}")
+    front_port = int(env["CLERK_BROKER_CLERK_API_LISTEN"].rsplit(":", 1)[1])
+    if ports.get("clerk-api") != front_port:
+        fail(f"container port clerk-api {ports.get('clerk-api')} != CLERK_BROKER_CLERK_API_LISTEN port {front_port}")
     services = set()
     for probe in ["startupProbe", "livenessProbe", "readinessProbe"]:
         grpc = container[probe].get("grpc")
@@ -132,12 +135,19 @@ def scrape(http):
     return families, samples
 
 
-def check_metrics(address, http, user_id):
-    """Scrapes /metrics before and after a GetUser; checks the dashboard's metrics."""
+def check_metrics(address, http, front, user_id):
+    """Scrapes /metrics before and after a GetUser and a request to the
+    Clerk-compatible front; checks the dashboard's metrics."""
+    import urllib.request
+
     ensure("prometheus_client", "prometheus-client")
     _, before = scrape(http)
     run(["grpcurl", "-plaintext", "-d", f'{{"user_id":"{user_id}"}}', address,
          "clerk_broker.v1.UserService/GetUser"])
+    request = urllib.request.Request(f"http://{front}/v1/users/{user_id}",
+                                     headers={"Authorization": "Bearer sk_test_demo"})
+    if json.loads(urllib.request.urlopen(request, timeout=10).read())["id"] != user_id:
+        fail("the Clerk-compatible front did not answer the user")
     families, after = scrape(http)
     calls = ("clerk_broker_grpc_calls_total",
              (("code", "Ok"), ("method", "/clerk_broker.v1.UserService/GetUser")))
@@ -163,8 +173,10 @@ def check_services_served(services, broker):
     """Starts the broker in demo mode, health-checks every probe's service,
     and checks its metrics."""
     http = f"127.0.0.1:{free_port()}"
+    front = f"127.0.0.1:{free_port()}"
     process = subprocess.Popen(
-        [broker, "demo", "--listen", "127.0.0.1:0", "--http-listen", http, "--users", "10"],
+        [broker, "demo", "--listen", "127.0.0.1:0", "--http-listen", http,
+         "--clerk-api-listen", front, "--users", "10"],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
@@ -189,7 +201,7 @@ def check_services_served(services, broker):
             if '"SERVING"' not in out:
                 fail(f"health of {service!r} is not SERVING: {out}")
             print(f"probe service {service!r}: SERVING on a real broker")
-        check_metrics(address, http, user_id)
+        check_metrics(address, http, front, user_id)
     finally:
         process.terminate()
         process.wait(timeout=30)
