@@ -20,6 +20,7 @@ pub mod export;
 pub mod fake;
 pub mod grpc;
 pub mod http;
+pub mod json;
 pub mod metrics;
 pub mod panics;
 pub mod reload;
