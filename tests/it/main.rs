@@ -15,6 +15,7 @@ mod faults;
 mod grpcurl;
 mod http_limits;
 mod lookups;
+mod raw_json;
 mod reload;
 mod secrecy;
 mod shutdown;
