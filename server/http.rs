@@ -213,7 +213,7 @@ async fn clerk_webhook(
             state.users.apply(&delivery.event).await;
             let (kind, user_id) = match &delivery.event {
                 UserEvent::Upserted(user) => ("user upserted", user.id()),
-                UserEvent::Deleted(id) => ("user deleted", id.as_str()),
+                UserEvent::Deleted { id, .. } => ("user deleted", id.as_str()),
                 UserEvent::Ignored(kind) => (kind.as_str(), ""),
             };
             tracing::info!(svix_id = %delivery.id, event = kind, user_id, "webhook applied");

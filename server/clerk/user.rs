@@ -2,39 +2,64 @@
 
 use std::sync::Arc;
 
-use serde_json::{Map, Value};
+use serde_json::{Map, Value, value::RawValue};
 
-/// A Clerk user, kept as the complete JSON object Clerk returned, so fields
-/// Clerk adds later are passed on rather than lost. Cheap to clone.
+/// A Clerk user, kept as the complete JSON object Clerk returned: its exact
+/// text (the bytes of that object in Clerk's answer or webhook, so key order,
+/// spacing, number spellings and escapes reach callers unchanged, and fields
+/// Clerk adds later are passed on), and the parsed object for reading fields.
+/// Cheap to clone.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ClerkUser {
     /// The user's id (the object's `id` field).
     id: Arc<str>,
-    /// The whole object.
+    /// The object's text as Clerk wrote it; the cache keeps only this.
+    text: Arc<str>,
+    /// The whole object, parsed from `text`.
     json: Arc<Map<String, Value>>,
 }
 
 impl ClerkUser {
-    /// Wraps a JSON value; `None` unless it is an object with a string `id`.
+    /// Wraps a JSON value (its text is `serde_json`'s writing of it);
+    /// `None` unless it is an object with a string `id`.
     pub fn from_json(value: Value) -> Option<Self> {
+        let text = serde_json::to_string(&value).ok()?;
+        Self::from_parts(text.into(), value)
+    }
+
+    /// Reads one user object from its exact text, which is kept as is; `None`
+    /// if it is not JSON, or not an object with a string `id`.
+    pub fn from_text(text: impl Into<Arc<str>>) -> Option<Self> {
+        let text = text.into();
+        let value = serde_json::from_str(&text).ok()?;
+        Self::from_parts(text, value)
+    }
+
+    fn from_parts(text: Arc<str>, value: Value) -> Option<Self> {
         let Value::Object(json) = value else {
             return None;
         };
         let id = json.get("id")?.as_str()?.into();
         Some(Self {
             id,
+            text,
             json: Arc::new(json),
         })
-    }
-
-    /// SHIM (replaced by the exact text): the JSON text.
-    pub fn text(&self) -> String {
-        serde_json::to_string(&*self.json).unwrap_or_default()
     }
 
     /// The user's id.
     pub fn id(&self) -> &str {
         &self.id
+    }
+
+    /// The object's text exactly as Clerk sent it.
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+
+    /// The same text, shared (what the cache stores).
+    pub fn shared_text(&self) -> Arc<str> {
+        self.text.clone()
     }
 
     /// The complete object.
@@ -60,17 +85,24 @@ impl ClerkUser {
         self.json.get(field)?.as_i64()
     }
 
-    /// Reads the body of `GET /users/{id}`: one user object; `None` if it is
-    /// not JSON or not a user.
+    /// Reads the body of `GET /users/{id}`: one user object (its text is
+    /// the body less surrounding whitespace); `None` if it is not JSON or not
+    /// a user.
     pub fn parse_one(body: &[u8]) -> Option<Self> {
-        Self::from_json(serde_json::from_slice(body).ok()?)
+        let raw: &RawValue = serde_json::from_slice(body).ok()?;
+        Self::from_text(raw.get())
     }
 
-    /// Reads the body of `GET /users`: a bare JSON array of users; elements
-    /// that are not user objects are skipped. `None` if it is not a JSON array.
+    /// Reads the body of `GET /users`: a bare JSON array of users, each
+    /// keeping its own bytes of the body; elements that are not user objects
+    /// are skipped. `None` if it is not a JSON array.
     pub fn parse_list(body: &[u8]) -> Option<Vec<Self>> {
-        let values: Vec<Value> = serde_json::from_slice(body).ok()?;
-        Some(values.into_iter().filter_map(Self::from_json).collect())
+        let raws: Vec<&RawValue> = serde_json::from_slice(body).ok()?;
+        Some(
+            raws.into_iter()
+                .filter_map(|raw| Self::from_text(raw.get()))
+                .collect(),
+        )
     }
 }
 
@@ -103,8 +135,24 @@ mod tests {
     fn cached_text_reads_back_to_the_same_numbers() {
         let body = br#"{"id":"user_1","public_metadata":{"score":368934.4073709551616,"n":84467.4073709551616}}"#;
         let user = ClerkUser::parse_one(body).unwrap();
-        let text = serde_json::to_string(user.json()).unwrap();
-        let again = ClerkUser::parse_one(text.as_bytes()).unwrap();
+        let again = ClerkUser::from_text(user.shared_text()).unwrap();
         assert_eq!(again, user);
+    }
+
+    /// Clerk's bytes, not a re-serialization: key order, spacing, number
+    /// spellings and escapes of each object, from one object or a list.
+    #[test]
+    fn keeps_the_exact_text_of_each_object() {
+        let one = r#"{"object":"user","id":"user_1","n":1.50E+3,"s":"\u00e9\/","z":{"b":1,"a":2}}"#;
+        let user = ClerkUser::parse_one(format!(" \n{one}\t").as_bytes()).unwrap();
+        assert_eq!(user.text(), one);
+        assert_eq!(user.str("s"), Some("é/"));
+        let two = r#"{ "id" : "user_2" }"#;
+        let list = format!("[{one},\n  {two} ,1,{{\"x\":1}}]");
+        let users = ClerkUser::parse_list(list.as_bytes()).unwrap();
+        let texts: Vec<&str> = users.iter().map(ClerkUser::text).collect();
+        assert_eq!(texts, [one, two]);
+        assert!(ClerkUser::parse_one(b"{\"id\":\"u\"} x").is_none());
+        assert!(ClerkUser::parse_list(b"{\"id\":\"u\"}").is_none());
     }
 }

@@ -248,7 +248,7 @@ impl FakeClerk {
 
     /// The stored user `id`, as JSON.
     pub fn user(&self, id: &str) -> Option<Value> {
-        self.read_store().get(id).cloned()
+        self.read_store().get(id).map(|user| Value::clone(user))
     }
 
     /// How many users are stored.

@@ -276,7 +276,7 @@ fn endpoint(fake: &FakeClerk, route: &Route, uri: &Uri, body: &[u8], trace: &str
         Query::<Vec<(String, String)>>::try_from_uri(uri).map_or_else(|_| Vec::new(), |q| q.0);
     if let Some(answer) = write_or_organization(fake, route, &pairs, body) {
         return match answer {
-            Ok(value) => Reply::ok(to_json(&value)),
+            Ok(body) => Reply::ok(body),
             Err(rejection) => rejected(rejection, trace),
         };
     }
@@ -333,7 +333,8 @@ fn write_or_organization(
     route: &Route,
     pairs: &[(String, String)],
     body: &[u8],
-) -> Option<Result<Value, Rejection>> {
+) -> Option<Result<Vec<u8>, Rejection>> {
+    let json = |answer: Result<Value, Rejection>| answer.map(|value| to_json(&value));
     let answer = match route {
         Route::UpdateUser(id) => user_writes::update_user(&mut fake.write_store(), id, body),
         Route::MergeUserMetadata(id) => {
@@ -345,20 +346,22 @@ fn write_or_organization(
         // The users are locked before the organizations, always (see `Inner::orgs`).
         Route::GetOrganization(id) => {
             let store = fake.read_store();
-            orgs::get(&fake.read_orgs(), &store, id, pairs)
+            json(orgs::get(&fake.read_orgs(), &store, id, pairs))
         }
-        Route::UpdateOrganization(id) => fake.write_orgs().update(id, body),
-        Route::MergeOrganizationMetadata(id) => fake.write_orgs().merge_metadata(id, body),
-        Route::ReplaceOrganizationMetadata(id) => fake.write_orgs().replace_metadata(id, body),
+        Route::UpdateOrganization(id) => json(fake.write_orgs().update(id, body)),
+        Route::MergeOrganizationMetadata(id) => json(fake.write_orgs().merge_metadata(id, body)),
+        Route::ReplaceOrganizationMetadata(id) => {
+            json(fake.write_orgs().replace_metadata(id, body))
+        }
         Route::ListMemberships(id) => {
             let store = fake.read_store();
-            orgs::memberships(&fake.read_orgs(), &store, id, pairs)
+            json(orgs::memberships(&fake.read_orgs(), &store, id, pairs))
         }
         Route::CreateInvitation => {
             let store = fake.read_store();
-            lock(&fake.inner.invitations).create(&store, body)
+            json(lock(&fake.inner.invitations).create(&store, body))
         }
-        Route::Jwks => Ok(jwks::key_set()),
+        Route::Jwks => json(Ok(jwks::key_set())),
         Route::List | Route::Count | Route::Get(_) | Route::Unknown => return None,
     };
     Some(answer)

@@ -3,19 +3,138 @@
 //!
 //! Parsing once at insert time and caching each `order_by` keeps a page out of 100,000 users
 //! to a few milliseconds; any write drops the cached orders.
+//!
+//! Users are served with their fields in Clerk's order ([`UserJson`]), not sorted as
+//! `serde_json::Value` keeps them, so that a broker that re-serialized Clerk's answers would
+//! show it.
 
 use std::cmp::Ordering;
 use std::collections::{HashMap, HashSet};
-use std::sync::OnceLock;
+use std::ops::Deref;
+use std::sync::{LazyLock, OnceLock};
 
+use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::Value;
 
 use super::filter::{OrderBy, OrderField, Page, UserFilter};
 
+/// A stored user: the JSON object as given, serialized with its fields in Clerk's order
+/// (as Clerk's answers list them; fields it does not know follow, sorted). Reads as the
+/// `Value` it wraps.
+pub(super) struct UserJson(Value);
+
+impl Deref for UserJson {
+    type Target = Value;
+
+    fn deref(&self) -> &Value {
+        &self.0
+    }
+}
+
+impl Serialize for UserJson {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        InClerkOrder(&self.0).serialize(serializer)
+    }
+}
+
+/// Field names in the order Clerk's answers give them, for users and, at the front, for the
+/// email addresses, phone numbers and verifications inside them.
+const CLERK_ORDER: [&str; 55] = [
+    "id",
+    "object",
+    "email_address",
+    "phone_number",
+    "reserved_for_second_factor",
+    "default_second_factor",
+    "reserved",
+    "status",
+    "strategy",
+    "attempts",
+    "expire_at",
+    "verification",
+    "linked_to",
+    "username",
+    "first_name",
+    "last_name",
+    "image_url",
+    "has_image",
+    "primary_email_address_id",
+    "primary_phone_number_id",
+    "primary_web3_wallet_id",
+    "password_enabled",
+    "two_factor_enabled",
+    "totp_enabled",
+    "backup_code_enabled",
+    "email_addresses",
+    "phone_numbers",
+    "web3_wallets",
+    "passkeys",
+    "external_accounts",
+    "saml_accounts",
+    "enterprise_accounts",
+    "public_metadata",
+    "private_metadata",
+    "unsafe_metadata",
+    "external_id",
+    "last_sign_in_at",
+    "banned",
+    "locked",
+    "lockout_expires_in_seconds",
+    "verification_attempts_remaining",
+    "created_at",
+    "updated_at",
+    "delete_self_enabled",
+    "create_organization_enabled",
+    "create_organizations_limit",
+    "last_active_at",
+    "mfa_enabled_at",
+    "mfa_disabled_at",
+    "legal_accepted_at",
+    "profile_image_url",
+    "organization_memberships",
+    "matches_sso_connection",
+    "backup_codes",
+    "requires_verification",
+];
+
+/// A field's place in [`CLERK_ORDER`]; unknown fields come after every known one.
+fn clerk_rank(field: &str) -> usize {
+    static RANKS: LazyLock<HashMap<&'static str, usize>> = LazyLock::new(|| {
+        CLERK_ORDER
+            .iter()
+            .enumerate()
+            .map(|(rank, field)| (*field, rank))
+            .collect()
+    });
+    RANKS.get(field).copied().unwrap_or(CLERK_ORDER.len())
+}
+
+/// A JSON value serialized with every object's fields in Clerk's order.
+struct InClerkOrder<'a>(&'a Value);
+
+impl Serialize for InClerkOrder<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            Value::Object(object) => {
+                let mut fields: Vec<(&String, &Value)> = object.iter().collect();
+                // Stable: unknown fields keep their sorted order.
+                fields.sort_by_key(|(field, _)| clerk_rank(field));
+                let mut map = serializer.serialize_map(Some(fields.len()))?;
+                for (field, value) in fields {
+                    map.serialize_entry(field, &InClerkOrder(value))?;
+                }
+                map.end()
+            }
+            Value::Array(items) => serializer.collect_seq(items.iter().map(InClerkOrder)),
+            other => other.serialize(serializer),
+        }
+    }
+}
+
 /// One stored user: the JSON served verbatim and the fields the fake filters and sorts on.
 pub(super) struct Record {
-    /// The user as given, served as is.
-    pub(super) user: Value,
+    /// The user as given, served with its fields in Clerk's order.
+    pub(super) user: UserJson,
     /// `id`.
     pub(super) id: String,
     /// Every `email_addresses[].email_address`.
@@ -117,7 +236,7 @@ impl Record {
             name_text,
             username_text,
             any_text,
-            user,
+            user: UserJson(user),
         })
     }
 
@@ -255,7 +374,7 @@ impl Store {
     }
 
     /// The user `id`.
-    pub(super) fn get(&self, id: &str) -> Option<&Value> {
+    pub(super) fn get(&self, id: &str) -> Option<&UserJson> {
         self.by_id.get(id).map(|&at| &self.records[at].user)
     }
 
@@ -276,8 +395,8 @@ impl Store {
         &mut self,
         id: &str,
         change: impl FnOnce(&Self, &mut Value) -> Result<(), E>,
-    ) -> Option<Result<&Value, E>> {
-        let mut user = self.get(id)?.clone();
+    ) -> Option<Result<&UserJson, E>> {
+        let mut user = Value::clone(self.get(id)?);
         if let Err(error) = change(self, &mut user) {
             return Some(Err(error));
         }
@@ -286,7 +405,7 @@ impl Store {
     }
 
     /// One page of the users matching `filter`, in `page.order`.
-    pub(super) fn list(&self, filter: &UserFilter, page: &Page) -> Vec<&Value> {
+    pub(super) fn list(&self, filter: &UserFilter, page: &Page) -> Vec<&UserJson> {
         if let Some(ids) = filter.user_ids() {
             return self.list_by_ids(ids, filter, page);
         }
@@ -316,7 +435,12 @@ impl Store {
     }
 
     /// The page when `user_id` narrows the candidates to at most 100: no full scan.
-    fn list_by_ids(&self, ids: &HashSet<String>, filter: &UserFilter, page: &Page) -> Vec<&Value> {
+    fn list_by_ids(
+        &self,
+        ids: &HashSet<String>,
+        filter: &UserFilter,
+        page: &Page,
+    ) -> Vec<&UserJson> {
         let mut found = self.by_ids(ids, filter);
         found.sort_unstable_by(|a, b| a.compare(b, page.order));
         let found = found.into_iter().skip(page.offset).take(page.limit);
@@ -340,5 +464,28 @@ impl Store {
             });
             positions
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn users_are_served_in_clerks_field_order() {
+        let user = json!({
+            "updated_at": 2, "id": "user_1", "zeta": 1, "alpha": 0, "object": "user",
+            "email_addresses": [{"verification": {"strategy": "email_code", "status": "verified"},
+                "email_address": "a@example.com", "object": "email_address", "id": "idn_1"}],
+            "private_metadata": null, "first_name": "Ada"
+        });
+        let text = serde_json::to_string(&UserJson(user.clone())).unwrap();
+        assert_eq!(
+            text,
+            r#"{"id":"user_1","object":"user","first_name":"Ada","email_addresses":[{"id":"idn_1","object":"email_address","email_address":"a@example.com","verification":{"status":"verified","strategy":"email_code"}}],"private_metadata":null,"updated_at":2,"alpha":0,"zeta":1}"#
+        );
+        assert_eq!(serde_json::from_str::<Value>(&text).unwrap(), user);
     }
 }

@@ -8,7 +8,7 @@ use serde_json::Value;
 use super::body::{
     Body, Rejection, apply_patches, metadata_patches, metadata_replacements, set_field, touch,
 };
-use super::store::Store;
+use super::store::{Store, UserJson};
 
 /// The metadata fields of a user.
 const METADATA: [&str; 3] = ["public_metadata", "private_metadata", "unsafe_metadata"];
@@ -50,7 +50,7 @@ const UPDATE_USER_PARAMS: &[&str] = &[
 ];
 
 /// `PATCH /v1/users/{user_id}`.
-pub(super) fn update_user(store: &mut Store, id: &str, bytes: &[u8]) -> Result<Value, Rejection> {
+pub(super) fn update_user(store: &mut Store, id: &str, bytes: &[u8]) -> Result<Vec<u8>, Rejection> {
     let body = Body::parse(bytes, UPDATE_USER_PARAMS)?;
     // Every parameter is checked before the user is touched: a 422 changes nothing.
     let mut changes: Vec<(&str, Value)> = Vec::new();
@@ -105,7 +105,7 @@ pub(super) fn merge_user_metadata(
     store: &mut Store,
     id: &str,
     bytes: &[u8],
-) -> Result<Value, Rejection> {
+) -> Result<Vec<u8>, Rejection> {
     let body = Body::parse(bytes, &METADATA)?;
     let patches = metadata_patches(&body, &METADATA)?;
     let updated = store.update(id, |_, user| {
@@ -122,7 +122,7 @@ pub(super) fn replace_user_metadata(
     store: &mut Store,
     id: &str,
     bytes: &[u8],
-) -> Result<Value, Rejection> {
+) -> Result<Vec<u8>, Rejection> {
     let body = Body::parse(bytes, &METADATA)?;
     let replacements = metadata_replacements(&body, &METADATA)?;
     let updated = store.update(id, |_, user| {
@@ -155,9 +155,10 @@ fn owner_of<'a>(store: &'a Store, field: &str, value: &str) -> Option<&'a str> {
 }
 
 /// The updated user, or the error, or Clerk's 404.
-fn answer(updated: Option<Result<&Value, Rejection>>, id: &str) -> Result<Value, Rejection> {
+fn answer(updated: Option<Result<&UserJson, Rejection>>, id: &str) -> Result<Vec<u8>, Rejection> {
     match updated {
-        Some(result) => result.cloned(),
+        // Serialized in Clerk's field order, like the reads.
+        Some(result) => result.map(|user| serde_json::to_vec(user).unwrap_or_default()),
         None => Err(user_not_found(id)),
     }
 }

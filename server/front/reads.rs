@@ -213,7 +213,7 @@ fn user_answer(
         if index > 0 {
             body.push(',');
         }
-        let text = &user.text();
+        let text = user.text();
         if private_metadata {
             body.push_str(text);
         } else {

@@ -6,7 +6,7 @@
 
 use prost_types::{Duration as ProtoDuration, Struct, Timestamp, Value as ProtoValue, value::Kind};
 use serde_json::Value;
-use std::{collections::BTreeMap, time::Duration};
+use std::{borrow::Cow, collections::BTreeMap, time::Duration};
 
 use crate::{
     admission::Priority,
@@ -15,7 +15,7 @@ use crate::{
         ClerkUser, ExactField, MAX_FILTER_VALUES, MAX_PAGE, OrderBy, PartialField, TimeField,
         UserFilter,
     },
-    pb,
+    json, pb,
 };
 
 /// Longest accepted user id, filter value or query text.
@@ -265,32 +265,24 @@ impl Visibility {
 /// The upstream field only callers with `read_private_metadata` see.
 const PRIVATE_METADATA: &str = "private_metadata";
 
-/// A JSON object serialized without one of its fields.
-struct Without<'a> {
-    object: &'a serde_json::Map<String, Value>,
-    field: &'a str,
-}
-
-impl serde::Serialize for Without<'_> {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_map(self.object.iter().filter(|(key, _)| *key != self.field))
-    }
-}
-
-/// A Clerk user as the caller may see it.
+/// A Clerk user as the caller may see it. `raw_json` is the exact text
+/// Clerk sent; without the scope, less every `private_metadata` member at
+/// any depth (`json::without_key`: every other byte kept).
 pub(crate) fn user(user: &ClerkUser, visibility: Visibility) -> pb::User {
     let json = user.json();
     let (private_metadata, raw_json) = match visibility {
         Visibility::Full => (
             json.get(PRIVATE_METADATA).and_then(to_struct),
-            serde_json::to_string(json),
+            user.text().to_owned(),
         ),
+        // The text parsed as JSON when the user was made, so this cannot
+        // fail; if it did, the caller would get no raw_json rather than
+        // text that might hold the member.
         Visibility::WithoutPrivateMetadata => (
             None,
-            serde_json::to_string(&Without {
-                object: json,
-                field: PRIVATE_METADATA,
-            }),
+            json::try_without_key(user.text(), PRIVATE_METADATA)
+                .map(Cow::into_owned)
+                .unwrap_or_default(),
         ),
     };
     let owned = |field: &str| user.str(field).map(str::to_owned);
@@ -338,7 +330,7 @@ pub(crate) fn user(user: &ClerkUser, visibility: Visibility) -> pb::User {
         updated_at: user.millis("updated_at").map(millis_to_timestamp),
         last_sign_in_at: user.millis("last_sign_in_at").map(millis_to_timestamp),
         last_active_at: user.millis("last_active_at").map(millis_to_timestamp),
-        raw_json: raw_json.unwrap_or_default(),
+        raw_json,
     }
 }
 
@@ -544,6 +536,22 @@ mod tests {
         assert_eq!(Visibility::of(&caller), Visibility::Full);
         caller.scopes = [Scope::ReadUsers].into_iter().collect();
         assert_eq!(Visibility::of(&caller), Visibility::WithoutPrivateMetadata);
+    }
+
+    /// `raw_json` is Clerk's text byte for byte (order, spacing, numbers,
+    /// escapes); without the scope it loses `private_metadata` wherever it
+    /// is, and nothing else.
+    #[test]
+    fn raw_json_is_the_exact_text_clerk_sent() {
+        let text = r#"{"object":"user","id":"user_1","private_metadata":{"k":1},"n":1.50E+3,"s":"\u00e9","public_metadata":{"private_\u006detadata":2,"z":[]}}"#;
+        let clerk = ClerkUser::from_text(text).unwrap();
+        assert_eq!(user(&clerk, Visibility::Full).raw_json, text);
+        let kept = user(&clerk, Visibility::WithoutPrivateMetadata);
+        assert_eq!(
+            kept.raw_json,
+            r#"{"object":"user","id":"user_1","n":1.50E+3,"s":"\u00e9","public_metadata":{"z":[]}}"#
+        );
+        assert_eq!(kept.private_metadata, None);
     }
 
     #[test]

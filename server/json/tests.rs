@@ -307,13 +307,11 @@ fn agrees_with_a_serde_json_model_on_random_texts() {
         let out = try_without_key(&text, KEY).unwrap_or_else(|e| panic!("{e}: {text}"));
         let parsed: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
         assert_eq!(parsed, expected, "{text}\n{out}");
-        assert_eq!(
-            matches!(out, Cow::Borrowed(_)),
-            original == expected,
-            "{text}"
-        );
-        if original != expected {
-            removed += 1;
+        // Nothing cut, nothing to remove (the converse fails only where a
+        // duplicate key hides a member from the model).
+        match out {
+            Cow::Borrowed(_) => assert_eq!(original, expected, "{text}"),
+            Cow::Owned(_) => removed += 1,
         }
 
         // Compact text (serde_json's own writing): the cut is byte-exact.

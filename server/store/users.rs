@@ -1,7 +1,11 @@
 //! Users shared between replicas: entries under `<prefix>:user:<id>` with
-//! the local cache's TTLs (`1<json>` a user, `0` no such user), a short
-//! `SET NX PX` claim per id so one replica fetches it for all, and
-//! invalidations published on `<prefix>:invalidate` as `<replica>|<id>`.
+//! the local cache's TTLs (`1<json>` a user, the exact text Clerk sent;
+//! `0<ms>` no such user since that Unix millisecond, `0` alone when written
+//! by a version that kept no time), a short `SET NX PX` claim per id so one
+//! replica fetches it for all, and invalidations published on
+//! `<prefix>:invalidate` as `<replica>|<id>`. Lookups write only where no
+//! entry is; webhooks write through `PUT_NEWER_SCRIPT`, which keeps the
+//! local cache's ordering rule, so a late update cannot undo a deletion.
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
@@ -30,20 +34,72 @@ end
 return out
 ";
 
+/// Stores a webhook's entry unless the stored one wins over it: KEYS are
+/// the entry and claim keys; ARGV the value, its TTL in ms, `u` (a user,
+/// ARGV[4] its `updated_at` or empty) or `d` (a deletion: always stored).
+/// A stored "no such user" since T wins over a user updated at or before T
+/// (or without `updated_at`); a stored user wins over one updated earlier.
+/// Returns 1 stored, 0 refused. The rule of `Stored::outranks` in the cache.
+const PUT_NEWER_SCRIPT: &str = r"
+local current = redis.call('GET', KEYS[1])
+if current and ARGV[3] == 'u' then
+  local new = tonumber(ARGV[4])
+  local tag = string.sub(current, 1, 1)
+  if tag == '0' then
+    local gone = tonumber(string.sub(current, 2))
+    if gone and (not new or new <= gone) then
+      return 0
+    end
+  elseif tag == '1' and new then
+    local ok, user = pcall(cjson.decode, string.sub(current, 2))
+    if ok and type(user) == 'table' and type(user['updated_at']) == 'number'
+        and user['updated_at'] > new then
+      return 0
+    end
+  end
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+redis.call('DEL', KEYS[2])
+return 1
+";
+
 /// The Redis side of [`SharedUsers`].
 #[derive(Debug)]
 pub struct RedisUsers {
     store: Arc<RedisStore>,
     claim: redis::Script,
+    put_newer: redis::Script,
 }
 
 fn decode(value: &str, pttl: i64) -> Option<SharedEntry> {
     let fresh_for = Duration::from_millis(u64::try_from(pttl).ok().filter(|&ms| ms > 0)?);
     match value.split_at_checked(1)? {
-        ("1", json) => Some((Some(json.to_owned()), fresh_for)),
-        ("0", _) => Some((None, fresh_for)),
+        ("1", json) => Some(SharedEntry {
+            json: Some(json.to_owned()),
+            as_of: None,
+            fresh_for,
+        }),
+        ("0", since) => Some(SharedEntry {
+            json: None,
+            as_of: since.parse().ok(),
+            fresh_for,
+        }),
         _ => None,
     }
+}
+
+/// An entry's value in Redis.
+fn encode(entry: &SharedEntry) -> String {
+    match (&entry.json, entry.as_of) {
+        (Some(json), _) => format!("1{json}"),
+        (None, Some(since)) => format!("0{since}"),
+        (None, None) => "0".to_owned(),
+    }
+}
+
+/// A TTL in whole milliseconds, at least 1.
+fn ttl_ms(ttl: Duration) -> u64 {
+    u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1)
 }
 
 impl RedisUsers {
@@ -52,6 +108,7 @@ impl RedisUsers {
         Arc::new(Self {
             store,
             claim: redis::Script::new(CLAIM_SCRIPT),
+            put_newer: redis::Script::new(PUT_NEWER_SCRIPT),
         })
     }
 
@@ -73,6 +130,7 @@ impl RedisUsers {
         let mut connection = self.store.connection.clone();
         let load = async {
             self.claim.load_async(&mut connection).await?;
+            self.put_newer.load_async(&mut connection).await?;
             self.store.script.load_async(&mut connection).await
         };
         if let Err(error) = tokio::time::timeout(Duration::from_secs(5), load)
@@ -188,22 +246,18 @@ impl SharedUsers for RedisUsers {
         }
     }
 
-    async fn put(&self, entries: &[(Arc<str>, SharedEntry)], replace: bool) {
+    async fn put(&self, entries: &[(Arc<str>, SharedEntry)]) {
         if entries.is_empty() {
             return;
         }
         let mut pipe = redis::pipe();
-        for (id, (json, ttl)) in entries {
-            let value = match json {
-                Some(json) => format!("1{json}"),
-                None => "0".to_owned(),
-            };
-            let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+        for (id, entry) in entries {
             let mut set = redis::cmd("SET");
-            set.arg(self.entry_key(id)).arg(value).arg("PX").arg(ms);
-            if !replace {
-                set.arg("NX");
-            }
+            set.arg(self.entry_key(id))
+                .arg(encode(entry))
+                .arg("PX")
+                .arg(ttl_ms(entry.fresh_for))
+                .arg("NX");
             pipe.add_command(set).ignore();
             pipe.del(self.claim_key(id)).ignore();
         }
@@ -211,6 +265,31 @@ impl SharedUsers for RedisUsers {
             .store
             .run(|mut connection| async move { pipe.query_async::<()>(&mut connection).await })
             .await;
+    }
+
+    async fn put_newer(&self, id: &str, entry: SharedEntry) -> Option<bool> {
+        let mut invocation = self.put_newer.prepare_invoke();
+        invocation
+            .key(self.entry_key(id))
+            .key(self.claim_key(id))
+            .arg(encode(&entry))
+            .arg(ttl_ms(entry.fresh_for));
+        match (&entry.json, entry.as_of) {
+            (Some(_), Some(updated_at)) => invocation.arg("u").arg(updated_at),
+            (Some(_), None) => invocation.arg("u").arg(""),
+            (None, _) => invocation.arg("d").arg(""),
+        };
+        let stored: Result<i64, _> = self
+            .store
+            .run(|mut connection| async move { invocation.invoke_async(&mut connection).await })
+            .await;
+        match stored {
+            Ok(stored) => Some(stored == 1),
+            Err(error) => {
+                tracing::warn!(%error, user_id = id, "could not share a webhook's user");
+                None
+            }
+        }
     }
 
     async fn invalidate(&self, id: &str, drop_shared: bool) {

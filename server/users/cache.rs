@@ -6,9 +6,16 @@
 //! Clerk fails. Freshness is judged here on tokio's clock; `moka` only drops
 //! entries once they are too old to serve even as stale, and evicts by size.
 //!
-//! Users are stored compact, as the JSON text Clerk sent (about 1.2 KB for a
-//! typical user, where the parsed `serde_json` tree takes 6–7 times that), and
-//! parsed again on a hit: a few microseconds bought with most of the memory.
+//! Users are stored compact, as the exact JSON text Clerk sent (about 1.2 KB
+//! for a typical user, where the parsed `serde_json` tree takes 6–7 times
+//! that), and parsed again on a hit: a few microseconds bought with most of
+//! the memory. The text is what callers get as `raw_json`.
+//!
+//! Webhooks arrive late and out of order, so every entry carries a time:
+//! a user its `updated_at`, "no such user" when it was learnt (a deletion's
+//! event timestamp, or the wall-clock moment a lookup's answer arrived). A
+//! webhook's version of a user replaces an entry only if it is not older
+//! (see [`Stored::outranks`]).
 //!
 //! Both bounds ride on moka's single weighted capacity: the capacity is the
 //! byte bound, and every entry weighs at least `max_bytes / max_entries`, so
@@ -51,10 +58,12 @@ impl Cached {
 /// A cached answer as stored: compact.
 #[derive(Clone, Debug)]
 struct Stored {
-    /// The user's JSON text, or `None`: no such user.
+    /// The user's JSON text as Clerk sent it, or `None`: no such user.
     json: Option<Arc<str>>,
-    /// The user's `updated_at`, to keep the newer of two versions.
-    updated_at: Option<i64>,
+    /// The entry's time, Unix ms: the user's `updated_at`, or when "no such
+    /// user" was learnt. `None`: unknown (a user without `updated_at`, or an
+    /// entry shared by an older version without it).
+    as_of: Option<i64>,
     /// Until when the entry is fresh.
     fresh_until: Instant,
     /// How long it is fresh in all (what moka needs to time its removal).
@@ -64,17 +73,31 @@ struct Stored {
 }
 
 impl Stored {
-    /// The entry as served; `None` if its text no longer parses (it was
-    /// written by `serde_json` itself, so this does not happen).
+    /// The entry as served; `None` if its text no longer parses (it parsed
+    /// when it was stored, so this does not happen).
     fn load(&self) -> Option<Cached> {
         let user = match &self.json {
-            Some(text) => Some(ClerkUser::from_json(serde_json::from_str(text).ok()?)?),
+            Some(text) => Some(ClerkUser::from_text(text.clone())?),
             None => None,
         };
         Some(Cached {
             user,
             fresh_until: self.fresh_until,
         })
+    }
+
+    /// Whether this entry wins over a webhook's version of the user updated
+    /// at `updated_at`: it is a later version of the user, or "no such user"
+    /// learnt at or after that time (a deletion wins a tie: an update stamped
+    /// with the very millisecond of the deletion was made before it). A
+    /// version without `updated_at` cannot show it is newer than a deletion;
+    /// against an unknown time, the webhook's version wins.
+    fn outranks(&self, updated_at: Option<i64>) -> bool {
+        match (&self.json, self.as_of, updated_at) {
+            (None, Some(gone), new) => new.is_none_or(|new| new <= gone),
+            (Some(_), Some(cached), Some(new)) => cached > new,
+            _ => false,
+        }
     }
 }
 
@@ -168,36 +191,48 @@ impl UserCache {
         if found { self.ttl } else { self.negative_ttl }
     }
 
-    /// A new entry for what Clerk said about `id`.
-    fn entry(&self, id: &str, user: Option<&ClerkUser>) -> Stored {
-        self.entry_for(id, user, self.ttl(user.is_some()))
+    /// A new entry for what Clerk said about `id` (`None`: no such user,
+    /// learnt at `missing_since`, Unix ms).
+    fn entry(&self, id: &str, user: Option<&ClerkUser>, missing_since: Option<i64>) -> Stored {
+        self.entry_for(id, user, missing_since, self.ttl(user.is_some()))
     }
 
     /// A new entry fresh for `lifetime`.
-    fn entry_for(&self, id: &str, user: Option<&ClerkUser>, lifetime: Duration) -> Stored {
-        let json: Option<Arc<str>> =
-            user.and_then(|user| serde_json::to_string(user.json()).ok().map(Into::into));
+    fn entry_for(
+        &self,
+        id: &str,
+        user: Option<&ClerkUser>,
+        missing_since: Option<i64>,
+        lifetime: Duration,
+    ) -> Stored {
+        let json = user.map(ClerkUser::shared_text);
         let size = entry_size(id, json.as_deref());
         Stored {
             weight: u32::try_from(size)
                 .unwrap_or(u32::MAX)
                 .max(self.weight_floor),
-            updated_at: user.and_then(|user| user.millis("updated_at")),
+            as_of: match user {
+                Some(user) => user.millis("updated_at"),
+                None => missing_since,
+            },
             json,
             fresh_until: Instant::now() + lifetime,
             lifetime,
         }
     }
 
-    /// Stores what a lookup found, unless `allowed` (checked under the key's
-    /// lock) says an invalidation overtook the lookup.
+    /// Stores what a lookup answered at `answered_at` (Unix ms, the wall
+    /// clock) found, unless `allowed` (checked under the key's lock) says an
+    /// invalidation overtook the lookup. "No such user" dates from
+    /// `answered_at`.
     pub async fn store_unless(
         &self,
         id: Arc<str>,
         user: Option<&ClerkUser>,
+        answered_at: i64,
         allowed: impl FnOnce() -> bool,
     ) {
-        let entry = self.entry(&id, user);
+        let entry = self.entry(&id, user, Some(answered_at));
         self.entries
             .entry(id)
             .and_compute_with(|_| async move { if allowed() { Op::Put(entry) } else { Op::Nop } })
@@ -205,15 +240,18 @@ impl UserCache {
     }
 
     /// Stores what another replica found (fresh for `lifetime`, what is left
-    /// of its TTL), unless `allowed` says an invalidation overtook it.
+    /// of its TTL; "no such user" learnt at `missing_since`), unless
+    /// `allowed` says an invalidation overtook it.
     pub async fn store_shared(
         &self,
         id: Arc<str>,
         user: Option<&ClerkUser>,
+        missing_since: Option<i64>,
         lifetime: Duration,
         allowed: impl FnOnce() -> bool,
     ) {
-        let entry = self.entry_for(&id, user, lifetime.min(self.ttl(user.is_some())));
+        let lifetime = lifetime.min(self.ttl(user.is_some()));
+        let entry = self.entry_for(&id, user, missing_since, lifetime);
         self.entries
             .entry(id)
             .and_compute_with(|_| async move { if allowed() { Op::Put(entry) } else { Op::Nop } })
@@ -221,25 +259,41 @@ impl UserCache {
     }
 
     /// Stores a user sent by a webhook, unless the cache holds a version
-    /// updated later (webhooks can arrive late and out of order).
+    /// updated later or the user's deletion (webhooks can arrive late and out
+    /// of order).
     pub async fn store_newer(&self, user: &ClerkUser) {
-        let entry = self.entry(user.id(), Some(user));
-        let updated_at = entry.updated_at;
+        let entry = self.entry(user.id(), Some(user), None);
+        let updated_at = entry.as_of;
         self.entries
             .entry(user.id().into())
             .and_compute_with(|current| async move {
-                let cached_at = current.and_then(|current| current.into_value().updated_at);
-                match (cached_at, updated_at) {
-                    (Some(cached), Some(new)) if cached > new => Op::Nop,
+                match current {
+                    Some(current) if current.value().outranks(updated_at) => Op::Nop,
                     _ => Op::Put(entry),
                 }
             })
             .await;
     }
 
-    /// Records that `id` names no user (e.g. it was deleted).
-    pub async fn store_missing(&self, id: &str) {
-        let entry = self.entry(id, None);
+    /// Drops the entry for `user`'s id unless it wins over `user` as
+    /// [`UserCache::store_newer`] judges: the shared store refused this
+    /// version, and the next lookup reads what the shared store holds.
+    pub async fn drop_unless_newer(&self, user: &ClerkUser) {
+        let updated_at = user.millis("updated_at");
+        self.entries
+            .entry(user.id().into())
+            .and_compute_with(|current| async move {
+                match current {
+                    Some(current) if !current.value().outranks(updated_at) => Op::Remove,
+                    _ => Op::Nop,
+                }
+            })
+            .await;
+    }
+
+    /// Records that `id` names no user since `at` (Unix ms): it was deleted.
+    pub async fn store_missing(&self, id: &str, at: i64) {
+        let entry = self.entry(id, None, Some(at));
         self.entries
             .entry(id.into())
             .and_compute_with(|_| async move { Op::Put(entry) })
@@ -306,13 +360,13 @@ mod tests {
     /// What one user weighs in a cache without a floor.
     fn cache_weight(user: &ClerkUser) -> usize {
         let cache = UserCache::new(&config(1, 1));
-        cache.entry(user.id(), Some(user)).weight as usize
+        cache.entry(user.id(), Some(user), None).weight as usize
     }
 
     async fn fill(cache: &UserCache, users: &[ClerkUser]) {
         for user in users {
             cache
-                .store_unless(user.id().into(), Some(user), || true)
+                .store_unless(user.id().into(), Some(user), 0, || true)
                 .await;
         }
         cache.run_pending_tasks().await;
@@ -356,9 +410,9 @@ mod tests {
         let cache = UserCache::new(&config(10, 1 << 20));
         let user = users(1).remove(0);
         cache
-            .store_unless(user.id().into(), Some(&user), || true)
+            .store_unless(user.id().into(), Some(&user), 0, || true)
             .await;
-        cache.store_missing("user_gone").await;
+        cache.store_missing("user_gone", 0).await;
         let found = cache.get(user.id()).await.unwrap();
         let missing = cache.get("user_gone").await.unwrap();
         assert!(found.is_fresh(Instant::now()) && missing.user.is_none());
@@ -388,11 +442,52 @@ mod tests {
         };
         assert_eq!(name(cache.get("user_1").await).as_deref(), Some("new"));
         cache
-            .store_unless("user_1".into(), Some(&version("vetoed", 300)), || false)
+            .store_unless("user_1".into(), Some(&version("vetoed", 300)), 0, || false)
             .await;
         assert_eq!(name(cache.get("user_1").await).as_deref(), Some("new"));
         assert!(cache.invalidate("user_1").await);
         assert!(!cache.invalidate("user_1").await);
+        assert!(cache.get("user_1").await.is_none());
+    }
+
+    /// A late update must not bring back a deleted user: the deletion's time
+    /// wins over updates stamped at or before it; a later one is applied.
+    #[tokio::test]
+    async fn a_deletion_outranks_older_updates() {
+        let cache = UserCache::new(&config(10, 1 << 20));
+        let version = |name: &str, updated_at: i64| {
+            ClerkUser::from_json(
+                json!({"id": "user_1", "first_name": name, "updated_at": updated_at}),
+            )
+            .unwrap()
+        };
+        let name = |cached: Option<Cached>| {
+            cached.map(|c| c.user.and_then(|u| u.str("first_name").map(str::to_owned)))
+        };
+        cache.store_newer(&version("before", 100)).await;
+        cache.store_missing("user_1", 200).await;
+        for late in [version("late", 150), version("tie", 200)] {
+            cache.store_newer(&late).await;
+            assert_eq!(name(cache.get("user_1").await), Some(None), "still deleted");
+            cache.drop_unless_newer(&late).await;
+            assert_eq!(name(cache.get("user_1").await), Some(None), "kept");
+        }
+        let undated = ClerkUser::from_json(json!({"id": "user_1"})).unwrap();
+        cache.store_newer(&undated).await;
+        assert_eq!(name(cache.get("user_1").await), Some(None));
+        cache.store_newer(&version("after", 201)).await;
+        assert_eq!(name(cache.get("user_1").await), Some(Some("after".into())));
+        // "No such user" from a lookup dates from its answer.
+        cache
+            .store_unless("user_1".into(), None, 300, || true)
+            .await;
+        cache.store_newer(&version("older", 299)).await;
+        assert_eq!(name(cache.get("user_1").await), Some(None));
+        // The shared store refused a version: drop what does not beat it.
+        cache.store_newer(&version("newest", 400)).await;
+        cache.drop_unless_newer(&version("refused", 350)).await;
+        assert!(cache.get("user_1").await.is_some(), "400 beats 350");
+        cache.drop_unless_newer(&version("refused", 450)).await;
         assert!(cache.get("user_1").await.is_none());
     }
 }

@@ -25,7 +25,7 @@ use crate::{
         UserFilter,
     },
     config::LookupConfig,
-    webhook::UserEvent,
+    webhook::{UserEvent, unix_millis},
 };
 
 use batcher::Batcher;
@@ -118,9 +118,37 @@ impl LookupEvents for NoLookupEvents {
     fn export(&self, _: bool) {}
 }
 
-/// An entry shared between replicas: the user's JSON text (`None`: no such
-/// user), and how long it stays fresh.
-pub type SharedEntry = (Option<String>, Duration);
+/// An entry shared between replicas.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SharedEntry {
+    /// The user's JSON text exactly as Clerk sent it; `None`: no such user.
+    pub json: Option<String>,
+    /// The entry's time for ordering webhooks (Unix ms): the user's
+    /// `updated_at`, or when "no such user" was learnt; `None` if unknown.
+    pub as_of: Option<i64>,
+    /// How long it stays fresh.
+    pub fresh_for: Duration,
+}
+
+impl SharedEntry {
+    /// `user`, fresh for `fresh_for`.
+    pub fn user(user: &ClerkUser, fresh_for: Duration) -> Self {
+        Self {
+            json: Some(user.text().to_owned()),
+            as_of: user.millis("updated_at"),
+            fresh_for,
+        }
+    }
+
+    /// "No such user" since `since` (Unix ms), fresh for `fresh_for`.
+    pub fn missing(since: i64, fresh_for: Duration) -> Self {
+        Self {
+            json: None,
+            as_of: Some(since),
+            fresh_for,
+        }
+    }
+}
 
 /// Users shared with the other replicas (Redis): fetched from Clerk once
 /// for all, and invalidations fanned out. Every method is best effort and
@@ -132,9 +160,15 @@ pub trait SharedUsers: Send + Sync + std::fmt::Debug {
     /// For each id: its fresh shared entry, else a claim of the right to
     /// fetch it for every replica (a short lock). Fails open: `Mine`.
     async fn claim(&self, ids: &[Arc<str>]) -> Vec<Claim>;
-    /// Stores entries (`replace`: overwrite, as a webhook; else only where
-    /// none is stored) and releases this replica's claims on them.
-    async fn put(&self, entries: &[(Arc<str>, SharedEntry)], replace: bool);
+    /// Stores what lookups found where no entry is stored, and releases this
+    /// replica's claims on them.
+    async fn put(&self, entries: &[(Arc<str>, SharedEntry)]);
+    /// Stores what a webhook said about `id`, unless the stored entry wins
+    /// over it (the cache's rule: a later version of the user, or "no such
+    /// user" learnt at or after a user's `updated_at`; a deletion always
+    /// replaces). `Some(true)`: stored; `Some(false)`: the stored entry won;
+    /// `None`: the store could not be reached.
+    async fn put_newer(&self, id: &str, entry: SharedEntry) -> Option<bool>;
     /// Tells the other replicas to drop their local entry for `id`, after
     /// dropping the shared one if `drop_shared`.
     async fn invalidate(&self, id: &str, drop_shared: bool);
@@ -270,28 +304,41 @@ impl Users {
     }
 
     /// Applies a verified webhook event: a user sent in full is stored
-    /// (unless the cache holds a later version), a deleted one is cached as
-    /// "no such user".
+    /// unless a later version or the user's deletion is held (webhooks come
+    /// late and out of order), a deleted one is cached as "no such user"
+    /// since the deletion. With other replicas, the shared entry decides
+    /// first: a version it refuses is not stored here either.
     pub async fn apply(&self, event: &UserEvent) {
-        let (id, user) = match event {
+        let cache = &self.shared.cache;
+        let (id, entry) = match event {
             UserEvent::Upserted(user) => {
                 self.shared.flights.forbid_store(user.id());
-                self.shared.cache.store_newer(user).await;
-                (user.id(), Some(user))
+                let entry = SharedEntry::user(user, cache.ttl(true));
+                if let Some(remote) = &self.shared.remote
+                    && remote.put_newer(user.id(), entry).await == Some(false)
+                {
+                    // What this replica holds may be older than what the
+                    // shared store holds: drop it, the next lookup reads that.
+                    cache.drop_unless_newer(user).await;
+                    return;
+                }
+                cache.store_newer(user).await;
+                (user.id(), None)
             }
-            UserEvent::Deleted(id) => {
+            UserEvent::Deleted { id, at } => {
                 self.shared.flights.forbid_store(id);
-                self.shared.cache.store_missing(id).await;
-                (id.as_str(), None)
+                cache.store_missing(id, *at).await;
+                (
+                    id.as_str(),
+                    Some(SharedEntry::missing(*at, cache.ttl(false))),
+                )
             }
             UserEvent::Ignored(_) => return,
         };
         if let Some(remote) = &self.shared.remote {
-            let entry = (
-                user.and_then(|user| serde_json::to_string(user.json()).ok()),
-                self.shared.cache.ttl(user.is_some()),
-            );
-            remote.put(&[(id.into(), entry)], true).await;
+            if let Some(entry) = entry {
+                remote.put_newer(id, entry).await;
+            }
             remote.invalidate(id, false).await;
         }
     }
@@ -485,6 +532,7 @@ async fn from_clerk(shared: &Arc<Shared>, landing: &mut Landing<'_>) {
     };
     match shared.clerk.list_users(&query, &demand).await {
         Ok(users) => {
+            let answered_at = unix_millis(std::time::SystemTime::now());
             let mut by_id: HashMap<String, ClerkUser> = users
                 .into_iter()
                 .map(|user| (user.id().to_owned(), user))
@@ -496,19 +544,25 @@ async fn from_clerk(shared: &Arc<Shared>, landing: &mut Landing<'_>) {
                 let id = flight.id().clone();
                 shared
                     .cache
-                    .store_unless(id.clone(), user.as_ref(), || flight.is_storable())
+                    .store_unless(id.clone(), user.as_ref(), answered_at, || {
+                        flight.is_storable()
+                    })
                     .await;
                 if shared.remote.is_some() && flight.is_storable() {
-                    let json = user
-                        .as_ref()
-                        .and_then(|user| serde_json::to_string(user.json()).ok());
-                    entries.push((id.clone(), (json, shared.cache.ttl(user.is_some()))));
+                    let fresh_for = shared.cache.ttl(user.is_some());
+                    entries.push((
+                        id.clone(),
+                        match &user {
+                            Some(user) => SharedEntry::user(user, fresh_for),
+                            None => SharedEntry::missing(answered_at, fresh_for),
+                        },
+                    ));
                 }
                 answers.insert(id, user);
             }
             landing.land_where(|flight| answers.remove(flight.id()).map(Ok));
             if let Some(remote) = &shared.remote {
-                remote.put(&entries, false).await;
+                remote.put(&entries).await;
             }
         }
         // Our claims expire by themselves; other replicas then try.
@@ -583,14 +637,11 @@ async fn land_shared(
     }
     let mut answers = HashMap::new();
     for flight in landing.pending() {
-        let Some((json, fresh_for)) = found.remove(flight.id()) else {
+        let Some(entry) = found.remove(flight.id()) else {
             continue;
         };
-        let user = match json {
-            Some(text) => match serde_json::from_str(&text)
-                .ok()
-                .and_then(ClerkUser::from_json)
-            {
+        let user = match entry.json {
+            Some(text) => match ClerkUser::from_text(text) {
                 Some(user) => Some(user),
                 None => continue,
             },
@@ -598,9 +649,13 @@ async fn land_shared(
         };
         shared
             .cache
-            .store_shared(flight.id().clone(), user.as_ref(), fresh_for, || {
-                flight.is_storable()
-            })
+            .store_shared(
+                flight.id().clone(),
+                user.as_ref(),
+                entry.as_of,
+                entry.fresh_for,
+                || flight.is_storable(),
+            )
             .await;
         answers.insert(flight.id().clone(), user);
     }

@@ -17,7 +17,7 @@ use std::{
 };
 
 use serde::Deserialize;
-use serde_json::Value;
+use serde_json::{Value, value::RawValue};
 
 use crate::clerk::ClerkUser;
 
@@ -62,10 +62,18 @@ pub enum WebhookError {
 /// What a verified delivery asks the broker to do.
 #[derive(Clone, Debug, PartialEq)]
 pub enum UserEvent {
-    /// `user.created` / `user.updated`: the event carries the whole user.
+    /// `user.created` / `user.updated`: the event carries the whole user
+    /// (the exact bytes of the event's `data` object).
     Upserted(ClerkUser),
     /// `user.deleted`: the user with this id no longer exists.
-    Deleted(String),
+    Deleted {
+        /// The deleted user's id.
+        id: String,
+        /// When it was deleted (Unix ms): the event's `timestamp`, else the
+        /// moment the delivery was received. An update of the user made at
+        /// or before it is older than the deletion.
+        at: i64,
+    },
     /// Any other event type (named): accepted and ignored.
     Ignored(String),
 }
@@ -90,11 +98,15 @@ pub struct Webhooks {
 
 /// Clerk's event envelope; fields other than these are ignored.
 #[derive(Deserialize)]
-struct Envelope {
+struct Envelope<'a> {
     #[serde(rename = "type")]
     kind: String,
-    #[serde(default)]
-    data: Value,
+    /// The object the event is about, as its exact bytes in the body.
+    #[serde(borrow, default)]
+    data: Option<&'a RawValue>,
+    /// When the event happened (Unix ms); read leniently.
+    #[serde(borrow, default)]
+    timestamp: Option<&'a RawValue>,
 }
 
 impl Webhooks {
@@ -121,7 +133,7 @@ impl Webhooks {
     ) -> Result<Delivery, WebhookError> {
         let secret = self.secret.as_ref().ok_or(WebhookError::NotConfigured)?;
         let id = signature::verify(secret, headers, body, now)?;
-        let event = parse_event(body)?;
+        let event = parse_event(body, now)?;
         let fresh = self
             .recent
             .lock()
@@ -137,23 +149,38 @@ impl Webhooks {
     }
 }
 
-/// Reads a Clerk event body.
-fn parse_event(body: &[u8]) -> Result<UserEvent, WebhookError> {
-    let envelope: Envelope =
+/// Reads a Clerk event body received at `now`.
+fn parse_event(body: &[u8], now: SystemTime) -> Result<UserEvent, WebhookError> {
+    let envelope: Envelope<'_> =
         serde_json::from_slice(body).map_err(|_| WebhookError::BadPayload("not a JSON event"))?;
+    let data = envelope.data.map(RawValue::get);
     match envelope.kind.as_str() {
-        "user.created" | "user.updated" => ClerkUser::from_json(envelope.data)
+        "user.created" | "user.updated" => data
+            .and_then(ClerkUser::from_text)
             .map(UserEvent::Upserted)
             .ok_or(WebhookError::BadPayload("data is not a user object")),
-        "user.deleted" => envelope
-            .data
-            .get("id")
-            .and_then(Value::as_str)
-            .filter(|id| !id.is_empty())
-            .map(|id| UserEvent::Deleted(id.to_owned()))
-            .ok_or(WebhookError::BadPayload("data has no user id")),
+        "user.deleted" => {
+            let id = data
+                .and_then(|data| serde_json::from_str::<Value>(data).ok())
+                .and_then(|data| Some(data.get("id")?.as_str()?.to_owned()))
+                .filter(|id| !id.is_empty())
+                .ok_or(WebhookError::BadPayload("data has no user id"))?;
+            let at = envelope
+                .timestamp
+                .and_then(|at| at.get().parse().ok())
+                .unwrap_or_else(|| unix_millis(now));
+            Ok(UserEvent::Deleted { id, at })
+        }
         other => Ok(UserEvent::Ignored(other.to_owned())),
     }
+}
+
+/// `time` in Unix milliseconds (0 before 1970, saturating far ahead).
+pub fn unix_millis(time: SystemTime) -> i64 {
+    time.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |since| {
+            i64::try_from(since.as_millis()).unwrap_or(i64::MAX)
+        })
 }
 
 #[cfg(test)]
@@ -363,11 +390,40 @@ mod tests {
 
     #[test]
     fn reads_the_user_events() {
-        let event = |value: Value| parse_event(&serde_json::to_vec(&value).unwrap());
+        let now = SystemTime::UNIX_EPOCH + Duration::from_millis(1_800_000_000_123);
+        let event = |value: Value| parse_event(&serde_json::to_vec(&value).unwrap(), now);
         assert_eq!(
-            event(json!({"type": "user.deleted", "data": {"id": "user_9", "deleted": true}})),
-            Ok(UserEvent::Deleted("user_9".into()))
+            event(
+                json!({"type": "user.deleted", "timestamp": 1_700_000_000_456_i64,
+                "data": {"id": "user_9", "deleted": true}})
+            ),
+            Ok(UserEvent::Deleted {
+                id: "user_9".into(),
+                at: 1_700_000_000_456
+            })
         );
+        // Without a usable timestamp, the deletion dates from its receipt.
+        for timestamp in [json!(null), json!("soon"), json!(1.5), json!({})] {
+            let mut deleted = json!({"type": "user.deleted", "timestamp": timestamp,
+                "data": {"id": "user_9"}});
+            if timestamp.is_object() {
+                deleted.as_object_mut().unwrap().remove("timestamp");
+            }
+            assert_eq!(
+                event(deleted),
+                Ok(UserEvent::Deleted {
+                    id: "user_9".into(),
+                    at: 1_800_000_000_123
+                })
+            );
+        }
+        // A user keeps the exact bytes of the event's data object.
+        let body =
+            br#"{"data":  {"object":"user","id":"user_8","n":1.0e2}, "type":"user.updated"}"#;
+        let Ok(UserEvent::Upserted(user)) = parse_event(body, now) else {
+            panic!("an update")
+        };
+        assert_eq!(user.text(), r#"{"object":"user","id":"user_8","n":1.0e2}"#);
         assert!(matches!(
             event(json!({"type": "user.created", "data": {"id": "user_9", "object": "user"}})),
             Ok(UserEvent::Upserted(user)) if user.id() == "user_9"

@@ -224,6 +224,11 @@ impl Harness {
         }
     }
 
+    /// The fake Clerk's base URL (ending in `/v1`), to ask it directly.
+    pub(crate) fn fake_url(&self) -> &str {
+        &self.fake_url
+    }
+
     /// A fresh connection to the broker.
     pub(crate) async fn channel(&self) -> Channel {
         Channel::from_shared(format!("http://{}", self.addr))

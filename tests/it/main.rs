@@ -17,6 +17,7 @@ mod front_writes;
 mod grpcurl;
 mod http_limits;
 mod lookups;
+mod raw_json;
 mod reload;
 mod secrecy;
 mod shutdown;

@@ -21,7 +21,7 @@ use crate::{
     callers::{as_caller, policy},
     harness::{Harness, Options, with_deadline},
     redis::{RedisServer, shared_url},
-    webhooks::{Delivery, first_name, post, renamed},
+    webhooks::{Delivery, deleted, first_name, lookup, post, renamed},
 };
 
 fn rate(limit: u32, window_ms: u64) -> Rate {
@@ -265,6 +265,47 @@ async fn a_webhook_to_one_replica_reaches_the_others() {
         .unwrap();
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert_eq!(first_name(&a, &id).await.1, "miss");
+}
+
+/// Delivers `event` to `harness` as message `id`; it must be accepted.
+async fn deliver(harness: &Harness, id: &str, event: serde_json::Value) {
+    let delivery = Delivery::signed(id, &event, crate::harness::WEBHOOK_SECRET);
+    let (status, body) = post(harness, &delivery, false).await;
+    assert_eq!(status, 200, "{body}");
+}
+
+/// Webhooks arrive late and out of order, and on any replica: the shared
+/// entry keeps the newest version, and a deletion beats every update made
+/// before it, whichever replica receives them.
+#[tokio::test]
+async fn late_webhooks_on_another_replica_change_nothing() {
+    let prefix = format!("late-{:08x}", fastrand::u32(..));
+    let url = shared_url();
+    let a = Harness::start(replica_options(&url, &prefix)).await;
+    let b = a.replica(replica_options(&url, &prefix)).await;
+    let id = a.ids[5].clone();
+    let original = a.fake.user(&id).unwrap();
+    let updated_at = original["updated_at"].as_i64().unwrap();
+    first_name(&a, &id).await;
+    first_name(&b, &id).await;
+    deliver(&a, "msg_late_1", renamed(&original, "Newer", 5_000)).await;
+    // Pub/sub delivery to B takes well under a millisecond on loopback.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    deliver(&b, "msg_late_2", renamed(&original, "Older", 2_000)).await;
+    assert_eq!(first_name(&b, &id).await.0.as_deref(), Some("Newer"));
+
+    deliver(&a, "msg_late_3", deleted(&id, updated_at + 10_000)).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    deliver(&b, "msg_late_4", renamed(&original, "Ghost", 6_000)).await;
+    a.fake.reset_stats();
+    for replica in [&a, &b] {
+        assert_eq!(
+            lookup(replica, &id).await.map_err(|(code, _)| code),
+            Err(Code::NotFound)
+        );
+    }
+    // The fake still has the user: the answers came from the deletion.
+    assert_eq!(a.fake.stats().requests, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -25,6 +25,20 @@ impl Delivery {
         Self::signed_at(id, event, secret, timestamp)
     }
 
+    /// `body`, exactly these bytes, signed now with `secret`.
+    pub(crate) fn signed_body(id: &str, body: Vec<u8>, secret: &str) -> Self {
+        let timestamp = now();
+        let signature = WebhookSecret::parse(secret)
+            .unwrap()
+            .sign(id, timestamp, &body);
+        Self {
+            id: id.into(),
+            timestamp,
+            body,
+            signature: Some(signature),
+        }
+    }
+
     fn signed_at(id: &str, event: &Value, secret: &str, timestamp: i64) -> Self {
         let body = serde_json::to_vec(event).unwrap();
         let signature = WebhookSecret::parse(secret)
@@ -234,4 +248,118 @@ async fn without_a_signing_secret_the_endpoint_says_so() {
         .await
         .unwrap();
     assert_eq!(elsewhere.status().as_u16(), 404);
+}
+
+/// A `user.deleted` event for `id`, stamped `at` (Unix ms).
+pub(crate) fn deleted(id: &str, at: i64) -> Value {
+    json!({"type": "user.deleted", "object": "event", "timestamp": at,
+        "data": {"id": id, "object": "user", "deleted": true}})
+}
+
+/// GetUser's first name and `x-cache`, or its status code and `x-cache`.
+pub(crate) async fn lookup(
+    harness: &Harness,
+    id: &str,
+) -> Result<(Option<String>, String), (Code, String)> {
+    let cache = |metadata: &tonic::metadata::MetadataMap| {
+        let value = metadata.get("x-cache").map(|value| value.to_str().unwrap());
+        value.unwrap_or_default().to_owned()
+    };
+    match harness
+        .users()
+        .await
+        .get_user(GetUserRequest { user_id: id.into() })
+        .await
+    {
+        Ok(response) => {
+            let cache = cache(response.metadata());
+            Ok((response.into_inner().first_name, cache))
+        }
+        Err(status) => Err((status.code(), cache(status.metadata()))),
+    }
+}
+
+/// "No such user" fresh for a minute: a loaded machine is slow between calls.
+fn long_negative_ttl() -> Options {
+    Options {
+        lookup: LookupConfig {
+            negative_ttl: std::time::Duration::from_secs(60),
+            ..test_lookup()
+        },
+        ..Options::default()
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+#[tokio::test]
+async fn a_late_update_does_not_bring_a_deleted_user_back() {
+    let harness = Harness::start(long_negative_ttl()).await;
+    let id = harness.ids[22].clone();
+    let original = harness.fake.user(&id).unwrap();
+    first_name(&harness, &id).await;
+    let deleted_at = original["updated_at"].as_i64().unwrap() + 10_000;
+    let deletion = Delivery::signed("msg_gone", &deleted(&id, deleted_at), WEBHOOK_SECRET);
+    assert_eq!(post(&harness, &deletion, false).await.0, 200);
+    harness.fake.reset_stats();
+    // Delivered after the deletion but made before it, or in its very
+    // millisecond (the deletion wins a tie): accepted, and no effect.
+    for (n, later_by_ms) in [(1, 1_000), (2, 10_000)] {
+        let late = renamed(&original, "Ghost", later_by_ms);
+        let late = Delivery::signed(&format!("msg_late_{n}"), &late, WEBHOOK_SECRET);
+        let (status, body) = post(&harness, &late, false).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(
+            lookup(&harness, &id).await,
+            Err((Code::NotFound, "hit".into())),
+            "updated {later_by_ms} ms after the user's last version"
+        );
+    }
+    // A version stamped after the deletion is newer than it: served.
+    let newer = Delivery::signed(
+        "msg_after",
+        &renamed(&original, "Later", 10_001),
+        WEBHOOK_SECRET,
+    );
+    assert_eq!(post(&harness, &newer, false).await.0, 200);
+    assert_eq!(
+        lookup(&harness, &id).await,
+        Ok((Some("Later".into()), "hit".into()))
+    );
+    assert_eq!(harness.fake.stats().requests, 0, "all from the cache");
+}
+
+#[tokio::test]
+async fn no_such_user_from_a_lookup_dates_from_its_answer() {
+    let harness = Harness::start(long_negative_ttl()).await;
+    let id = "user_notyetcreated0000000000000";
+    assert_eq!(
+        lookup(&harness, id).await,
+        Err((Code::NotFound, "miss".into()))
+    );
+    let created = |name: &str, updated_at: i64| {
+        json!({"type": "user.created", "object": "event", "timestamp": updated_at,
+            "data": {"id": id, "object": "user", "first_name": name, "updated_at": updated_at}})
+    };
+    // A version older than Clerk's answer: that answer stands.
+    let old = created("Old", now_ms() - 3_600_000);
+    let old = Delivery::signed("msg_created_old", &old, WEBHOOK_SECRET);
+    assert_eq!(post(&harness, &old, false).await.0, 200);
+    assert_eq!(
+        lookup(&harness, id).await,
+        Err((Code::NotFound, "hit".into()))
+    );
+    // A user created after the lookup was answered: served at once.
+    let new = created("New", now_ms() + 1_000);
+    let new = Delivery::signed("msg_created_new", &new, WEBHOOK_SECRET);
+    assert_eq!(post(&harness, &new, false).await.0, 200);
+    assert_eq!(
+        lookup(&harness, id).await,
+        Ok((Some("New".into()), "hit".into()))
+    );
 }
