@@ -94,7 +94,7 @@ pub struct FakeStats {
     /// 401 responses sent.
     pub unauthorized: u64,
     /// The largest number of accepted (non-429) requests seen in any sliding interval of the
-    /// rate-limit window; 0 while unlimited. A broker that respects its budget keeps this at
+    /// rate-limit window (`GET /v1/jwks` is not counted, as Clerk does not); 0 while unlimited. A broker that respects its budget keeps this at
     /// or below the limit.
     pub max_in_window: u64,
     /// The last `Clerk-API-Version` header seen.

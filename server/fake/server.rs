@@ -113,12 +113,13 @@ async fn handle(
     let faults = lock(&fake.inner.faults).clone();
     let ids = match &route {
         Route::Get(_) => 1,
-        _ => uri.query().map_or(0, |query| {
+        Route::List | Route::Count => uri.query().map_or(0, |query| {
             query
                 .split('&')
                 .filter(|pair| pair.starts_with("user_id="))
                 .count() as u64
         }),
+        _ => 0,
     };
     fake.gate().stats.ids_requested += ids;
     let reply = match fake.admit(&route, &headers, &trace) {

@@ -161,6 +161,8 @@ async fn memberships_page_filter_and_agree_with_the_users() {
     )
     .await;
     assert_eq!(status, 404);
+    // A membership filter on user_id fetches no user: only users reads count as such.
+    assert_eq!(fake.stats().ids_requested, 0);
 }
 
 #[tokio::test]
