@@ -5,8 +5,9 @@
 //! one flight). Every answer is what Clerk itself would send: each user's
 //! JSON exactly as Clerk sent it.
 //!
-//! Only requests of the broker's pinned API version (or none) are served
-//! here: answers differ by version, and the cache holds the pinned one's.
+//! Only requests of an API version whose user reads answer what the pinned
+//! version answers (or of none) are served here: answers can differ by
+//! version, and the cache holds the pinned one's.
 
 use std::{cmp::Ordering, time::Duration};
 
@@ -26,6 +27,13 @@ use crate::{
 
 /// How long the JWKS is served from memory.
 pub(super) const JWKS_TTL: Duration = Duration::from_secs(300);
+
+/// API versions whose `GET /v1/users…` and `GET /v1/jwks` answers are
+/// those of the pinned version, so the cache serves their callers too:
+/// 2026-05-12 (sent by `@clerk/backend`) changed only `PATCH
+/// /v1/users/{id}` (metadata moved to the metadata endpoints). Any other
+/// version passes through.
+pub(super) const READ_COMPATIBLE_VERSIONS: [&str; 2] = [API_VERSION, "2026-05-12"];
 
 /// Clerk's default page size of `GET /v1/users`.
 const DEFAULT_LIMIT: usize = 10;
@@ -59,9 +67,11 @@ pub(super) async fn serve(
     demand: &Demand,
     private_metadata: bool,
 ) -> Option<Response> {
-    let pinned = headers
-        .get("clerk-api-version")
-        .is_none_or(|version| version.as_bytes() == API_VERSION.as_bytes());
+    let pinned = headers.get("clerk-api-version").is_none_or(|version| {
+        READ_COMPATIBLE_VERSIONS
+            .iter()
+            .any(|known| version.as_bytes() == known.as_bytes())
+    });
     if *method != Method::GET || !pinned {
         return None;
     }

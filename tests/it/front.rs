@@ -290,3 +290,34 @@ async fn the_callers_token_stays_behind_and_the_key_is_never_shown() {
     assert!(!seen.contains(KEY), "the key leaked");
     assert!(!seen.contains("sk_live_trusted"), "a token leaked");
 }
+
+#[tokio::test]
+async fn reads_of_other_api_versions_pass_through() {
+    let harness = start().await;
+    let path = format!("/v1/users/{}", harness.ids[7]);
+    for (version, served) in [
+        (None, true),
+        (Some("2025-11-10"), true),
+        (Some("2026-05-12"), true),
+        (Some("2021-02-05"), false),
+    ] {
+        let mut request = client()
+            .get(format!("http://{}{path}", harness.front_addr))
+            .bearer_auth("sk_live_reader");
+        if let Some(version) = version {
+            request = request.header("clerk-api-version", version);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{version:?}");
+        assert_eq!(
+            response.headers().contains_key("x-cache"),
+            served,
+            "{version:?}"
+        );
+    }
+    assert_eq!(
+        harness.fake.stats().last_api_version.as_deref(),
+        Some("2021-02-05"),
+        "the caller's version is forwarded as sent"
+    );
+}
