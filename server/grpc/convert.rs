@@ -1,8 +1,9 @@
 //! Conversions between protobuf messages and domain types, in one place.
 //!
-//! Inbound conversions validate: they collect every problem of a request as a
-//! field violation (`field`, what to fix), so a caller learns all of them at
-//! once, before any upstream budget is spent.
+//! Inbound conversions validate: they collect the problems of a request as
+//! field violations (`field`, what to fix), so a caller learns them at once
+//! (the first twenty, and how many more: `violations`), before any upstream
+//! budget is spent.
 
 use prost_types::{Duration as ProtoDuration, Struct, Timestamp, Value as ProtoValue, value::Kind};
 use serde_json::Value;
@@ -23,8 +24,7 @@ pub(crate) const MAX_VALUE_LEN: usize = 256;
 /// Longest accepted user id.
 pub(crate) const MAX_USER_ID_LEN: usize = 128;
 
-/// Problems found in a request: (field path, what is wrong and what to do).
-pub(crate) type Violations = Vec<(String, String)>;
+pub(crate) use super::violations::Violations;
 
 /// Checks one user id; `field` names it in the violation.
 pub(crate) fn check_user_id(field: &str, id: &str, violations: &mut Violations) {
@@ -92,10 +92,12 @@ pub(crate) fn user_filter(
         }
         for (i, value) in values.iter().enumerate() {
             if value.is_empty() || value.len() > MAX_VALUE_LEN {
-                violations.push((
-                    format!("{path}[{i}]"),
-                    format!("must be 1 to {MAX_VALUE_LEN} characters long"),
-                ));
+                violations.push_with(|| {
+                    (
+                        format!("{path}[{i}]"),
+                        format!("must be 1 to {MAX_VALUE_LEN} characters long"),
+                    )
+                });
             }
         }
         out.exact.push((field, values));
@@ -531,7 +533,8 @@ mod tests {
         };
         let mut violations = Violations::new();
         user_filter(Some(filter), &mut violations);
-        let fields: Vec<&str> = violations.iter().map(|(field, _)| field.as_str()).collect();
+        let (kept, _) = violations.into_parts();
+        let fields: Vec<&str> = kept.iter().map(|(field, _)| field.as_str()).collect();
         assert_eq!(
             fields,
             [

@@ -10,6 +10,7 @@ mod export;
 mod quota;
 mod status;
 mod users;
+mod violations;
 
 use std::time::Duration;
 

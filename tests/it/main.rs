@@ -15,6 +15,7 @@ mod faults;
 mod grpcurl;
 mod http_limits;
 mod lookups;
+mod metrics_labels;
 mod reload;
 mod secrecy;
 mod shutdown;
