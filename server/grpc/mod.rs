@@ -9,6 +9,7 @@ mod convert;
 mod export;
 mod quota;
 mod status;
+mod time_bounds;
 mod users;
 mod violations;
 

@@ -19,6 +19,7 @@ mod metrics_labels;
 mod reload;
 mod secrecy;
 mod shutdown;
+mod time_bounds;
 mod tls;
 mod upstream_faults;
 mod validation;
