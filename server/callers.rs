@@ -610,13 +610,18 @@ fn check_limits(at: &str, limits: CallerLimits, problems: &mut Vec<String>) {
     }
 }
 
-fn check_name(at: &str, name: &str, problems: &mut Vec<String>) {
-    let ok = !name.is_empty()
+/// Whether `name` can name a budget or a caller: 1 to 64 characters of
+/// letters, digits, '-', '_' and '.'.
+pub fn is_valid_name(name: &str) -> bool {
+    !name.is_empty()
         && name.len() <= 64
         && name
             .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
-    if !ok {
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+fn check_name(at: &str, name: &str, problems: &mut Vec<String>) {
+    if !is_valid_name(name) {
         problems.push(format!(
             "{at}: a name must be 1 to 64 characters of letters, digits, '-', '_' and '.'"
         ));

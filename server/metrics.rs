@@ -4,16 +4,17 @@
 //! upstream answers, admission grants and refusals through the domain's event
 //! traits); budget gauges are read when `/metrics` is scraped. Metric names
 //! are listed in ARCHITECTURE.md and used by the dashboard in `deploy/`.
+//!
+//! Every label value comes from a bounded set, never from what a client
+//! sends: gRPC methods are the broker's own (its services, health and
+//! reflection, read from their descriptors) or [`UNKNOWN_METHOD`]; budgets
+//! and callers come from the configuration (a request naming an unknown
+//! budget is refused before admission records anything); endpoints, codes,
+//! priorities and outcomes are the broker's constants.
 
-use std::{
-    future::Future,
-    pin::Pin,
-    sync::Arc,
-    task::{Context, Poll},
-    time::{Duration, Instant},
-};
+mod grpc;
 
-use tracing::Instrument as _;
+use std::{collections::HashSet, sync::Arc, time::Duration};
 
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
@@ -27,10 +28,20 @@ use crate::{
     users::{LookupEvents, Users},
 };
 
+pub use grpc::{GrpcMetrics, GrpcMetricsLayer};
+
+/// The `method` label of every call to a path the broker does not serve:
+/// made-up paths must not add series (each would live for good).
+pub const UNKNOWN_METHOD: &str = "unknown";
+
 /// Every metric of one broker.
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
+    /// The gRPC paths (`/package.Service/Method`) labelled by name.
+    known_methods: HashSet<Arc<str>>,
+    /// The label of every other path.
+    unknown_method: Arc<str>,
     grpc_calls: IntCounterVec,
     grpc_duration: HistogramVec,
     front_requests: IntCounterVec,
@@ -146,6 +157,8 @@ impl Metrics {
             .register(Box::new(exports_active.clone()))
             .expect("unique metric");
         Self {
+            known_methods: grpc::known_methods(),
+            unknown_method: Arc::from(UNKNOWN_METHOD),
             cache_evictions,
             coalesced_waiters,
             batch_sizes,
@@ -153,7 +166,7 @@ impl Metrics {
             lookups_in_flight,
             grpc_calls: counter(
                 "clerk_broker_grpc_calls_total",
-                "gRPC calls by method and status code.",
+                "gRPC calls by method (\"unknown\": a path the broker does not serve) and status code.",
                 &["method", "code"],
             ),
             grpc_duration: histogram(
@@ -241,7 +254,16 @@ impl Metrics {
         }
     }
 
-    /// Records one gRPC call.
+    /// The `method` label of a call to `path`: the path itself if it is one
+    /// of the broker's methods, else [`UNKNOWN_METHOD`].
+    pub fn method_label(&self, path: &str) -> Arc<str> {
+        self.known_methods
+            .get(path)
+            .unwrap_or(&self.unknown_method)
+            .clone()
+    }
+
+    /// Records one gRPC call; `method` is a [`Self::method_label`].
     pub fn grpc_call(&self, method: &str, code: &str, duration: Duration) {
         self.grpc_calls.with_label_values(&[method, code]).inc();
         self.grpc_duration
@@ -384,101 +406,6 @@ impl LookupEvents for Metrics {
         } else {
             self.exports_active.dec();
         }
-    }
-}
-
-/// A tower layer counting gRPC calls by method and status, with latency.
-///
-/// The status is read from the response headers: errors returned before any
-/// message carry it there ("trailers-only"); a call without it there is
-/// counted as OK (a stream that fails after its first message is counted by
-/// its start).
-#[derive(Clone, Debug)]
-pub struct GrpcMetricsLayer {
-    metrics: Arc<Metrics>,
-}
-
-impl GrpcMetricsLayer {
-    /// Records into `metrics`.
-    pub fn new(metrics: Arc<Metrics>) -> Self {
-        Self { metrics }
-    }
-}
-
-impl<S> tower::Layer<S> for GrpcMetricsLayer {
-    type Service = GrpcMetrics<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        GrpcMetrics {
-            inner,
-            metrics: self.metrics.clone(),
-        }
-    }
-}
-
-/// The service [`GrpcMetricsLayer`] wraps around the gRPC router.
-#[derive(Clone, Debug)]
-pub struct GrpcMetrics<S> {
-    inner: S,
-    metrics: Arc<Metrics>,
-}
-
-impl<S, B, R> tower::Service<http::Request<B>> for GrpcMetrics<S>
-where
-    S: tower::Service<http::Request<B>, Response = http::Response<R>>,
-    S::Future: Send + 'static,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        let method = request.uri().path().to_owned();
-        let metrics = self.metrics.clone();
-        let started = Instant::now();
-        // One span per call; the interceptor fills in the caller.
-        let span = tracing::info_span!(
-            "rpc",
-            method = %method,
-            caller = tracing::field::Empty,
-            code = tracing::field::Empty
-        );
-        let response = span.in_scope(|| self.inner.call(request));
-        Box::pin(async move {
-            let response = response.instrument(span.clone()).await;
-            // Code names as the gRPC ecosystem's metrics spell them ("Ok",
-            // "InvalidArgument", …): tonic's `Debug` of `Code`.
-            let code = match &response {
-                Ok(response) => format!(
-                    "{:?}",
-                    response
-                        .headers()
-                        .get("grpc-status")
-                        .and_then(|value| value.to_str().ok())
-                        .and_then(|value| value.parse::<i32>().ok())
-                        .map_or(tonic::Code::Ok, tonic::Code::from)
-                ),
-                Err(_) => "Transport".to_owned(),
-            };
-            metrics.grpc_call(&method, &code, started.elapsed());
-            // Lookups say how the cache served them in the `x-cache` header.
-            if let Some(result) = response
-                .as_ref()
-                .ok()
-                .and_then(|response| response.headers().get("x-cache"))
-                .and_then(|value| value.to_str().ok())
-                .filter(|value| matches!(*value, "hit" | "miss" | "stale"))
-            {
-                metrics.cache_lookups.with_label_values(&[result]).inc();
-            }
-            span.record("code", code.as_str());
-            tracing::debug!(parent: &span, elapsed = ?started.elapsed(), "call answered");
-            response
-        })
     }
 }
 

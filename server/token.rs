@@ -1,5 +1,7 @@
-//! Resume tokens of `ListUsers`: opaque to callers, tamper-evident, and valid
-//! on every replica and after a restart.
+//! Resume tokens of `ListUsers`: tamper-evident, and valid on every replica
+//! and after a restart. They are signed, not encrypted: whoever holds one can
+//! read the cursor it carries (the export's filter, queries included, and the
+//! user ids of its position).
 //!
 //! A token is `base64url(json) "." base64url(tag)`, where the tag is an
 //! HMAC-SHA256 of the JSON under a key derived from the Clerk secret key. Every

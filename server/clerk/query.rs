@@ -100,8 +100,20 @@ impl FromStr for OrderBy {
             .iter()
             .find(|(_, known)| *known == name)
             .map(|&(field, _)| OrderBy { field, descending })
-            .ok_or_else(|| OrderByParseError(text.to_owned()))
+            .ok_or_else(|| OrderByParseError(echo(text)))
     }
+}
+
+/// The start of a refused `order_by`, enough to recognise it: an error never
+/// repeats a whole (up to 1 MiB) input.
+fn echo(text: &str) -> String {
+    const MAX_ECHO_CHARS: usize = 40;
+    let mut chars = text.chars();
+    let mut echo: String = chars.by_ref().take(MAX_ECHO_CHARS).collect();
+    if chars.next().is_some() {
+        echo.push('…');
+    }
+    echo
 }
 
 impl fmt::Display for OrderBy {
@@ -347,6 +359,16 @@ mod tests {
                 .to_string()
                 .contains("is not a sort order: use one of created_at")
         );
+        let long = "x"
+            .repeat(1 << 20)
+            .parse::<OrderBy>()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            long.starts_with(&format!("\"{}…\" is not", "x".repeat(40))),
+            "{long}"
+        );
+        assert!(long.len() < 400);
     }
 
     #[test]

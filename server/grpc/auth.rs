@@ -8,7 +8,8 @@
 //!    replace it between calls): a call with an `authorization` token is the
 //!    token's caller; a call without one, on a connection whose client
 //!    certificate was verified (mutual TLS), is the caller whose
-//!    `tls_identity` the certificate names; UNAUTHENTICATED otherwise;
+//!    `tls_identity` the certificate names; UNAUTHENTICATED otherwise, and
+//!    for a call with more than one `authorization` entry;
 //! 2. checks the caller has the service's [`Scope`]: PERMISSION_DENIED
 //!    otherwise;
 //! 3. takes one of the caller's in-flight slots (or stream slots, for
@@ -95,7 +96,20 @@ impl Authenticate {
         peer: Option<&Peer>,
         scope: Scope,
     ) -> Result<Arc<Caller>, Status> {
-        let header = headers.get("authorization").map(|value| value.as_bytes());
+        let mut entries = headers.get_all("authorization").iter();
+        let header = entries.next().map(|value| value.as_bytes());
+        // Two credentials on one call are ambiguous (which one is the
+        // caller?), whatever they hold: refused, rather than letting the
+        // first decide (a proxy appending its own header, or a client hoping
+        // one of two is looked at). UNAUTHENTICATED, like every call whose
+        // credentials do not name exactly one caller: clients already handle
+        // it by fixing their credentials, and the call reaches no handler.
+        if entries.next().is_some() {
+            return Err(Status::unauthenticated(
+                "the call carries more than one `authorization` entry: send exactly one, \
+                 `authorization: Bearer <token>`",
+            ));
+        }
         let certificate = peer.and_then(|peer| peer.client.as_ref());
         let policy = self.policy.current();
         let caller = match (header, certificate) {

@@ -1,19 +1,20 @@
 //! Conversions between protobuf messages and domain types, in one place.
 //!
-//! Inbound conversions validate: they collect every problem of a request as a
-//! field violation (`field`, what to fix), so a caller learns all of them at
-//! once, before any upstream budget is spent.
+//! Inbound conversions validate: they collect the problems of a request as
+//! field violations (`field`, what to fix), so a caller learns them at once
+//! (the first twenty, and how many more: `violations`), before any upstream
+//! budget is spent.
 
 use prost_types::{Duration as ProtoDuration, Struct, Timestamp, Value as ProtoValue, value::Kind};
 use serde_json::Value;
 use std::{borrow::Cow, collections::BTreeMap, time::Duration};
 
+use super::time_bounds;
 use crate::{
     admission::Priority,
     callers::{Caller, Scope},
     clerk::{
-        ClerkUser, ExactField, MAX_FILTER_VALUES, MAX_PAGE, OrderBy, PartialField, TimeField,
-        UserFilter,
+        ClerkUser, ExactField, MAX_FILTER_VALUES, MAX_PAGE, OrderBy, PartialField, UserFilter,
     },
     json, pb,
 };
@@ -23,8 +24,7 @@ pub(crate) const MAX_VALUE_LEN: usize = 256;
 /// Longest accepted user id.
 pub(crate) const MAX_USER_ID_LEN: usize = 128;
 
-/// Problems found in a request: (field path, what is wrong and what to do).
-pub(crate) type Violations = Vec<(String, String)>;
+pub(crate) use super::violations::Violations;
 
 /// Checks one user id; `field` names it in the violation.
 pub(crate) fn check_user_id(field: &str, id: &str, violations: &mut Violations) {
@@ -92,10 +92,12 @@ pub(crate) fn user_filter(
         }
         for (i, value) in values.iter().enumerate() {
             if value.is_empty() || value.len() > MAX_VALUE_LEN {
-                violations.push((
-                    format!("{path}[{i}]"),
-                    format!("must be 1 to {MAX_VALUE_LEN} characters long"),
-                ));
+                violations.push_with(|| {
+                    (
+                        format!("{path}[{i}]"),
+                        format!("must be 1 to {MAX_VALUE_LEN} characters long"),
+                    )
+                });
             }
         }
         out.exact.push((field, values));
@@ -131,39 +133,13 @@ pub(crate) fn user_filter(
         }
         out.partial.push((field, text));
     }
-    let times = [
-        (
-            TimeField::CreatedAfter,
-            "created_after",
-            filter.created_after,
-        ),
-        (
-            TimeField::CreatedBefore,
-            "created_before",
-            filter.created_before,
-        ),
-        (
-            TimeField::LastActiveAfter,
-            "last_active_after",
-            filter.last_active_after,
-        ),
-        (
-            TimeField::LastActiveBefore,
-            "last_active_before",
-            filter.last_active_before,
-        ),
-    ];
-    for (field, name, time) in times {
-        let Some(time) = time else { continue };
-        match timestamp_to_millis(&time) {
-            Some(ms) => out.times.push((field, ms)),
-            None => violations.push((
-                format!("filter.{name}"),
-                "is not a valid timestamp (nanos must be 0 to 999999999, seconds within years 1970 to 9999)"
-                    .to_owned(),
-            )),
-        }
-    }
+    out.times = time_bounds::convert(
+        [
+            (filter.created_after, filter.created_before),
+            (filter.last_active_after, filter.last_active_before),
+        ],
+        violations,
+    );
     out
 }
 
@@ -223,14 +199,6 @@ pub(crate) fn proto_duration(value: Duration) -> ProtoDuration {
         seconds: i64::try_from(value.as_secs()).unwrap_or(i64::MAX),
         nanos: value.subsec_nanos() as i32,
     }
-}
-
-fn timestamp_to_millis(time: &Timestamp) -> Option<i64> {
-    const MAX_SECONDS: i64 = 253_402_300_799; // 9999-12-31T23:59:59Z
-    if !(0..1_000_000_000).contains(&time.nanos) || !(0..=MAX_SECONDS).contains(&time.seconds) {
-        return None;
-    }
-    Some(time.seconds * 1000 + i64::from(time.nanos) / 1_000_000)
 }
 
 fn millis_to_timestamp(ms: i64) -> Timestamp {
@@ -568,7 +536,8 @@ mod tests {
         };
         let mut violations = Violations::new();
         user_filter(Some(filter), &mut violations);
-        let fields: Vec<&str> = violations.iter().map(|(field, _)| field.as_str()).collect();
+        let (kept, _) = violations.into_parts();
+        let fields: Vec<&str> = kept.iter().map(|(field, _)| field.as_str()).collect();
         assert_eq!(
             fields,
             [
@@ -612,9 +581,13 @@ mod tests {
             duration(&proto_duration(Duration::from_millis(1500))),
             Some(Duration::from_millis(1500))
         );
-        assert_eq!(timestamp_to_millis(&millis_to_timestamp(-1)), None);
+        let round = time_bounds::Round::Up;
         assert_eq!(
-            timestamp_to_millis(&millis_to_timestamp(1_234)),
+            time_bounds::to_millis(&millis_to_timestamp(-1), round),
+            None
+        );
+        assert_eq!(
+            time_bounds::to_millis(&millis_to_timestamp(1_234), round),
             Some(1_234)
         );
     }

@@ -9,7 +9,9 @@ mod convert;
 mod export;
 mod quota;
 mod status;
+mod time_bounds;
 mod users;
+mod violations;
 
 use std::time::Duration;
 

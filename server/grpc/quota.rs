@@ -8,6 +8,7 @@ use tonic::{Request, Response, Status};
 use super::{auth, call_deadline, convert, status};
 use crate::{
     admission::{Admission, AdmissionError, Demand},
+    callers,
     pb::{self, quota_service_server::QuotaService},
 };
 
@@ -49,6 +50,15 @@ impl QuotaService for QuotaApi {
                 Duration::ZERO
             }
         };
+        // Checked here, so that no status repeats a name of any length.
+        if !request.budget.is_empty() && !callers::is_valid_name(&request.budget) {
+            violations.push((
+                "budget".to_owned(),
+                "must be empty (the upstream budget) or a budget's name: 1 to 64 characters of \
+                 letters, digits, '-', '_' and '.'"
+                    .to_owned(),
+            ));
+        }
         status::check(violations)?;
         // Never wait past the call's own deadline.
         let mut deadline = Instant::now() + max_wait;

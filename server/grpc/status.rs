@@ -23,16 +23,20 @@ use tonic_types::{ErrorDetails, FieldViolation, StatusExt};
 use super::convert::Violations;
 use crate::{admission::AdmissionError, clerk::UpstreamError};
 
-/// INVALID_ARGUMENT listing every violation, as text and as `BadRequest`.
+/// INVALID_ARGUMENT listing the violations, as text and as `BadRequest`
+/// (the first ones; the text says how many more there were).
 pub(crate) fn invalid_argument(violations: Violations) -> Status {
-    let message = violations
+    let (kept, more) = violations.into_parts();
+    let mut message = kept
         .iter()
         .map(|(field, problem)| format!("{field} {problem}"))
         .collect::<Vec<_>>()
         .join("; ");
+    if more > 0 {
+        message += &format!("; …and {more} more problems: fix these and call again");
+    }
     let details = ErrorDetails::with_bad_request(
-        violations
-            .into_iter()
+        kept.into_iter()
             .map(|(field, problem)| FieldViolation::new(field, problem))
             .collect::<Vec<_>>(),
     );
@@ -67,10 +71,14 @@ pub(crate) fn admission(error: &AdmissionError) -> Status {
     let message = error.to_string();
     match error {
         AdmissionError::UnknownBudget(_) => Status::not_found(message),
-        AdmissionError::CostTooLarge { .. } => invalid_argument(vec![(
-            "cost".to_owned(),
-            format!("{message}: ask for less, or split the work"),
-        )]),
+        AdmissionError::CostTooLarge { .. } => invalid_argument(
+            [(
+                "cost".to_owned(),
+                format!("{message}: ask for less, or split the work"),
+            )]
+            .into_iter()
+            .collect(),
+        ),
         AdmissionError::Refused { retry_after } => exhausted(message, *retry_after),
     }
 }
@@ -168,10 +176,14 @@ mod tests {
 
     #[test]
     fn invalid_argument_lists_every_field() {
-        let status = invalid_argument(vec![
-            ("user_ids".into(), "has 600 values".into()),
-            ("page_size".into(), "must be 1 to 500".into()),
-        ]);
+        let status = invalid_argument(
+            [
+                ("user_ids".into(), "has 600 values".into()),
+                ("page_size".into(), "must be 1 to 500".into()),
+            ]
+            .into_iter()
+            .collect(),
+        );
         assert_eq!(
             status.message(),
             "user_ids has 600 values; page_size must be 1 to 500"
@@ -179,5 +191,28 @@ mod tests {
         let violations = status.get_details_bad_request().unwrap().field_violations;
         assert_eq!(violations.len(), 2);
         assert_eq!(violations[1].field, "page_size");
+    }
+
+    #[test]
+    fn invalid_argument_stays_small_whatever_the_number_of_problems() {
+        let violations = (0..500_000)
+            .map(|i| (format!("filter.user_ids[{i}]"), "x".repeat(1_000)))
+            .collect();
+        let status = invalid_argument(violations);
+        assert!(
+            status
+                .message()
+                .ends_with("more problems: fix these and call again"),
+            "{}",
+            status.message()
+        );
+        assert!(status.message().contains("filter.user_ids[0] xxx"));
+        let kept = status.get_details_bad_request().unwrap().field_violations;
+        assert!(!kept.is_empty() && kept.len() <= super::super::violations::MAX_REPORTED);
+        let more = 500_000 - kept.len();
+        assert!(status.message().contains(&format!("…and {more} more")));
+        // Both copies together (the details repeat the message) stay small.
+        let size = status.message().len() + status.details().len();
+        assert!(size < 4 * 1024, "{size} bytes");
     }
 }

@@ -352,3 +352,39 @@ where
     }
     false
 }
+
+/// Two `authorization` entries on one call are ambiguous: refused, whichever
+/// tokens they hold and in whatever order, before any upstream request.
+#[tokio::test]
+async fn a_call_with_two_authorization_entries_is_refused() {
+    let (harness, id) = start().await;
+    let mut users = harness.users().await;
+    harness.fake.reset_stats();
+    for (first, second) in [
+        ("reader-token", "trusted-token"),
+        ("reader-token", "reader-token"),
+        ("reader-token", "not-a-token"),
+        ("not-a-token", "trusted-token"),
+    ] {
+        let request = GetUserRequest {
+            user_id: id.clone(),
+        };
+        let mut request = as_caller(first, request);
+        let value = format!("Bearer {second}").parse().unwrap();
+        request.metadata_mut().append("authorization", value);
+        assert_eq!(
+            request.metadata().get_all("authorization").iter().count(),
+            2
+        );
+        let status = users.get_user(request).await.unwrap_err();
+        assert_eq!(status.code(), Code::Unauthenticated, "{first} {second}");
+        assert!(status.message().contains("more than one"), "{status:?}");
+    }
+    assert_eq!(harness.fake.stats().requests, 0);
+    // One entry is served.
+    let request = GetUserRequest { user_id: id };
+    users
+        .get_user(as_caller("reader-token", request))
+        .await
+        .unwrap();
+}

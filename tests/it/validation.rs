@@ -5,6 +5,8 @@ use clerk_broker::pb::{
     AcquirePermitRequest, BatchGetUsersRequest, CountUsersRequest, GetUserRequest,
     ListUsersRequest, UserFilter,
 };
+use std::time::Duration;
+
 use tonic::{Code, Status};
 use tonic_types::StatusExt;
 
@@ -179,6 +181,79 @@ async fn oversized_requests_are_refused_and_the_connection_keeps_serving() {
     );
     assert_eq!(harness.fake.stats().requests, 0);
     // The same connection serves the next call.
+    let id = harness.ids[0].clone();
+    users
+        .get_user(GetUserRequest { user_id: id })
+        .await
+        .unwrap();
+}
+
+/// Asserts a small INVALID_ARGUMENT: the first problems named, the rest
+/// counted, message and details together within a few KB.
+fn assert_small_invalid(result: Result<impl std::fmt::Debug, Status>, field: &str) {
+    let status = result.unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument, "{:?}", status.code());
+    let size = status.message().len() + status.details().len();
+    assert!(size < 4 * 1024, "{size} bytes: {}", status.message());
+    let violations = status.get_details_bad_request().unwrap().field_violations;
+    assert!(
+        (1..=20).contains(&violations.len()),
+        "{} violations",
+        violations.len()
+    );
+    assert!(
+        violations.iter().any(|violation| violation.field == field),
+        "{field} not in {violations:?}"
+    );
+    assert!(status.message().contains("more problems"), "{status:?}");
+}
+
+#[tokio::test]
+async fn a_request_full_of_bad_values_gets_a_small_answer() {
+    let harness = Harness::start(Options::default()).await;
+    let mut users = harness.users().await;
+    harness.fake.reset_stats();
+    // 2 bytes per empty value on the wire: just under the 1 MiB message limit.
+    let empty = vec![String::new(); 520_000];
+    let filter = || {
+        Some(UserFilter {
+            user_ids: empty.clone(),
+            ..Default::default()
+        })
+    };
+    let count = CountUsersRequest { filter: filter() };
+    let answer = tokio::time::timeout(Duration::from_secs(60), users.count_users(count)).await;
+    assert_small_invalid(answer.unwrap().map(|_| ()), "filter.user_ids");
+    let list = ListUsersRequest {
+        filter: filter(),
+        ..Default::default()
+    };
+    let answer = tokio::time::timeout(Duration::from_secs(60), users.list_users(list)).await;
+    assert_small_invalid(answer.unwrap().map(|_| ()), "filter.user_ids[0]");
+    // Distinct bad ids (empty ones would be one id, answered once).
+    let batch = BatchGetUsersRequest {
+        user_ids: (0..120_000).map(|i| format!("!{i}")).collect(),
+    };
+    let answer = tokio::time::timeout(Duration::from_secs(60), users.batch_get_users(batch)).await;
+    assert_small_invalid(answer.unwrap().map(|_| ()), "user_ids[0]");
+    // A value echoed in a message is cut short.
+    let order = ListUsersRequest {
+        order_by: "x".repeat(1_000_000),
+        ..Default::default()
+    };
+    let status = users.list_users(order).await.unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(status.message().len() < 1024, "{}", status.message().len());
+    let mut quota = harness.quota().await;
+    let budget = AcquirePermitRequest {
+        budget: "b".repeat(1_000_000),
+        ..Default::default()
+    };
+    let status = quota.acquire_permit(budget).await.unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(status.message().len() < 1024, "{}", status.message().len());
+    assert_eq!(harness.fake.stats().requests, 0);
+    // The connection serves on.
     let id = harness.ids[0].clone();
     users
         .get_user(GetUserRequest { user_id: id })
