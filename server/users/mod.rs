@@ -247,9 +247,11 @@ impl Users {
         let (id, entry) = match event {
             UserEvent::Upserted(user) => {
                 self.shared.flights.forbid_store(user.id());
-                let entry = SharedEntry::user(user, cache.ttl(true));
                 if let Some(remote) = &self.shared.remote
-                    && remote.put_newer(user.id(), entry).await == Some(false)
+                    && remote
+                        .put_newer(user.id(), SharedEntry::user(user, cache.ttl(true)))
+                        .await
+                        == Some(false)
                 {
                     // What this replica holds may be older than what the
                     // shared store holds: drop it, the next lookup reads that.
@@ -264,7 +266,7 @@ impl Users {
                 cache.store_missing(id, *at).await;
                 (
                     id.as_str(),
-                    Some(SharedEntry::missing(*at, cache.ttl(false))),
+                    Some(SharedEntry::missing(*at, cache.deletion_ttl())),
                 )
             }
             UserEvent::Ignored(_) => return,
