@@ -66,6 +66,26 @@ for name, body in {
 }.items():
     write("clerk_user", name, body)
 
+# json_without_key: one byte choosing the key (0: private_metadata, 1: a, 2: "",
+# 3: a quote, 4: a slash, 5: é, 6: 😀), then the text
+for name, (key, text) in {
+    "user": (0, USER),
+    "list": (0, USERS),
+    "escaped_keys": (0, '{"private\\u005fmetadata":1,"\\u0070rivate_metadata":{"a":[]},"b":2}'),
+    "nested": (0, '[{"id":"u","private_metadata":{"private_metadata":1}},{"x":{"y":[{"private_metadata":null}]}}]'),
+    "strings": (0, '{"a":"\\"private_metadata\\":{","private_metadata":"}\\"","b":"{[,]}"}'),
+    "spacing": (1, '{ "a" : 1 ,\n  "b" : [ ] , "a":{"a":2}\t}'),
+    "empty_key": (2, '{"":1,"x":{"":2}}'),
+    "quote": (3, '{"\\"":1,"\\u0022":2,"q":3}'),
+    "slash": (4, '{"\\/":1,"/":2}'),
+    "non_ascii": (5, '{"é":1,"\\u00e9":2,"e":3}'),
+    "surrogates": (6, '{"😀":1,"\\ud83d\\ude00":2,"\\ud83d":3}'),
+    "scalar": (0, '"private_metadata"'),
+    "malformed": (0, '{"private_metadata":1,}'),
+    "deep": (0, "[" * 200 + '{"private_metadata":1}' + "]" * 200),
+}.items():
+    write("json_without_key", name, bytes([key]) + text.encode())
+
 # resume_token: [message size byte, users wanted byte] cursor JSON \n GET /users body
 filters = {
     "all": {"exact": [], "partial": [], "banned": None, "times": []},

@@ -191,6 +191,11 @@ impl UserCache {
         if found { self.ttl } else { self.negative_ttl }
     }
 
+    /// How long a user's deletion is fresh: the TTL of a user.
+    pub fn deletion_ttl(&self) -> Duration {
+        self.ttl
+    }
+
     /// A new entry for what Clerk said about `id` (`None`: no such user,
     /// learnt at `missing_since`, Unix ms).
     fn entry(&self, id: &str, user: Option<&ClerkUser>, missing_since: Option<i64>) -> Stored {
@@ -292,8 +297,12 @@ impl UserCache {
     }
 
     /// Records that `id` names no user since `at` (Unix ms): it was deleted.
+    /// Fresh for the full TTL, not the negative one (which allows for a user
+    /// created after a lookup): Clerk never gives a deleted id to a new user,
+    /// and the longer the deletion is held, the later an update can come and
+    /// still be recognized as older.
     pub async fn store_missing(&self, id: &str, at: i64) {
-        let entry = self.entry(id, None, Some(at));
+        let entry = self.entry_for(id, None, Some(at), self.deletion_ttl());
         self.entries
             .entry(id.into())
             .and_compute_with(|_| async move { Op::Put(entry) })
@@ -412,14 +421,19 @@ mod tests {
         cache
             .store_unless(user.id().into(), Some(&user), 0, || true)
             .await;
-        cache.store_missing("user_gone", 0).await;
+        cache
+            .store_unless("user_gone".into(), None, 0, || true)
+            .await;
+        cache.store_missing("user_deleted", 0).await;
         let found = cache.get(user.id()).await.unwrap();
         let missing = cache.get("user_gone").await.unwrap();
+        let deleted = cache.get("user_deleted").await.unwrap();
         assert!(found.is_fresh(Instant::now()) && missing.user.is_none());
         tokio::time::advance(Duration::from_secs(6)).await;
         let now = Instant::now();
         assert!(found.is_fresh(now), "the TTL is 60 s");
         assert!(!missing.is_fresh(now), "the negative TTL is 5 s");
+        assert!(deleted.is_fresh(now), "a deletion is fresh for the TTL");
         assert!(cache.is_servable_stale(&missing, now));
         tokio::time::advance(Duration::from_secs(60 + 30 - 6)).await;
         let now = Instant::now();
