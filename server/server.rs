@@ -14,7 +14,7 @@ use tonic_health::{ServingStatus, server::HealthReporter};
 use crate::{
     admission::{Admission, Demand, LeaseStore},
     callers::{PolicyStore, Scope},
-    clerk::{ClerkClient, KeyState, UserFilter},
+    clerk::{ClerkClient, KeyState},
     config::{Config, HttpLimits},
     grpc::{AdminApi, Authenticate, QuotaApi, UserApi},
     http,
@@ -440,9 +440,11 @@ async fn set_readiness(health: &HealthReporter, status: ServingStatus) {
     }
 }
 
-/// Keeps readiness in line with whether Clerk accepts the broker's key, and
-/// while it does not, re-checks the key now and then (the only upstream
-/// request the broker makes on its own, through the same budget).
+/// Keeps readiness in line with whether Clerk accepts the broker's key.
+/// A caller's request refused for the key only raises a doubt, which the
+/// broker's own key check (one request through the same budget) confirms
+/// before readiness drops; while the key is rejected it is re-checked now and
+/// then. 403s and other refusals of one request never reach here.
 async fn follow_key_state(
     clerk: Arc<ClerkClient>,
     health: HealthReporter,
@@ -464,16 +466,28 @@ async fn follow_key_state(
             );
             tokio::select! {
                 changed = key_state.changed() => if changed.is_err() { return },
-                () = tokio::time::sleep(KEY_PROBE_INTERVAL) => {
-                    let demand = Demand::interactive(
-                        BROKER_CALLER.into(),
-                        Instant::now() + Duration::from_secs(10),
-                    );
-                    let _ = clerk.count_users(&UserFilter::default(), &demand).await;
+                () = tokio::time::sleep(KEY_PROBE_INTERVAL) => check_key(&clerk).await,
+            }
+        } else {
+            tokio::select! {
+                changed = key_state.changed() => if changed.is_err() { return },
+                () = clerk.key_doubted() => {
+                    tracing::warn!("Clerk refused a request for the broker's key: checking the key");
+                    check_key(&clerk).await;
                 }
             }
-        } else if key_state.changed().await.is_err() {
-            return;
         }
+    }
+}
+
+/// The broker's own key check; its outcome reaches readiness through the key
+/// state.
+async fn check_key(clerk: &ClerkClient) {
+    let demand = Demand::interactive(
+        BROKER_CALLER.into(),
+        Instant::now() + Duration::from_secs(10),
+    );
+    if let Err(error) = clerk.check_key(&demand).await {
+        tracing::debug!(%error, "the key check ended with an error");
     }
 }

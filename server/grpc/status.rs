@@ -4,7 +4,8 @@
 //! |----------------------------------------|---------------------|------------|
 //! | bad input (any field)                  | INVALID_ARGUMENT    | BadRequest |
 //! | Clerk 404                              | NOT_FOUND           |            |
-//! | Clerk 401/403 (the broker's own key)   | FAILED_PRECONDITION |            |
+//! | Clerk 401 (the broker's own key)       | FAILED_PRECONDITION |            |
+//! | Clerk 403 (or another 401): not allowed| PERMISSION_DENIED   |            |
 //! | budget has no room before the deadline | RESOURCE_EXHAUSTED  | RetryInfo  |
 //! | Clerk 429 lasting past the deadline    | RESOURCE_EXHAUSTED  | RetryInfo  |
 //! | Clerk 400/422 despite validation       | INVALID_ARGUMENT    |            |
@@ -54,6 +55,7 @@ pub(crate) fn upstream(error: &UpstreamError) -> Status {
     match error {
         UpstreamError::NotFound(_) => Status::not_found(message),
         UpstreamError::KeyRejected { .. } => Status::failed_precondition(message),
+        UpstreamError::Refused { .. } => Status::permission_denied(message),
         UpstreamError::BudgetExhausted { retry_after }
         | UpstreamError::RateLimited { retry_after } => exhausted(message, *retry_after),
         UpstreamError::Rejected { .. } => Status::invalid_argument(message),
@@ -112,6 +114,13 @@ mod tests {
             (
                 UpstreamError::KeyRejected { status: 401 },
                 Code::FailedPrecondition,
+            ),
+            (
+                UpstreamError::Refused {
+                    status: 403,
+                    code: "authorization_invalid".into(),
+                },
+                Code::PermissionDenied,
             ),
             (
                 UpstreamError::BudgetExhausted {
