@@ -317,11 +317,14 @@ pub async fn run(
         .add_service(
             authenticate.gate(
                 Scope::ReadUsers,
-                UserServiceServer::new(UserApi::new(
-                    broker.users.clone(),
-                    broker.tokens.clone(),
-                    draining.clone(),
-                ))
+                UserServiceServer::new(
+                    UserApi::new(
+                        broker.users.clone(),
+                        broker.tokens.clone(),
+                        draining.clone(),
+                    )
+                    .with_max_stream_lifetime(config.max_stream_lifetime),
+                )
                 .max_decoding_message_size(MAX_REQUEST_BYTES),
             ),
         )

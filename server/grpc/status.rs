@@ -15,6 +15,7 @@
 //! | permit cost above the budget's limit   | INVALID_ARGUMENT    | BadRequest |
 //! | the broker is draining                 | UNAVAILABLE         |            |
 //! | an export outlives the call's deadline | DEADLINE_EXCEEDED   |            |
+//! | an export outlives its max lifetime    | UNAVAILABLE         |            |
 
 use std::time::Duration;
 
@@ -90,6 +91,15 @@ fn exhausted(message: String, retry_after: Duration) -> Status {
 pub(crate) fn draining() -> Status {
     Status::unavailable(
         "the broker is shutting down: call ListUsers again with the last resume_token",
+    )
+}
+
+/// UNAVAILABLE for exports that reached the maximum stream lifetime; clients
+/// resume as after a drain.
+pub(crate) fn stream_lifetime() -> Status {
+    Status::unavailable(
+        "the export reached the broker's maximum stream lifetime (--max-stream-lifetime): call \
+         ListUsers again with the last resume_token",
     )
 }
 

@@ -64,6 +64,8 @@ pub(crate) struct Options {
     pub(crate) policy_path: Option<std::path::PathBuf>,
     /// Time served on, NOT_SERVING, after shutdown begins.
     pub(crate) drain_delay: Duration,
+    /// Longest time a `ListUsers` stream stays open.
+    pub(crate) max_stream_lifetime: Duration,
     /// Cache, batching and webhooks.
     pub(crate) lookup: LookupConfig,
     /// Longest single request to the fake (a loaded machine answers slowly).
@@ -107,6 +109,7 @@ impl Default for Options {
             policy: Policy::anonymous(),
             policy_path: None,
             drain_delay: Duration::ZERO,
+            max_stream_lifetime: clerk_broker::grpc::DEFAULT_MAX_STREAM_LIFETIME,
             lookup: test_lookup(),
             upstream_timeout: Duration::from_secs(2),
             http: HttpLimits::default(),
@@ -188,6 +191,7 @@ impl Harness {
             policy: Arc::new(options.policy),
             policy_path: options.policy_path,
             drain_delay: options.drain_delay,
+            max_stream_lifetime: options.max_stream_lifetime,
             lookup: options.lookup,
             http: options.http,
             tls: options.tls,
