@@ -87,6 +87,9 @@ def check_probes_and_env(container, broker):
     listen_port = int(env["CLERK_BROKER_LISTEN"].rsplit(":", 1)[1])
     if ports.get("grpc") != listen_port:
         fail(f"container port grpc {ports.get('grpc')} != CLERK_BROKER_LISTEN port {listen_port}")
+    for name, variable in [("http", "CLERK_BROKER_HTTP_LISTEN"), ("metrics", "CLERK_BROKER_METRICS_LISTEN")]:
+        if variable in env and ports.get(name) != int(env[variable].rsplit(":", 1)[1]):
+            fail(f"container port {name} {ports.get(name)} != {variable} {env[variable]}")
     services = set()
     for probe in ["startupProbe", "livenessProbe", "readinessProbe"]:
         grpc = container[probe].get("grpc")

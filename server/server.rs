@@ -91,8 +91,12 @@ pub enum ServeError {
 pub struct Listeners {
     /// gRPC.
     pub grpc: TcpListener,
-    /// HTTP: Clerk webhooks at `POST /webhooks/clerk`.
+    /// HTTP: Clerk webhooks at `POST /webhooks/clerk` (and `GET /metrics`
+    /// unless `metrics` is set).
     pub http: TcpListener,
+    /// HTTP serving only `GET /metrics`, if wanted: the webhook listener
+    /// then serves webhooks only.
+    pub metrics: Option<TcpListener>,
     /// Plaintext gRPC serving only the health service (for probes that
     /// cannot speak TLS), if wanted.
     pub health: Option<TcpListener>,
@@ -109,6 +113,10 @@ impl Listeners {
         Ok(Self {
             grpc: bind(config.listen).await?,
             http: bind(config.lookup.http_listen).await?,
+            metrics: match config.lookup.metrics_listen {
+                Some(address) => Some(bind(address).await?),
+                None => None,
+            },
             health: match config.health_listen {
                 Some(address) => Some(bind(address).await?),
                 None => None,
@@ -198,6 +206,7 @@ pub async fn run(
     let Listeners {
         grpc: listener,
         http: http_listener,
+        metrics: metrics_listener,
         health: health_listener,
     } = listeners;
     let broker = Broker::new(&config)?;
@@ -209,18 +218,39 @@ pub async fn run(
         Some(store) => Acceptor::Tls(store.clone(), listener),
         None => Acceptor::Plain,
     };
-    let (http_stop, http_stopped) = tokio::sync::oneshot::channel::<()>();
+    let (http_stop, http_stopped) = watch::channel(false);
+    let stopped = |mut stopped: watch::Receiver<bool>| async move {
+        let _ = stopped.wait_for(|&stop| stop).await;
+    };
+    let webhook_routes = match metrics_listener {
+        Some(_) => http::Routes::Webhooks,
+        None => http::Routes::All,
+    };
     let http = tokio::spawn(serve_http(
         http_listener,
         acceptor(tls::Listener::Http),
         &broker,
         config.http,
-        async {
-            let _ = http_stopped.await;
-        },
+        webhook_routes,
+        stopped(http_stopped.clone()),
     ));
-    // Stops the HTTP listener however `run` returns.
-    let _http_guard = AbortOnDrop(vec![http.abort_handle()]);
+    let metrics_http = metrics_listener.map(|listener| {
+        tokio::spawn(serve_http(
+            listener,
+            acceptor(tls::Listener::Http),
+            &broker,
+            config.http,
+            http::Routes::Metrics,
+            stopped(http_stopped.clone()),
+        ))
+    });
+    // Stops the HTTP listeners however `run` returns.
+    let _http_guard = AbortOnDrop(
+        std::iter::once(&http)
+            .chain(&metrics_http)
+            .map(|task| task.abort_handle())
+            .collect(),
+    );
     let (health, health_service) = tonic_health::server::health_reporter();
     // The health-only listener answers until `run` returns, so probes see
     // readiness turn NOT_SERVING through the whole drain.
@@ -368,11 +398,14 @@ pub async fn run(
     tracing::info!(grace = ?config.shutdown_grace, "shutting down: draining calls");
     let _ = draining_tx.send(true);
     let _ = stop_tx.send(());
-    let _ = http_stop.send(());
+    let _ = http_stop.send(true);
     let grace_ends = Instant::now() + config.shutdown_grace;
     let drained = tokio::time::timeout_at(grace_ends, server).await;
     if tokio::time::timeout_at(grace_ends, http).await.is_err() {
         tracing::warn!("shutdown grace expired with webhook requests still running");
+    }
+    if let Some(metrics_http) = metrics_http {
+        let _ = tokio::time::timeout_at(grace_ends, metrics_http).await;
     }
     match drained {
         Ok(result) => result?,
@@ -395,13 +428,14 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// Serves the HTTP listener until `stop` resolves; says at start-up whether
-/// webhooks are enabled (never printing the secret).
+/// Serves an HTTP listener with `routes` until `stop` resolves; says at
+/// start-up what it serves (never printing the webhook secret).
 fn serve_http(
     listener: TcpListener,
     acceptor: Acceptor,
     broker: &Broker,
     limits: HttpLimits,
+    routes: http::Routes,
     stop: impl Future<Output = ()> + Send + 'static,
 ) -> impl Future<Output = ()> + Send + 'static {
     let scheme = match &acceptor {
@@ -411,7 +445,12 @@ fn serve_http(
     let address = listener
         .local_addr()
         .map_or_else(|_| "?".to_owned(), |address| address.to_string());
-    if broker.webhooks.is_configured() {
+    if routes != http::Routes::Webhooks {
+        tracing::info!("metrics: GET {scheme}://{address}{}", http::METRICS_PATH);
+    }
+    if routes == http::Routes::Metrics {
+        // Webhooks are announced by the webhook listener.
+    } else if broker.webhooks.is_configured() {
         tracing::info!(
             "webhooks: POST {scheme}://{address}{} (signed deliveries update the user cache)",
             http::WEBHOOK_PATH
@@ -423,8 +462,8 @@ fn serve_http(
             http::WEBHOOK_PATH
         );
     }
-    let router = http::router(broker, &limits);
-    let incoming = tls::incoming(listener, acceptor, Some(limits.max_connections));
+    let router = http::router(broker, &limits, routes);
+    let incoming = tls::incoming(listener, acceptor, Some(limits.connections()));
     http::serve(incoming, router, limits, stop)
 }
 

@@ -72,6 +72,8 @@ pub(crate) struct Options {
     pub(crate) upstream_timeout: Duration,
     /// Limits of the HTTP listener.
     pub(crate) http: HttpLimits,
+    /// Whether metrics get their own listener (`--metrics-listen`).
+    pub(crate) metrics_listener: bool,
     /// TLS on both listeners (None: plain TCP).
     pub(crate) tls: Option<TlsFiles>,
     /// Shared state in Redis (None: in memory). Tests of the `shared::`
@@ -113,6 +115,7 @@ impl Default for Options {
             lookup: test_lookup(),
             upstream_timeout: Duration::from_secs(2),
             http: HttpLimits::default(),
+            metrics_listener: false,
             tls: None,
             redis: in_shared_suite().then(crate::redis::shared_url),
             redis_prefix: format!("test-{:08x}", fastrand::u32(..)),
@@ -135,6 +138,8 @@ pub(crate) struct Harness {
     pub(crate) http_addr: SocketAddr,
     /// Where the plaintext health-only listener listens.
     pub(crate) health_addr: SocketAddr,
+    /// Where the metrics-only listener listens, if the broker has one.
+    pub(crate) metrics_addr: Option<SocketAddr>,
     /// Ids of the seeded users, in seed order.
     pub(crate) ids: Vec<String>,
     shutdown: Option<oneshot::Sender<()>>,
@@ -201,8 +206,16 @@ impl Harness {
         let listeners = Listeners {
             grpc: TcpListener::bind(config.listen).await.unwrap(),
             http: TcpListener::bind("127.0.0.1:0").await.unwrap(),
+            metrics: match options.metrics_listener {
+                true => Some(TcpListener::bind("127.0.0.1:0").await.unwrap()),
+                false => None,
+            },
             health: Some(TcpListener::bind("127.0.0.1:0").await.unwrap()),
         };
+        let metrics_addr = listeners
+            .metrics
+            .as_ref()
+            .map(|listener| listener.local_addr().unwrap());
         let health_addr = listeners.health.as_ref().unwrap().local_addr().unwrap();
         let addr = listeners.grpc.local_addr().unwrap();
         let http_addr = listeners.http.local_addr().unwrap();
@@ -216,6 +229,7 @@ impl Harness {
             addr,
             http_addr,
             health_addr,
+            metrics_addr,
             ids,
             shutdown: Some(tx),
             server,
