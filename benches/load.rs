@@ -116,6 +116,7 @@ async fn start_broker(redis: Option<String>) -> SocketAddr {
     let listeners = Listeners {
         grpc: listener,
         http: TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        metrics: None,
         health: None,
         front: None,
     };

@@ -90,6 +90,9 @@ def check_probes_and_env(container, broker):
     front_port = int(env["CLERK_BROKER_CLERK_API_LISTEN"].rsplit(":", 1)[1])
     if ports.get("clerk-api") != front_port:
         fail(f"container port clerk-api {ports.get('clerk-api')} != CLERK_BROKER_CLERK_API_LISTEN port {front_port}")
+    for name, variable in [("http", "CLERK_BROKER_HTTP_LISTEN"), ("metrics", "CLERK_BROKER_METRICS_LISTEN")]:
+        if variable in env and ports.get(name) != int(env[variable].rsplit(":", 1)[1]):
+            fail(f"container port {name} {ports.get(name)} != {variable} {env[variable]}")
     services = set()
     for probe in ["startupProbe", "livenessProbe", "readinessProbe"]:
         grpc = container[probe].get("grpc")

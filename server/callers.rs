@@ -12,11 +12,12 @@
 use std::{
     collections::{HashMap, HashSet},
     path::Path,
-    sync::{Arc, PoisonError, RwLock},
+    sync::Arc,
 };
 
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
+use tokio::sync::watch;
 
 use crate::routes::{RouteLimit, RoutePattern, clerk_limits};
 
@@ -289,17 +290,17 @@ impl Policy {
         if let Some(anonymous) = &self.anonymous {
             return Ok(anonymous.clone());
         }
-        let value = authorization.ok_or(AuthError::Missing)?;
-        let token = value
-            .strip_prefix(b"Bearer ")
-            .or_else(|| value.strip_prefix(b"bearer "))
-            .filter(|token| !token.is_empty())
-            .ok_or(AuthError::Malformed)?;
-        let digest: [u8; 32] = Sha256::digest(token).into();
-        self.by_token
-            .get(&digest)
-            .cloned()
-            .ok_or(AuthError::Unknown)
+        self.authenticate_digest(&token_digest(authorization)?)
+    }
+
+    /// The caller whose bearer token has this SHA-256 (see [`token_digest`]):
+    /// how a long call is authenticated again after a reload without the
+    /// broker keeping its token.
+    pub fn authenticate_digest(&self, digest: &[u8; 32]) -> Result<Arc<Caller>, AuthError> {
+        if let Some(anonymous) = &self.anonymous {
+            return Ok(anonymous.clone());
+        }
+        self.by_token.get(digest).cloned().ok_or(AuthError::Unknown)
     }
 
     /// The caller a verified client certificate belongs to: the first of
@@ -525,27 +526,44 @@ impl Policy {
     }
 }
 
-/// The policy in force, replaced whole on reload; readers take a snapshot.
+/// The SHA-256 of the token in an `authorization` metadata value
+/// (`Bearer <token>`).
+pub fn token_digest(authorization: Option<&[u8]>) -> Result<[u8; 32], AuthError> {
+    let value = authorization.ok_or(AuthError::Missing)?;
+    let token = value
+        .strip_prefix(b"Bearer ")
+        .or_else(|| value.strip_prefix(b"bearer "))
+        .filter(|token| !token.is_empty())
+        .ok_or(AuthError::Malformed)?;
+    Ok(Sha256::digest(token).into())
+}
+
+/// The policy in force, replaced whole on reload; readers take a snapshot,
+/// and long calls subscribe to learn of every replacement.
 #[derive(Debug)]
-pub struct PolicyStore(RwLock<Arc<Policy>>);
+pub struct PolicyStore(watch::Sender<Arc<Policy>>);
 
 impl PolicyStore {
     /// A store holding `policy`.
     pub fn new(policy: Arc<Policy>) -> Self {
-        Self(RwLock::new(policy))
+        Self(watch::Sender::new(policy))
     }
 
     /// The policy in force now.
     pub fn current(&self) -> Arc<Policy> {
-        self.0
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        self.0.borrow().clone()
     }
 
-    /// Puts `policy` in force for every call from now on.
+    /// Follows the policy in force: the receiver sees every replacement from
+    /// now on (open streams re-check their caller with it).
+    pub fn subscribe(&self) -> watch::Receiver<Arc<Policy>> {
+        self.0.subscribe()
+    }
+
+    /// Puts `policy` in force for every call from now on, and tells
+    /// subscribers.
     pub fn replace(&self, policy: Arc<Policy>) {
-        *self.0.write().unwrap_or_else(PoisonError::into_inner) = policy;
+        self.0.send_replace(policy);
     }
 }
 

@@ -24,6 +24,7 @@ use crate::{
     admission::{BudgetSpec, Rate, default_burst, parse_duration},
     callers::Policy,
     clerk::{ClerkConfig, DEFAULT_BASE_URL},
+    grpc::DEFAULT_MAX_STREAM_LIFETIME,
     secret::{KeyKind, SecretKey},
     tls::TlsFiles,
 };
@@ -102,6 +103,10 @@ pub struct BrokerArgs {
     /// so load balancers stop sending new calls before the drain begins.
     #[arg(long, env = "CLERK_BROKER_DRAIN_DELAY", default_value = "0s")]
     pub drain_delay: String,
+    /// Longest time one ListUsers stream stays open; it then ends with
+    /// UNAVAILABLE and its resume token, and the client resumes.
+    #[arg(long, env = "CLERK_BROKER_MAX_STREAM_LIFETIME", default_value = "1h")]
+    pub max_stream_lifetime: String,
     /// Cache, batching and webhook flags.
     #[command(flatten)]
     pub lookup: LookupArgs,
@@ -198,6 +203,8 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// Time served on, NOT_SERVING, after a shutdown signal.
     pub drain_delay: Duration,
+    /// Longest time a `ListUsers` stream stays open before it ends resumably.
+    pub max_stream_lifetime: Duration,
     /// Callers and extra budgets.
     pub policy: Arc<Policy>,
     /// Where the policy came from, to reload it (None: anonymous mode).
@@ -228,6 +235,7 @@ impl Config {
             upstream_margin: default_margin(upstream_rate),
             shutdown_grace: Duration::from_secs(20),
             drain_delay: Duration::ZERO,
+            max_stream_lifetime: DEFAULT_MAX_STREAM_LIFETIME,
             policy: Arc::new(Policy::anonymous()),
             policy_path: None,
             lookup: LookupConfig::default(),
@@ -329,6 +337,12 @@ impl Config {
         if upstream_timeout.is_zero() {
             return Err(ConfigError("--upstream-timeout must be above 0".into()));
         }
+        let max_stream_lifetime = duration("--max-stream-lifetime", &args.max_stream_lifetime)?;
+        if max_stream_lifetime.is_zero() {
+            return Err(ConfigError(
+                "--max-stream-lifetime must be above 0 (exports resume after it)".into(),
+            ));
+        }
         let policy = match &args.config {
             Some(path) => Policy::load(path, default_margin)
                 .map_err(|error| ConfigError(format!("--config {error}")))?,
@@ -349,6 +363,7 @@ impl Config {
             upstream_margin,
             shutdown_grace: duration("--shutdown-grace", &args.shutdown_grace)?,
             drain_delay: duration("--drain-delay", &args.drain_delay)?,
+            max_stream_lifetime,
             lookup: LookupConfig::from_args(
                 &args.lookup,
                 listen,
@@ -397,6 +412,7 @@ mod tests {
         assert_eq!(live.upstream_margin, Duration::from_millis(200));
         let test = Config::from_serve(&serve(&[]), Some("sk_test_abc".into())).unwrap();
         assert_eq!(test.upstream_rate, Rate::CLERK_DEVELOPMENT);
+        assert_eq!(test.max_stream_lifetime, DEFAULT_MAX_STREAM_LIFETIME);
         let custom = serve(&["--upstream-rate", "50/1s", "--upstream-margin", "5ms"]);
         let custom = Config::from_serve(&custom, Some("sk_live_abc".into())).unwrap();
         assert_eq!(custom.upstream_rate.limit, 50);
@@ -426,7 +442,7 @@ mod tests {
 
     #[test]
     fn bad_configuration_is_explained_without_the_key() {
-        let cases: [(&[&str], Option<&str>, &str); 5] = [
+        let cases: [(&[&str], Option<&str>, &str); 6] = [
             (&[], None, "no Clerk secret key"),
             (
                 &[],
@@ -439,6 +455,11 @@ mod tests {
                 "--upstream-rate",
             ),
             (&["--listen", "nowhere"], Some("sk_test_abc"), "--listen"),
+            (
+                &["--max-stream-lifetime", "0s"],
+                Some("sk_test_abc"),
+                "--max-stream-lifetime",
+            ),
             (
                 &["--clerk-api-url", "ftp://x"],
                 Some("sk_test_abc"),

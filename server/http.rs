@@ -1,30 +1,36 @@
-//! The broker's HTTP listener, beside gRPC: `POST /webhooks/clerk` receives
+//! The broker's HTTP listeners, beside gRPC: `POST /webhooks/clerk` receives
 //! Clerk's webhooks (delivered by Svix); `GET /metrics` serves Prometheus.
 //!
 //! This is transport only: `webhook` verifies a delivery and reads its event,
 //! `users` applies it; here headers and body are handed over and each
 //! [`WebhookError`] gets its one status code.
 //!
-//! The listener is exposed to the network, so it bounds what a client can
+//! With `--metrics-listen`, metrics have their own listener and the webhook
+//! listener (the one exposed to Clerk) serves webhooks only ([`Routes`]).
+//!
+//! Each listener is exposed to the network, so it bounds what a client can
 //! hold ([`HttpLimits`]): a body size (413), a time to send the headers
 //! (hyper's HTTP/1 header read timeout, which also ends idle keep-alive
-//! connections), a time from headers to answer (408), and a number of open
-//! connections. It speaks HTTP/1.1 only (TLS offers ALPN `http/1.1`):
-//! Svix and Prometheus need nothing more, and hyper has no header timeout
-//! for HTTP/2.
+//! connections), a time from headers to the end of the body and to the
+//! answer (408), a number of open connections, and a number per peer. It
+//! speaks HTTP/1.1 only (TLS offers ALPN `http/1.1`): Svix and Prometheus
+//! need nothing more, and hyper has no header timeout for HTTP/2.
 
 use std::{
     convert::Infallible,
     future::Future,
-    pin::pin,
+    pin::{Pin, pin},
     sync::Arc,
     time::{Duration, SystemTime},
 };
 
+use bytes::BytesMut;
+use http_body::Body as _;
+
 use axum::{
     Router,
-    body::Bytes,
-    extract::{DefaultBodyLimit, Request, State, rejection::BytesRejection},
+    body::{Body, Bytes},
+    extract::{Request, State},
     http::{HeaderMap, StatusCode, header},
     middleware::{self, Next},
     response::{IntoResponse, Response},
@@ -62,24 +68,38 @@ struct HttpState {
     metrics: Arc<Metrics>,
     admission: Arc<Admission>,
     reloads: Arc<ReloadStats>,
-    /// Largest accepted body, for the 413 message.
-    max_body: usize,
 }
 
-/// The HTTP routes: the webhook endpoint and metrics (anything else is 404).
-pub fn router(broker: &Broker, limits: &HttpLimits) -> Router {
-    Router::new()
-        .route(WEBHOOK_PATH, post(clerk_webhook))
-        .route(METRICS_PATH, get(metrics))
-        // Bodies are read only up to the limit; beyond, the handler answers 413.
-        .layer(DefaultBodyLimit::max(limits.max_body))
+/// What one HTTP listener serves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Routes {
+    /// Webhooks and metrics: the one HTTP listener of a broker without
+    /// `--metrics-listen`.
+    All,
+    /// Webhooks only: the listener Clerk reaches, when metrics have their own.
+    Webhooks,
+    /// Metrics only (`--metrics-listen`).
+    Metrics,
+}
+
+/// The HTTP routes of a listener serving `routes` (anything else is 404).
+pub fn router(broker: &Broker, limits: &HttpLimits, routes: Routes) -> Router {
+    let mut router = Router::new();
+    if routes != Routes::Metrics {
+        router = router.route(WEBHOOK_PATH, post(clerk_webhook));
+    }
+    if routes != Routes::Webhooks {
+        router = router.route(METRICS_PATH, get(metrics));
+    }
+    router
+        // The whole body is read here, within its own deadline and size.
+        .layer(middleware::from_fn_with_state(*limits, read_body))
         // Outermost: the deadline covers reading the body and the answer.
         .layer(middleware::from_fn_with_state(
             limits.request_timeout,
             request_deadline,
         ))
         .with_state(HttpState {
-            max_body: limits.max_body,
             users: broker.users.clone(),
             webhooks: broker.webhooks.clone(),
             metrics: broker.metrics.clone(),
@@ -105,16 +125,84 @@ async fn request_deadline(
 ) -> Response {
     match tokio::time::timeout(timeout, next.run(request)).await {
         Ok(response) => response,
-        Err(_) => (
-            StatusCode::REQUEST_TIMEOUT,
+        Err(_) => timed_out(format!(
+            "request not complete within {timeout:?} of its headers (--http-request-timeout): \
+             send the whole request at once\n"
+        )),
+    }
+}
+
+/// Reads the whole body before the handler runs: at most `max_body` bytes
+/// (413, before reading when `Content-Length` says more) within
+/// `body_timeout` of the headers (408), so a client announcing a body it
+/// does not send holds its connection for the body timeout only.
+async fn read_body(State(limits): State<HttpLimits>, request: Request, next: Next) -> Response {
+    let (parts, mut body) = request.into_parts();
+    let announced = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok()?.parse::<u64>().ok());
+    if announced.is_some_and(|length| length > limits.max_body as u64) {
+        return too_large(limits.max_body);
+    }
+    let mut bytes = BytesMut::new();
+    let read = tokio::time::timeout(limits.body_timeout, async {
+        while let Some(frame) = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await
+        {
+            let Ok(data) = frame?.into_data() else {
+                continue;
+            };
+            if bytes.len() + data.len() > limits.max_body {
+                return Ok(false);
+            }
+            bytes.extend_from_slice(&data);
+        }
+        Ok::<_, axum::Error>(true)
+    })
+    .await;
+    match read {
+        Ok(Ok(true)) => {
+            next.run(Request::from_parts(parts, Body::from(bytes.freeze())))
+                .await
+        }
+        Ok(Ok(false)) => too_large(limits.max_body),
+        Ok(Err(_)) => (
+            StatusCode::BAD_REQUEST,
             [(header::CONNECTION, "close")],
-            format!(
-                "request not complete within {timeout:?} of its headers (--http-request-timeout): \
-                 send the whole request at once\n"
-            ),
+            "the request body could not be read\n",
         )
             .into_response(),
+        Err(_) => timed_out(format!(
+            "request body not complete within {:?} of the headers (--http-body-timeout): send \
+             the whole request at once\n",
+            limits.body_timeout
+        )),
     }
+}
+
+/// 408 with `message`; the connection is closed.
+fn timed_out(message: String) -> Response {
+    (
+        StatusCode::REQUEST_TIMEOUT,
+        [(header::CONNECTION, "close")],
+        message,
+    )
+        .into_response()
+}
+
+/// 413 for a body above `max_body`; the connection is closed (the rest of
+/// the body is not read).
+fn too_large(max_body: usize) -> Response {
+    tracing::warn!(max = max_body, "HTTP request refused: body too large");
+    (
+        StatusCode::PAYLOAD_TOO_LARGE,
+        [(header::CONNECTION, "close")],
+        format!(
+            "body larger than {max_body} bytes (--http-max-body): Clerk's user events are far \
+             smaller; raise the limit if yours are not\n"
+        ),
+    )
+        .into_response()
 }
 
 /// Serves `router` on the connections of `incoming` until `shutdown`
@@ -190,23 +278,8 @@ async fn serve_connection(
 async fn clerk_webhook(
     State(state): State<HttpState>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Bytes,
 ) -> (StatusCode, String) {
-    let body = match body {
-        Ok(body) => body,
-        Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            tracing::warn!(max = state.max_body, "webhook refused: body too large");
-            return (
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!(
-                    "webhook body larger than {} bytes (--http-max-body): Clerk's user events \
-                     are far smaller; raise the limit if yours are not\n",
-                    state.max_body
-                ),
-            );
-        }
-        Err(rejection) => return (rejection.status(), format!("{}\n", rejection.body_text())),
-    };
     let signed = SignedHeaders::read(|name| headers.get(name)?.to_str().ok());
     match state.webhooks.receive(&signed, &body, SystemTime::now()) {
         Ok(delivery) => {

@@ -14,7 +14,7 @@ use tonic_health::{ServingStatus, server::HealthReporter};
 use crate::{
     admission::{Admission, Demand, LeaseStore},
     callers::{PolicyStore, Scope},
-    clerk::{ClerkClient, KeyState, UserFilter},
+    clerk::{ClerkClient, KeyState},
     config::{Config, HttpLimits, default_margin},
     counts::CountCache,
     front::{self, Front},
@@ -94,8 +94,12 @@ pub enum ServeError {
 pub struct Listeners {
     /// gRPC.
     pub grpc: TcpListener,
-    /// HTTP: Clerk webhooks at `POST /webhooks/clerk`.
+    /// HTTP: Clerk webhooks at `POST /webhooks/clerk` (and `GET /metrics`
+    /// unless `metrics` is set).
     pub http: TcpListener,
+    /// HTTP serving only `GET /metrics`, if wanted: the webhook listener
+    /// then serves webhooks only.
+    pub metrics: Option<TcpListener>,
     /// Plaintext gRPC serving only the health service (for probes that
     /// cannot speak TLS), if wanted.
     pub health: Option<TcpListener>,
@@ -114,6 +118,10 @@ impl Listeners {
         Ok(Self {
             grpc: bind(config.listen).await?,
             http: bind(config.lookup.http_listen).await?,
+            metrics: match config.lookup.metrics_listen {
+                Some(address) => Some(bind(address).await?),
+                None => None,
+            },
             health: match config.health_listen {
                 Some(address) => Some(bind(address).await?),
                 None => None,
@@ -208,6 +216,7 @@ pub async fn run(
     let Listeners {
         grpc: listener,
         http: http_listener,
+        metrics: metrics_listener,
         health: health_listener,
         front: front_listener,
     } = listeners;
@@ -220,18 +229,39 @@ pub async fn run(
         Some(store) => Acceptor::Tls(store.clone(), listener),
         None => Acceptor::Plain,
     };
-    let (http_stop, http_stopped) = tokio::sync::oneshot::channel::<()>();
+    let (http_stop, http_stopped) = watch::channel(false);
+    let stopped = |mut stopped: watch::Receiver<bool>| async move {
+        let _ = stopped.wait_for(|&stop| stop).await;
+    };
+    let webhook_routes = match metrics_listener {
+        Some(_) => http::Routes::Webhooks,
+        None => http::Routes::All,
+    };
     let http = tokio::spawn(serve_http(
         http_listener,
         acceptor(tls::Listener::Http),
         &broker,
         config.http,
-        async {
-            let _ = http_stopped.await;
-        },
+        webhook_routes,
+        stopped(http_stopped.clone()),
     ));
-    // Stops the HTTP listener however `run` returns.
-    let _http_guard = AbortOnDrop(vec![http.abort_handle()]);
+    let metrics_http = metrics_listener.map(|listener| {
+        tokio::spawn(serve_http(
+            listener,
+            acceptor(tls::Listener::Http),
+            &broker,
+            config.http,
+            http::Routes::Metrics,
+            stopped(http_stopped.clone()),
+        ))
+    });
+    // Stops the HTTP listeners however `run` returns.
+    let _http_guard = AbortOnDrop(
+        std::iter::once(&http)
+            .chain(&metrics_http)
+            .map(|task| task.abort_handle())
+            .collect(),
+    );
     let (health, health_service) = tonic_health::server::health_reporter();
     // The health-only listener answers until `run` returns, so probes see
     // readiness turn NOT_SERVING through the whole drain.
@@ -352,13 +382,16 @@ pub async fn run(
         .add_service(
             authenticate.gate(
                 Scope::ReadUsers,
-                UserServiceServer::new(UserApi::new(
-                    broker.users.clone(),
-                    broker.counts.clone(),
-                    broker.admission.clone(),
-                    broker.tokens.clone(),
-                    draining.clone(),
-                ))
+                UserServiceServer::new(
+                    UserApi::new(
+                        broker.users.clone(),
+                        broker.counts.clone(),
+                        broker.admission.clone(),
+                        broker.tokens.clone(),
+                        draining.clone(),
+                    )
+                    .with_max_stream_lifetime(config.max_stream_lifetime),
+                )
                 .max_decoding_message_size(MAX_REQUEST_BYTES),
             ),
         )
@@ -408,7 +441,7 @@ pub async fn run(
     tracing::info!(grace = ?config.shutdown_grace, "shutting down: draining calls");
     let _ = draining_tx.send(true);
     let _ = stop_tx.send(());
-    let _ = http_stop.send(());
+    let _ = http_stop.send(true);
     let _ = front_stop.send(());
     let grace_ends = Instant::now() + config.shutdown_grace;
     let drained = tokio::time::timeout_at(grace_ends, server).await;
@@ -419,6 +452,9 @@ pub async fn run(
         && tokio::time::timeout_at(grace_ends, front).await.is_err()
     {
         tracing::warn!("shutdown grace expired with Clerk API requests still running");
+    }
+    if let Some(metrics_http) = metrics_http {
+        let _ = tokio::time::timeout_at(grace_ends, metrics_http).await;
     }
     match drained {
         Ok(result) => result?,
@@ -441,13 +477,14 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// Serves the HTTP listener until `stop` resolves; says at start-up whether
-/// webhooks are enabled (never printing the secret).
+/// Serves an HTTP listener with `routes` until `stop` resolves; says at
+/// start-up what it serves (never printing the webhook secret).
 fn serve_http(
     listener: TcpListener,
     acceptor: Acceptor,
     broker: &Broker,
     limits: HttpLimits,
+    routes: http::Routes,
     stop: impl Future<Output = ()> + Send + 'static,
 ) -> impl Future<Output = ()> + Send + 'static {
     let scheme = match &acceptor {
@@ -457,7 +494,12 @@ fn serve_http(
     let address = listener
         .local_addr()
         .map_or_else(|_| "?".to_owned(), |address| address.to_string());
-    if broker.webhooks.is_configured() {
+    if routes != http::Routes::Webhooks {
+        tracing::info!("metrics: GET {scheme}://{address}{}", http::METRICS_PATH);
+    }
+    if routes == http::Routes::Metrics {
+        // Webhooks are announced by the webhook listener.
+    } else if broker.webhooks.is_configured() {
         tracing::info!(
             "webhooks: POST {scheme}://{address}{} (signed deliveries update the user cache)",
             http::WEBHOOK_PATH
@@ -469,8 +511,8 @@ fn serve_http(
             http::WEBHOOK_PATH
         );
     }
-    let router = http::router(broker, &limits);
-    let incoming = tls::incoming(listener, acceptor, Some(limits.max_connections));
+    let router = http::router(broker, &limits, routes);
+    let incoming = tls::incoming(listener, acceptor, Some(limits.connections()));
     http::serve(incoming, router, limits, stop)
 }
 
@@ -496,7 +538,13 @@ fn serve_front(
     );
     let router = front::router(front, config.front.max_body);
     let limits = config.http;
-    let incoming = tls::incoming(listener, acceptor, Some(limits.max_connections));
+    // Callers are authenticated services whose SDKs pool connections: no
+    // per-peer cap, and a larger total than the webhook listener's.
+    let connections = tls::ConnectionLimits {
+        max: limits.max_connections.max(front::MIN_CONNECTIONS),
+        per_peer: usize::MAX,
+    };
+    let incoming = tls::incoming(listener, acceptor, Some(connections));
     http::serve(incoming, router, limits, stop)
 }
 
@@ -524,9 +572,11 @@ async fn set_readiness(health: &HealthReporter, status: ServingStatus) {
     }
 }
 
-/// Keeps readiness in line with whether Clerk accepts the broker's key, and
-/// while it does not, re-checks the key now and then (the only upstream
-/// request the broker makes on its own, through the same budget).
+/// Keeps readiness in line with whether Clerk accepts the broker's key.
+/// A caller's request refused for the key only raises a doubt, which the
+/// broker's own key check (one request through the same budget) confirms
+/// before readiness drops; while the key is rejected it is re-checked now and
+/// then. 403s and other refusals of one request never reach here.
 async fn follow_key_state(
     clerk: Arc<ClerkClient>,
     health: HealthReporter,
@@ -548,16 +598,28 @@ async fn follow_key_state(
             );
             tokio::select! {
                 changed = key_state.changed() => if changed.is_err() { return },
-                () = tokio::time::sleep(KEY_PROBE_INTERVAL) => {
-                    let demand = Demand::interactive(
-                        BROKER_CALLER.into(),
-                        Instant::now() + Duration::from_secs(10),
-                    );
-                    let _ = clerk.count_users(&UserFilter::default(), &demand).await;
+                () = tokio::time::sleep(KEY_PROBE_INTERVAL) => check_key(&clerk).await,
+            }
+        } else {
+            tokio::select! {
+                changed = key_state.changed() => if changed.is_err() { return },
+                () = clerk.key_doubted() => {
+                    tracing::warn!("Clerk refused a request for the broker's key: checking the key");
+                    check_key(&clerk).await;
                 }
             }
-        } else if key_state.changed().await.is_err() {
-            return;
         }
+    }
+}
+
+/// The broker's own key check; its outcome reaches readiness through the key
+/// state.
+async fn check_key(clerk: &ClerkClient) {
+    let demand = Demand::interactive(
+        BROKER_CALLER.into(),
+        Instant::now() + Duration::from_secs(10),
+    );
+    if let Err(error) = clerk.check_key(&demand).await {
+        tracing::debug!(%error, "the key check ended with an error");
     }
 }

@@ -131,6 +131,7 @@ async fn start_broker(url: &str, rate: Rate) -> Result<SocketAddr, Box<dyn std::
     let listeners = server::Listeners {
         grpc: TcpListener::bind(config.listen).await?,
         http: TcpListener::bind("127.0.0.1:0").await?,
+        metrics: None,
         health: None,
         front: None,
     };

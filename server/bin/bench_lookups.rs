@@ -107,6 +107,7 @@ async fn bench(args: Args) -> BenchResult<()> {
     let listeners = Listeners {
         grpc: TcpListener::bind(config.listen).await?,
         http: TcpListener::bind("127.0.0.1:0").await?,
+        metrics: None,
         health: None,
         front: None,
     };

@@ -183,6 +183,7 @@ async fn soak(args: Args) -> SoakResult<bool> {
     let listeners = Listeners {
         grpc: TcpListener::bind(config.listen).await?,
         http: TcpListener::bind("127.0.0.1:0").await?,
+        metrics: None,
         health: None,
         front: None,
     };

@@ -9,15 +9,28 @@ pub enum UpstreamError {
     /// Clerk has no such resource (404).
     #[error("Clerk has no such {0}")]
     NotFound(&'static str),
-    /// Clerk rejected the broker's own secret key (401/403): the broker is
-    /// misconfigured and no caller can fix it.
+    /// Clerk rejected the broker's own secret key (401 with a code saying
+    /// the key is invalid): the broker is misconfigured and no caller can
+    /// fix it.
     #[error(
         "Clerk rejected the broker's secret key (HTTP {status}): the broker is misconfigured; \
          an operator must install a valid key"
     )]
     KeyRejected {
+        /// 401.
+        status: u16,
+    },
+    /// Clerk refused this request but not the key (403, or a 401 with
+    /// another code): e.g. a feature disabled on the Clerk instance.
+    #[error(
+        "Clerk refused this request (HTTP {status}, {code}): the instance does not allow it (a \
+         feature may be disabled in the Clerk dashboard); ask an operator"
+    )]
+    Refused {
         /// 401 or 403.
         status: u16,
+        /// Clerk's error code, e.g. `authorization_invalid`.
+        code: String,
     },
     /// The upstream budget has no room before the caller's deadline.
     #[error("the upstream Clerk budget has no room before the call's deadline; retry later")]

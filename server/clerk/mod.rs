@@ -19,7 +19,10 @@ use reqwest::{
     header::{AUTHORIZATION, HeaderMap, HeaderValue, RETRY_AFTER},
 };
 use serde::Deserialize;
-use tokio::{sync::watch, time::Instant};
+use tokio::{
+    sync::{Notify, watch},
+    time::Instant,
+};
 
 pub use error::UpstreamError;
 pub use forward::{Forward, Forwarded};
@@ -72,9 +75,15 @@ impl UpstreamEvents for NoUpstreamEvents {
 pub enum KeyState {
     /// No request has been answered yet, or the last answer accepted the key.
     Accepted,
-    /// Clerk answered 401 or 403: the broker is misconfigured.
+    /// The broker's own key check ([`ClerkClient::check_key`]) was answered
+    /// 401 with a code saying the key is invalid: the broker is misconfigured.
     Rejected,
 }
+
+/// Clerk's error codes of a 401 that mean the key itself is refused; other
+/// 401s and every 403 concern one request (e.g. a feature disabled on the
+/// instance), not the key.
+const KEY_INVALID_CODES: [&str; 2] = ["authentication_invalid", "clerk_key_invalid"];
 
 /// The Clerk HTTP client. Cheap to share behind an `Arc`.
 #[derive(Debug)]
@@ -88,6 +97,10 @@ pub struct ClerkClient {
     max_attempts: u32,
     /// Published so health can follow whether Clerk accepts the key.
     key_state: watch::Sender<KeyState>,
+    /// Signalled when a caller's request was refused for the key: the key
+    /// watcher then confirms with [`ClerkClient::check_key`] before readiness
+    /// changes.
+    key_doubt: Notify,
     /// Told of every answer (metrics).
     events: Arc<dyn UpstreamEvents>,
 }
@@ -98,6 +111,8 @@ enum Endpoint {
     GetUser,
     ListUsers,
     CountUsers,
+    /// `GET /users/count` sent by the broker itself to check its key.
+    KeyCheck,
 }
 
 impl Endpoint {
@@ -106,7 +121,7 @@ impl Endpoint {
         match self {
             Endpoint::GetUser => "GET /users/{id}",
             Endpoint::ListUsers => "GET /users",
-            Endpoint::CountUsers => "GET /users/count",
+            Endpoint::CountUsers | Endpoint::KeyCheck => "GET /users/count",
         }
     }
 }
@@ -166,6 +181,7 @@ impl ClerkClient {
             request_timeout: config.request_timeout,
             max_attempts: config.max_attempts.max(1),
             key_state: watch::Sender::new(KeyState::Accepted),
+            key_doubt: Notify::new(),
             events: Arc::new(NoUpstreamEvents),
         })
     }
@@ -179,6 +195,23 @@ impl ClerkClient {
     /// Follows whether Clerk accepts the broker's key.
     pub fn key_state(&self) -> watch::Receiver<KeyState> {
         self.key_state.subscribe()
+    }
+
+    /// Resolves when a caller's request was answered 401 for the key (once
+    /// for any number of such answers since the last call): time to
+    /// [`check_key`](Self::check_key).
+    pub async fn key_doubted(&self) {
+        self.key_doubt.notified().await;
+    }
+
+    /// Asks Clerk whether it accepts the key, with a request of the broker's
+    /// own (`GET /users/count`, under admission like every request): a 401
+    /// saying the key is invalid marks it [`KeyState::Rejected`], a success
+    /// marks it accepted, and any other outcome changes nothing (a Clerk
+    /// outage is not a bad key).
+    pub async fn check_key(&self, demand: &Demand) -> Result<(), UpstreamError> {
+        let url = self.url("users/count");
+        self.send(Endpoint::KeyCheck, url, demand).await.map(drop)
     }
 
     /// `GET /users/{id}`.
@@ -319,12 +352,24 @@ impl ClerkClient {
         Err(match status {
             StatusCode::NOT_FOUND => Attempt::Fail(UpstreamError::NotFound(match endpoint {
                 Endpoint::GetUser => "user",
-                Endpoint::ListUsers | Endpoint::CountUsers => "endpoint",
+                Endpoint::ListUsers | Endpoint::CountUsers | Endpoint::KeyCheck => "endpoint",
             })),
-            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
-                self.key_state.send_replace(KeyState::Rejected);
+            StatusCode::UNAUTHORIZED if KEY_INVALID_CODES.contains(&code.as_str()) => {
+                // Only the broker's own check decides; a caller's request
+                // asks for one.
+                if matches!(endpoint, Endpoint::KeyCheck) {
+                    self.key_state.send_replace(KeyState::Rejected);
+                } else if *self.key_state.borrow() == KeyState::Accepted {
+                    self.key_doubt.notify_one();
+                }
                 Attempt::Fail(UpstreamError::KeyRejected {
                     status: status.as_u16(),
+                })
+            }
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
+                Attempt::Fail(UpstreamError::Refused {
+                    status: status.as_u16(),
+                    code,
                 })
             }
             StatusCode::TOO_MANY_REQUESTS => {

@@ -6,7 +6,7 @@ use std::{path::PathBuf, time::Duration};
 use clap::Args;
 
 use super::{ConfigError, duration, lookup::bytes};
-use crate::tls::TlsFiles;
+use crate::tls::{ConnectionLimits, TlsFiles};
 
 /// TLS flags of `serve`.
 #[derive(Debug, Args)]
@@ -57,10 +57,24 @@ pub struct HttpLimitArgs {
     /// beyond, 408.
     #[arg(long, env = "CLERK_BROKER_HTTP_REQUEST_TIMEOUT", default_value = "30s")]
     pub http_request_timeout: String,
+    /// Longest time from a request's headers to the end of its body; beyond,
+    /// 408 (a client announcing a body it does not send is cut early).
+    #[arg(long, env = "CLERK_BROKER_HTTP_BODY_TIMEOUT", default_value = "5s")]
+    pub http_body_timeout: String,
     /// Most connections open at once (TLS handshakes included); further
     /// clients wait to be accepted.
     #[arg(long, env = "CLERK_BROKER_HTTP_MAX_CONNECTIONS", default_value_t = 256)]
     pub http_max_connections: usize,
+    /// Most connections open at once from one client address (an IPv4
+    /// address or an IPv6 /64); further ones are closed at once. Behind a
+    /// proxy every connection comes from the proxy: raise it to
+    /// --http-max-connections there.
+    #[arg(
+        long,
+        env = "CLERK_BROKER_HTTP_MAX_CONNECTIONS_PER_PEER",
+        default_value_t = 16
+    )]
+    pub http_max_connections_per_peer: usize,
 }
 
 /// The HTTP listener's validated limits.
@@ -72,8 +86,12 @@ pub struct HttpLimits {
     pub header_timeout: Duration,
     /// Time from headers to answer.
     pub request_timeout: Duration,
+    /// Time from headers to the end of the body.
+    pub body_timeout: Duration,
     /// Most open connections.
     pub max_connections: usize,
+    /// Most open connections from one peer.
+    pub max_connections_per_peer: usize,
 }
 
 impl Default for HttpLimits {
@@ -83,7 +101,9 @@ impl Default for HttpLimits {
             max_body: 1 << 20,
             header_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(30),
+            body_timeout: Duration::from_secs(5),
             max_connections: 256,
+            max_connections_per_peer: 16,
         }
     }
 }
@@ -95,9 +115,11 @@ impl HttpLimits {
             .map_err(|_| ConfigError::new("--http-max-body is too large"))?;
         let header_timeout = duration("--http-header-timeout", &args.http_header_timeout)?;
         let request_timeout = duration("--http-request-timeout", &args.http_request_timeout)?;
+        let body_timeout = duration("--http-body-timeout", &args.http_body_timeout)?;
         for (flag, value) in [
             ("--http-header-timeout", header_timeout),
             ("--http-request-timeout", request_timeout),
+            ("--http-body-timeout", body_timeout),
         ] {
             if value.is_zero() {
                 return Err(ConfigError::new(format!("{flag} must be above 0")));
@@ -108,12 +130,27 @@ impl HttpLimits {
                 "--http-max-connections must be at least 1",
             ));
         }
+        if args.http_max_connections_per_peer == 0 {
+            return Err(ConfigError::new(
+                "--http-max-connections-per-peer must be at least 1",
+            ));
+        }
         Ok(Self {
             max_body,
             header_timeout,
             request_timeout,
+            body_timeout,
             max_connections: args.http_max_connections,
+            max_connections_per_peer: args.http_max_connections_per_peer,
         })
+    }
+
+    /// The connection limits of an HTTP listener.
+    pub fn connections(&self) -> ConnectionLimits {
+        ConnectionLimits {
+            max: self.max_connections,
+            per_peer: self.max_connections_per_peer,
+        }
     }
 }
 
@@ -146,7 +183,7 @@ mod tests {
 
     #[test]
     fn bad_limits_are_explained() {
-        let cases: [(&[&str], &str); 4] = [
+        let cases: [(&[&str], &str); 6] = [
             (&["--http-max-body", "big"], "--http-max-body"),
             (&["--http-header-timeout", "0s"], "--http-header-timeout"),
             (
@@ -154,6 +191,11 @@ mod tests {
                 "--http-request-timeout",
             ),
             (&["--http-max-connections", "0"], "--http-max-connections"),
+            (&["--http-body-timeout", "0s"], "--http-body-timeout"),
+            (
+                &["--http-max-connections-per-peer", "0"],
+                "--http-max-connections-per-peer",
+            ),
         ];
         for (extra, expected) in cases {
             let error = HttpLimits::from_args(&flags(extra).unwrap().limits).unwrap_err();

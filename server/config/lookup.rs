@@ -51,6 +51,11 @@ pub struct LookupArgs {
     /// Default: port 8080 on the gRPC listen address's IP.
     #[arg(long, env = "CLERK_BROKER_HTTP_LISTEN")]
     pub http_listen: Option<String>,
+    /// Address of a listener serving only GET /metrics. When set, the
+    /// --http-listen listener (the one Clerk must reach) serves webhooks
+    /// only. Default: none (metrics on --http-listen).
+    #[arg(long, env = "CLERK_BROKER_METRICS_LISTEN")]
+    pub metrics_listen: Option<String>,
     /// File holding the Clerk webhook signing secret (whsec_…), instead of
     /// CLERK_WEBHOOK_SIGNING_SECRET. Without either, webhooks are refused.
     #[arg(long, env = "CLERK_WEBHOOK_SIGNING_SECRET_FILE")]
@@ -74,6 +79,9 @@ pub struct LookupConfig {
     pub batch_window: Duration,
     /// Where the HTTP listener (webhooks) listens.
     pub http_listen: SocketAddr,
+    /// Where the metrics-only listener listens (None: metrics are served on
+    /// `http_listen`).
+    pub metrics_listen: Option<SocketAddr>,
     /// Verifies webhook deliveries; `None` refuses them all.
     pub webhook_secret: Option<WebhookSecret>,
 }
@@ -89,6 +97,7 @@ impl Default for LookupConfig {
             max_stale: Duration::from_secs(5 * 60),
             batch_window: Duration::from_millis(5),
             http_listen: SocketAddr::from(([0, 0, 0, 0], DEFAULT_HTTP_PORT)),
+            metrics_listen: None,
             webhook_secret: None,
         }
     }
@@ -129,6 +138,14 @@ impl LookupConfig {
             })?,
             None => SocketAddr::new(grpc_listen.ip(), DEFAULT_HTTP_PORT),
         };
+        let metrics_listen = match &args.metrics_listen {
+            Some(text) => Some(text.parse().map_err(|_| {
+                ConfigError::new(format!(
+                    "--metrics-listen {text:?} is not an address such as 0.0.0.0:9090"
+                ))
+            })?),
+            None => None,
+        };
         Ok(Self {
             cache_max_entries: args.cache_max_entries,
             cache_max_bytes,
@@ -137,6 +154,7 @@ impl LookupConfig {
             max_stale: duration("--cache-max-stale", &args.cache_max_stale)?,
             batch_window,
             http_listen,
+            metrics_listen,
             webhook_secret: webhook_secret(env_secret, args.webhook_signing_secret_file.as_ref())?,
         })
     }
@@ -237,6 +255,8 @@ mod tests {
                 "0ms",
                 "--http-listen",
                 "[::1]:9000",
+                "--metrics-listen",
+                "127.0.0.1:9090",
             ],
             Some("whsec_c2VjcmV0"),
         )
@@ -244,6 +264,10 @@ mod tests {
         assert_eq!(parsed.cache_max_bytes, 1 << 30);
         assert_eq!(parsed.batch_window, Duration::ZERO);
         assert_eq!(parsed.http_listen, "[::1]:9000".parse().unwrap());
+        assert_eq!(
+            parsed.metrics_listen,
+            Some("127.0.0.1:9090".parse().unwrap())
+        );
         assert!(parsed.webhook_secret.is_some());
         assert_eq!(bytes("x", "512KiB").unwrap(), 512 << 10);
         assert_eq!(bytes("x", "123").unwrap(), 123);
@@ -251,7 +275,7 @@ mod tests {
 
     #[test]
     fn bad_values_are_explained_without_the_secret() {
-        let cases: [(&[&str], Option<&str>, &str); 7] = [
+        let cases: [(&[&str], Option<&str>, &str); 8] = [
             (&["--cache-max-entries", "0"], None, "--cache-max-entries"),
             (&["--cache-max-bytes", "lots"], None, "--cache-max-bytes"),
             (
@@ -262,6 +286,7 @@ mod tests {
             (&["--cache-ttl", "0s"], None, "--cache-ttl"),
             (&["--batch-window", "2s"], None, "--batch-window"),
             (&["--http-listen", "anywhere"], None, "--http-listen"),
+            (&["--metrics-listen", "9090"], None, "--metrics-listen"),
             (
                 &[],
                 Some("whsec_!!not-base64-secret!!"),

@@ -135,6 +135,8 @@ pub(super) enum Fault {
     ServerError,
     /// Answer 200 with truncated JSON.
     Malformed,
+    /// Answer 403 with Clerk's error envelope.
+    Forbidden,
 }
 
 impl Faults {
@@ -146,6 +148,7 @@ impl Faults {
             (self.drop_rate, Fault::Drop),
             (self.server_error_rate, Fault::ServerError),
             (self.malformed_rate, Fault::Malformed),
+            (self.forbidden_rate, Fault::Forbidden),
         ] {
             threshold += rate.max(0.0);
             if die < threshold {
@@ -270,13 +273,15 @@ mod tests {
             drop_rate: 0.1,
             server_error_rate: 0.2,
             malformed_rate: 0.1,
+            forbidden_rate: 0.1,
             ..Faults::default()
         };
         assert_eq!(faults.roll(0.05), Fault::Timeout);
         assert_eq!(faults.roll(0.15), Fault::Drop);
         assert_eq!(faults.roll(0.35), Fault::ServerError);
         assert_eq!(faults.roll(0.45), Fault::Malformed);
-        assert_eq!(faults.roll(0.55), Fault::None);
+        assert_eq!(faults.roll(0.55), Fault::Forbidden);
+        assert_eq!(faults.roll(0.65), Fault::None);
         assert_eq!(Faults::default().roll(0.0), Fault::None);
     }
 }

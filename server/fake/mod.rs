@@ -114,7 +114,7 @@ pub struct FakeStats {
 /// Faults injected into responses; the default injects none.
 ///
 /// The rates are probabilities per request, rolled once per request in the order timeout,
-/// drop, server error, malformed; their sum should not exceed 1.
+/// drop, server error, malformed, forbidden; their sum should not exceed 1.
 #[derive(Clone, Debug, Default)]
 pub struct Faults {
     /// Added to every response.
@@ -127,6 +127,9 @@ pub struct Faults {
     pub drop_rate: f64,
     /// Fraction answered 200 with truncated, invalid JSON.
     pub malformed_rate: f64,
+    /// Fraction answered 403 `authorization_invalid`, as Clerk refuses a request the instance
+    /// does not allow (the key itself is fine).
+    pub forbidden_rate: f64,
 }
 
 /// A running-or-not fake Clerk: a cheap handle that tests keep to steer and inspect it.

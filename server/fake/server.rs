@@ -151,6 +151,13 @@ async fn handle(
                 reply.body.truncate(reply.body.len() / 2);
                 reply
             }
+            Fault::Forbidden => Reply::error(
+                StatusCode::FORBIDDEN,
+                "authorization_invalid",
+                "Unauthorized request",
+                "You are not authorized to perform this request",
+                &trace,
+            ),
             Fault::None => endpoint(fake, &route, &uri, &body, &trace),
         },
     };

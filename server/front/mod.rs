@@ -51,6 +51,9 @@ pub const PRIORITY_HEADER: &str = "x-clerk-broker-priority";
 /// Request header giving the request's deadline as a duration (`2s`,
 /// `500ms`), at most [`MAX_TIMEOUT`].
 pub const TIMEOUT_HEADER: &str = "x-clerk-broker-timeout";
+/// Fewest connections the front accepts at once (`--http-max-connections`
+/// if larger): services hold pools of them.
+pub const MIN_CONNECTIONS: usize = 1024;
 /// Longest deadline a request may ask for.
 pub const MAX_TIMEOUT: Duration = Duration::from_secs(300);
 

@@ -96,6 +96,12 @@ pub(super) fn upstream(failure: &UpstreamError) -> Response {
             "Broker misconfigured",
             "Clerk rejects the broker's secret key; an operator must install a valid key",
         ),
+        UpstreamError::Refused { status, code } => error(
+            StatusCode::from_u16(*status).unwrap_or(StatusCode::FORBIDDEN),
+            code,
+            "Unauthorized request",
+            "Clerk refused this request: the instance does not allow it",
+        ),
         UpstreamError::Rejected { code } => error(
             StatusCode::UNPROCESSABLE_ENTITY,
             code,
@@ -140,6 +146,14 @@ mod tests {
             ),
             (UpstreamError::NotFound("user"), 404, None),
             (UpstreamError::KeyRejected { status: 401 }, 503, None),
+            (
+                UpstreamError::Refused {
+                    status: 403,
+                    code: "authorization_invalid".into(),
+                },
+                403,
+                None,
+            ),
             (
                 UpstreamError::Rejected {
                     code: "form_param_value_invalid".into(),

@@ -20,7 +20,8 @@
 //! A handler that panics gets its call answered INTERNAL; the slot is freed.
 //!
 //! The authenticated [`Caller`] goes into the request's extensions, where
-//! handlers find it.
+//! handlers find it; a stream also gets its [`Standing`], to follow its
+//! caller across policy reloads.
 
 use std::{
     convert::Infallible,
@@ -41,6 +42,7 @@ use http_body::{Body as HttpBody, Frame, SizeHint};
 use tonic::{Request, Status, body::Body, server::NamedService};
 use tonic_types::{ErrorDetails, StatusExt};
 
+use super::standing::Standing;
 use crate::{
     admission::CallerName,
     callers::{Caller, PolicyStore, Scope, Scopes},
@@ -221,6 +223,8 @@ where
 
     fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
         let stream = request.uri().path() == LIST_USERS_PATH;
+        // Subscribed before admission, so a stream misses no reload.
+        let reloads = stream.then(|| self.auth.policy.subscribe());
         let admitted = self
             .auth
             .admit(
@@ -233,6 +237,21 @@ where
             Ok(admitted) => admitted,
             Err(status) => return Box::pin(std::future::ready(Ok(status.into_http()))),
         };
+        if let Some(reloads) = reloads {
+            let standing = Standing::new(
+                &caller,
+                request
+                    .headers()
+                    .get("authorization")
+                    .map(|value| value.as_bytes()),
+                request
+                    .extensions()
+                    .get::<Peer>()
+                    .and_then(|peer| peer.client.as_ref()),
+                reloads,
+            );
+            request.extensions_mut().insert(standing);
+        }
         request.extensions_mut().insert(caller);
         // The ready service answers this call; a fresh clone waits for the next.
         let clone = self.inner.clone();

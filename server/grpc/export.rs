@@ -1,6 +1,8 @@
 //! `UserService.ListUsers`: validates an export request (or its resume
 //! token), starts the export, and turns its chunks into a response stream that
-//! ends resumably when the broker drains or the call's deadline passes.
+//! ends resumably when the broker drains, the call's deadline passes, the
+//! stream reaches its maximum lifetime, or a policy reload takes away what
+//! the caller needs (its caller is checked again before the next message).
 
 use futures_util::{Stream, stream};
 use tokio::{
@@ -9,7 +11,9 @@ use tokio::{
 };
 use tonic::{Request, Response, Status, metadata::MetadataValue};
 
-use super::{auth, call_deadline, convert, status, upstream_demand, users::UserApi};
+use super::{
+    auth, call_deadline, convert, standing::Standing, status, upstream_demand, users::UserApi,
+};
 use crate::{
     admission::Priority,
     clerk::{UpstreamError, UserFilter},
@@ -32,6 +36,7 @@ pub(super) fn list_users(
     // Pages are fetched at bulk priority, each with its own deadline.
     let demand = upstream_demand(&request, Priority::Bulk, tokio::time::Instant::now())?;
     let visibility = convert::Visibility::of(&auth::caller(&request));
+    let standing = request.extensions().get::<Standing>().cloned();
     let request = request.into_inner();
     let mut violations = convert::Violations::new();
     let chunk_size = convert::page_size(request.page_size, &mut violations);
@@ -54,14 +59,19 @@ pub(super) fn list_users(
     };
     let base = plan.cursor.clone();
     let chunks = export::start(api.users.clone(), plan);
-    Ok(Response::new(Box::pin(export_stream(
+    Ok(Response::new(Box::pin(export_stream(ExportStream {
         chunks,
         base,
-        api.tokens.clone(),
-        api.draining.clone(),
+        tokens: api.tokens.clone(),
+        draining: api.draining.clone(),
         deadline,
+        // Too far to represent (a huge setting): no end.
+        lifetime_ends: Instant::now().checked_add(api.max_stream_lifetime),
         visibility,
-    ))))
+        standing,
+        last_token: None,
+        done: false,
+    }))))
 }
 
 /// The cursor of a resumed export; filter and order come from the token.
@@ -103,8 +113,12 @@ struct ExportStream {
     draining: watch::Receiver<bool>,
     /// The call's deadline: the stream ends there, resumably.
     deadline: Option<Instant>,
+    /// The end of the stream's allowed lifetime: it ends there, resumably.
+    lifetime_ends: Option<Instant>,
     /// What of each user the caller may see.
     visibility: convert::Visibility,
+    /// The caller across policy reloads (None: a call that passed no gate).
+    standing: Option<Standing>,
     /// The token of the last message sent, repeated in a resumable status.
     last_token: Option<String>,
     done: bool,
@@ -120,66 +134,71 @@ impl ExportStream {
         }
         status
     }
+
+    /// The next message, or the status ending the stream.
+    async fn next(&mut self) -> Option<Result<pb::ListUsersResponse, Status>> {
+        loop {
+            let ending = tokio::select! {
+                biased;
+                () = drained(self.draining.clone()) => status::draining(),
+                () = expired(self.deadline) => status::export_deadline(),
+                () = expired(self.lifetime_ends) => status::stream_lifetime(),
+                // A reload is seen before the next message goes out.
+                () = reloaded(self.standing.as_mut()) => {
+                    match self.standing.as_mut().map(|standing| standing.recheck(self.visibility)) {
+                        Some(Err(lapse)) => lapse.status(),
+                        _ => continue,
+                    }
+                }
+                chunk = self.chunks.recv() => match chunk? {
+                    Ok(chunk) => return Some(Ok(self.message(&chunk))),
+                    Err(error) => status::upstream(&error),
+                },
+            };
+            self.done = true;
+            return Some(Err(self.resumable(ending)));
+        }
+    }
+
+    /// The message carrying `chunk`.
+    fn message(&mut self, chunk: &Chunk) -> pb::ListUsersResponse {
+        let resume_token = self.tokens.seal(&self.base.at(&chunk.at));
+        self.last_token = Some(resume_token.clone());
+        pb::ListUsersResponse {
+            users: chunk
+                .users
+                .iter()
+                .map(|user| convert::user(user, self.visibility))
+                .collect(),
+            resume_token,
+        }
+    }
 }
 
-/// Turns export chunks into response messages; ends the stream with
-/// UNAVAILABLE when the broker starts draining, or DEADLINE_EXCEEDED when the
-/// call's deadline passes. Every status ending a stream early (these, and
-/// upstream failures) carries the last resume token in `x-resume-token`
-/// metadata. Ending the stream drops the channel, which stops the export task.
-fn export_stream(
-    chunks: mpsc::Receiver<Result<Chunk, UpstreamError>>,
-    base: Cursor,
-    tokens: TokenKey,
-    draining: watch::Receiver<bool>,
-    deadline: Option<Instant>,
-    visibility: convert::Visibility,
-) -> impl Stream<Item = Result<pb::ListUsersResponse, Status>> {
-    let state = ExportStream {
-        chunks,
-        base,
-        tokens,
-        draining,
-        deadline,
-        visibility,
-        last_token: None,
-        done: false,
-    };
+/// Turns export chunks into response messages. Ends the stream with
+/// UNAVAILABLE when the broker starts draining or the stream reaches its
+/// maximum lifetime, DEADLINE_EXCEEDED when the call's deadline passes, and
+/// UNAUTHENTICATED or PERMISSION_DENIED when a policy reload revoked the
+/// caller or what the export needs. Every status ending a stream early
+/// (these, and upstream failures) carries the last resume token in
+/// `x-resume-token` metadata. Ending the stream drops the channel, which
+/// stops the export task.
+fn export_stream(state: ExportStream) -> impl Stream<Item = Result<pb::ListUsersResponse, Status>> {
     stream::unfold(state, |mut state| async move {
         if state.done {
             return None;
         }
-        let item = tokio::select! {
-            biased;
-            () = drained(state.draining.clone()) => {
-                state.done = true;
-                Err(state.resumable(status::draining()))
-            }
-            () = expired(state.deadline) => {
-                state.done = true;
-                Err(state.resumable(status::export_deadline()))
-            }
-            chunk = state.chunks.recv() => match chunk? {
-                Ok(chunk) => {
-                    let resume_token = state.tokens.seal(&state.base.at(&chunk.at));
-                    state.last_token = Some(resume_token.clone());
-                    Ok(pb::ListUsersResponse {
-                        users: chunk
-                            .users
-                            .iter()
-                            .map(|user| convert::user(user, state.visibility))
-                            .collect(),
-                        resume_token,
-                    })
-                }
-                Err(error) => {
-                    state.done = true;
-                    Err(state.resumable(status::upstream(&error)))
-                }
-            },
-        };
+        let item = state.next().await?;
         Some((item, state))
     })
+}
+
+/// Resolves when the policy in force changes; never without a standing.
+async fn reloaded(standing: Option<&mut Standing>) {
+    match standing {
+        Some(standing) => standing.changed().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Resolves at `deadline`; never without one.

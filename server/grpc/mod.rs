@@ -8,6 +8,7 @@ mod auth;
 mod convert;
 mod export;
 mod quota;
+mod standing;
 mod status;
 mod time_bounds;
 mod users;
@@ -23,7 +24,7 @@ use crate::admission::{Demand, Priority, UPSTREAM_BUDGET};
 pub use admin::AdminApi;
 pub use auth::Authenticate;
 pub use quota::QuotaApi;
-pub use users::UserApi;
+pub use users::{DEFAULT_MAX_STREAM_LIFETIME, UserApi};
 
 /// A Clerk user as the `User` message every `UserService` answer carries,
 /// with `private_metadata` or without it (for callers lacking the scope).

@@ -4,7 +4,8 @@
 //! |----------------------------------------|---------------------|------------|
 //! | bad input (any field)                  | INVALID_ARGUMENT    | BadRequest |
 //! | Clerk 404                              | NOT_FOUND           |            |
-//! | Clerk 401/403 (the broker's own key)   | FAILED_PRECONDITION |            |
+//! | Clerk 401 (the broker's own key)       | FAILED_PRECONDITION |            |
+//! | Clerk 403 (or another 401): not allowed| PERMISSION_DENIED   |            |
 //! | budget has no room before the deadline | RESOURCE_EXHAUSTED  | RetryInfo  |
 //! | Clerk 429 lasting past the deadline    | RESOURCE_EXHAUSTED  | RetryInfo  |
 //! | Clerk 400/422 despite validation       | INVALID_ARGUMENT    |            |
@@ -14,6 +15,7 @@
 //! | permit cost above the budget's limit   | INVALID_ARGUMENT    | BadRequest |
 //! | the broker is draining                 | UNAVAILABLE         |            |
 //! | an export outlives the call's deadline | DEADLINE_EXCEEDED   |            |
+//! | an export outlives its max lifetime    | UNAVAILABLE         |            |
 
 use std::time::Duration;
 
@@ -58,6 +60,7 @@ pub(crate) fn upstream(error: &UpstreamError) -> Status {
     match error {
         UpstreamError::NotFound(_) => Status::not_found(message),
         UpstreamError::KeyRejected { .. } => Status::failed_precondition(message),
+        UpstreamError::Refused { .. } => Status::permission_denied(message),
         UpstreamError::BudgetExhausted { retry_after }
         | UpstreamError::RateLimited { retry_after } => exhausted(message, *retry_after),
         UpstreamError::Rejected { .. } => Status::invalid_argument(message),
@@ -99,6 +102,15 @@ pub(crate) fn draining() -> Status {
     )
 }
 
+/// UNAVAILABLE for exports that reached the maximum stream lifetime; clients
+/// resume as after a drain.
+pub(crate) fn stream_lifetime() -> Status {
+    Status::unavailable(
+        "the export reached the broker's maximum stream lifetime (--max-stream-lifetime): call \
+         ListUsers again with the last resume_token",
+    )
+}
+
 /// The status ending an export whose call deadline passed; it carries the
 /// last resume token like [`draining`].
 pub(crate) fn export_deadline() -> Status {
@@ -120,6 +132,13 @@ mod tests {
             (
                 UpstreamError::KeyRejected { status: 401 },
                 Code::FailedPrecondition,
+            ),
+            (
+                UpstreamError::Refused {
+                    status: 403,
+                    code: "authorization_invalid".into(),
+                },
+                Code::PermissionDenied,
             ),
             (
                 UpstreamError::BudgetExhausted {

@@ -27,7 +27,10 @@ use tokio_rustls::{TlsAcceptor, server::TlsStream};
 use tokio_stream::{Stream, StreamExt as _, wrappers::ReceiverStream};
 use tonic::transport::server::Connected;
 
-use super::{ClientIdentity, Listener, TlsStore};
+use super::{
+    ClientIdentity, Listener, TlsStore,
+    peers::{PeerLimit, PeerSlot},
+};
 
 /// Longest time a client may take to complete its TLS handshake.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -57,6 +60,18 @@ pub struct Conn {
     peer: Peer,
     /// The listener's connection slot, freed when the connection ends.
     _slot: Option<OwnedSemaphorePermit>,
+    /// The peer's connection slot, freed when the connection ends.
+    _peer_slot: Option<PeerSlot>,
+}
+
+/// How many connections a listener holds open.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    /// Most open at once; further clients wait in the kernel's backlog.
+    pub max: usize,
+    /// Most open at once from one peer (an IPv4 address or an IPv6 /64);
+    /// further connections from it are closed at once.
+    pub per_peer: usize,
 }
 
 #[derive(Debug)]
@@ -80,17 +95,18 @@ impl Connected for Conn {
     }
 }
 
-/// The connections accepted on `listener`, at most `max_connections` open
-/// at once (further clients wait in the kernel's backlog). Accepting stops,
-/// and the listening socket closes, when the stream is dropped.
+/// The connections accepted on `listener`, within `limits` if any (TLS
+/// handshakes included). Accepting stops, and the listening socket closes,
+/// when the stream is dropped.
 pub fn incoming(
     listener: TcpListener,
     acceptor: Acceptor,
-    max_connections: Option<usize>,
+    limits: Option<ConnectionLimits>,
 ) -> impl Stream<Item = Result<Conn, Infallible>> + Send + 'static {
     let (tx, rx) = mpsc::channel(16);
-    let slots = max_connections.map(|n| Arc::new(Semaphore::new(n.max(1))));
-    tokio::spawn(accept(listener, acceptor, slots, tx));
+    let slots = limits.map(|limits| Arc::new(Semaphore::new(limits.max.max(1))));
+    let peers = limits.map(|limits| PeerLimit::new(limits.per_peer));
+    tokio::spawn(accept(listener, acceptor, slots, peers, tx));
     ReceiverStream::new(rx).map(Ok)
 }
 
@@ -98,6 +114,7 @@ async fn accept(
     listener: TcpListener,
     acceptor: Acceptor,
     slots: Option<Arc<Semaphore>>,
+    peers: Option<Arc<PeerLimit>>,
     tx: mpsc::Sender<Conn>,
 ) {
     loop {
@@ -121,6 +138,17 @@ async fn accept(
                 }
             },
         };
+        let peer_slot = match &peers {
+            Some(peers) => match peers.take(remote.ip()) {
+                Some(slot) => Some(slot),
+                None => {
+                    // Closing frees the listener's slot for other peers.
+                    tracing::debug!(%remote, "connection refused: its peer holds its limit");
+                    continue;
+                }
+            },
+            None => None,
+        };
         let _ = stream.set_nodelay(true);
         let peer = Peer {
             remote: Some(remote),
@@ -132,6 +160,7 @@ async fn accept(
                     io: Io::Plain(stream),
                     peer,
                     _slot: slot,
+                    _peer_slot: peer_slot,
                 };
                 if tx.send(conn).await.is_err() {
                     return;
@@ -164,6 +193,7 @@ async fn accept(
                         io: Io::Tls(Box::new(stream)),
                         peer: Peer { client, ..peer },
                         _slot: slot,
+                        _peer_slot: peer_slot,
                     };
                     let _ = tx.send(conn).await;
                 });

@@ -33,8 +33,9 @@ use sha2::{Digest, Sha256};
 
 mod conn;
 mod identity;
+mod peers;
 
-pub use conn::{Acceptor, Conn, HANDSHAKE_TIMEOUT, Peer, incoming};
+pub use conn::{Acceptor, Conn, ConnectionLimits, HANDSHAKE_TIMEOUT, Peer, incoming};
 pub use identity::ClientIdentity;
 
 use crate::reload::POLL_INTERVAL;

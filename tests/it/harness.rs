@@ -64,12 +64,16 @@ pub(crate) struct Options {
     pub(crate) policy_path: Option<std::path::PathBuf>,
     /// Time served on, NOT_SERVING, after shutdown begins.
     pub(crate) drain_delay: Duration,
+    /// Longest time a `ListUsers` stream stays open.
+    pub(crate) max_stream_lifetime: Duration,
     /// Cache, batching and webhooks.
     pub(crate) lookup: LookupConfig,
     /// Longest single request to the fake (a loaded machine answers slowly).
     pub(crate) upstream_timeout: Duration,
     /// Limits of the HTTP listener.
     pub(crate) http: HttpLimits,
+    /// Whether metrics get their own listener (`--metrics-listen`).
+    pub(crate) metrics_listener: bool,
     /// TLS on both listeners (None: plain TCP).
     pub(crate) tls: Option<TlsFiles>,
     /// Shared state in Redis (None: in memory). Tests of the `shared::`
@@ -107,9 +111,11 @@ impl Default for Options {
             policy: Policy::anonymous(),
             policy_path: None,
             drain_delay: Duration::ZERO,
+            max_stream_lifetime: clerk_broker::grpc::DEFAULT_MAX_STREAM_LIFETIME,
             lookup: test_lookup(),
             upstream_timeout: Duration::from_secs(2),
             http: HttpLimits::default(),
+            metrics_listener: false,
             tls: None,
             redis: in_shared_suite().then(crate::redis::shared_url),
             redis_prefix: format!("test-{:08x}", fastrand::u32(..)),
@@ -134,6 +140,8 @@ pub(crate) struct Harness {
     pub(crate) front_addr: SocketAddr,
     /// Where the plaintext health-only listener listens.
     pub(crate) health_addr: SocketAddr,
+    /// Where the metrics-only listener listens, if the broker has one.
+    pub(crate) metrics_addr: Option<SocketAddr>,
     /// Ids of the seeded users, in seed order.
     pub(crate) ids: Vec<String>,
     shutdown: Option<oneshot::Sender<()>>,
@@ -190,6 +198,7 @@ impl Harness {
             policy: Arc::new(options.policy),
             policy_path: options.policy_path,
             drain_delay: options.drain_delay,
+            max_stream_lifetime: options.max_stream_lifetime,
             lookup: options.lookup,
             http: options.http,
             tls: options.tls,
@@ -200,10 +209,18 @@ impl Harness {
         let listeners = Listeners {
             grpc: TcpListener::bind(config.listen).await.unwrap(),
             http: TcpListener::bind("127.0.0.1:0").await.unwrap(),
+            metrics: match options.metrics_listener {
+                true => Some(TcpListener::bind("127.0.0.1:0").await.unwrap()),
+                false => None,
+            },
             health: Some(TcpListener::bind("127.0.0.1:0").await.unwrap()),
             front: Some(TcpListener::bind("127.0.0.1:0").await.unwrap()),
         };
         let front_addr = listeners.front.as_ref().unwrap().local_addr().unwrap();
+        let metrics_addr = listeners
+            .metrics
+            .as_ref()
+            .map(|listener| listener.local_addr().unwrap());
         let health_addr = listeners.health.as_ref().unwrap().local_addr().unwrap();
         let addr = listeners.grpc.local_addr().unwrap();
         let http_addr = listeners.http.local_addr().unwrap();
@@ -218,6 +235,7 @@ impl Harness {
             http_addr,
             front_addr,
             health_addr,
+            metrics_addr,
             ids,
             shutdown: Some(tx),
             server,

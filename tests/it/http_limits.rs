@@ -1,6 +1,8 @@
 //! The HTTP listener over TLS, and what it bounds: webhook bodies (413),
 //! the time to send headers (slow-loris clients are disconnected), the time
-//! to send a whole request (408), and the number of open connections.
+//! to send a body and a whole request (408), the number of open connections,
+//! and the number one peer may hold (metrics, on their own listener, stay
+//! reachable meanwhile).
 
 use std::{
     net::SocketAddr,
@@ -10,7 +12,7 @@ use std::{
 use clerk_broker::{config::HttpLimits, webhook::WebhookSecret};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
-    net::TcpStream,
+    net::{TcpSocket, TcpStream},
 };
 
 use crate::{
@@ -240,5 +242,109 @@ async fn connections_beyond_the_limit_wait_for_a_free_slot() {
         .expect("a freed slot serves the waiting client")
         .unwrap();
     assert!(status.contains("200"), "{status}");
+    harness.stop().await.unwrap();
+}
+
+/// A connection from `local` (a loopback address) to `addr`.
+async fn connect_from(local: &str, addr: SocketAddr) -> TcpStream {
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{local}:0").parse().unwrap()).unwrap();
+    socket.connect(addr).await.unwrap()
+}
+
+/// Headers of a webhook delivery announcing a body it never sends.
+fn held_request(addr: SocketAddr) -> String {
+    format!("POST /webhooks/clerk HTTP/1.1\r\nhost: {addr}\r\ncontent-length: 100000\r\n\r\n")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_peer_cannot_hold_the_webhook_port() {
+    let harness = Harness::start(Options {
+        http: HttpLimits {
+            max_connections: 24,
+            max_connections_per_peer: 8,
+            ..HttpLimits::default()
+        },
+        metrics_listener: true,
+        ..Options::default()
+    })
+    .await;
+    // One peer tries to hold every connection with bodies it never sends.
+    let mut held = Vec::new();
+    for _ in 0..24 {
+        let mut stream = connect_from("127.0.0.1", harness.http_addr).await;
+        stream
+            .write_all(held_request(harness.http_addr).as_bytes())
+            .await
+            .unwrap();
+        held.push(stream);
+    }
+    // Its connections beyond its 8 are closed at once; 8 stay open.
+    let closing: Vec<_> = held
+        .into_iter()
+        .map(|mut stream| {
+            tokio::spawn(async move { closed_within(&mut stream, Duration::from_secs(2)).await })
+        })
+        .collect();
+    let mut closed = 0;
+    for task in closing {
+        closed += usize::from(task.await.unwrap());
+    }
+    assert_eq!(closed, 16, "connections of the holding peer closed");
+
+    // Meanwhile another peer's signed delivery is answered promptly.
+    let client = reqwest::Client::builder()
+        .local_address("127.0.0.2".parse::<std::net::IpAddr>().unwrap())
+        .build()
+        .unwrap();
+    let url = format!("http://{}/webhooks/clerk", harness.http_addr);
+    let applied =
+        tokio::time::timeout(Duration::from_secs(3), signed_delivery(&client, url).send())
+            .await
+            .expect("the delivery is not held up")
+            .unwrap();
+    assert_eq!(applied.status(), 200);
+    // Metrics answer on their own listener, and not on the webhook port.
+    let metrics_addr = harness.metrics_addr.unwrap();
+    let mut scrape = TcpStream::connect(metrics_addr).await.unwrap();
+    let status = tokio::time::timeout(
+        Duration::from_secs(3),
+        get_metrics(&mut scrape, metrics_addr),
+    )
+    .await
+    .expect("metrics answer");
+    assert!(status.contains("200"), "{status}");
+    let mut exposed = connect_from("127.0.0.2", harness.http_addr).await;
+    let status = get_metrics(&mut exposed, harness.http_addr).await;
+    assert!(status.contains("404"), "{status}");
+    harness.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_body_that_never_comes_gets_408_after_the_body_timeout() {
+    let body_timeout = Duration::from_millis(500);
+    let harness = Harness::start(Options {
+        http: HttpLimits {
+            body_timeout,
+            ..HttpLimits::default()
+        },
+        ..Options::default()
+    })
+    .await;
+    let started = Instant::now();
+    let mut stream = TcpStream::connect(harness.http_addr).await.unwrap();
+    stream
+        .write_all(held_request(harness.http_addr).as_bytes())
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer))
+        .await
+        .expect("the held request is ended long before --http-request-timeout (30 s)")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("--http-body-timeout"), "{answer}");
+    assert!(started.elapsed() >= body_timeout);
     harness.stop().await.unwrap();
 }

@@ -19,13 +19,13 @@ use crate::{
 
 /// A directory laid out like a mounted ConfigMap: `policy.toml` ->
 /// `..data/policy.toml`, `..data` -> `..v<N>`.
-struct ConfigMap {
+pub(crate) struct ConfigMap {
     dir: PathBuf,
     version: u32,
 }
 
 impl ConfigMap {
-    fn new(text: &str) -> Self {
+    pub(crate) fn new(text: &str) -> Self {
         let dir = std::env::temp_dir().join(format!(
             "clerk-broker-reload-{}-{:x}",
             std::process::id(),
@@ -38,12 +38,12 @@ impl ConfigMap {
         map
     }
 
-    fn path(&self) -> PathBuf {
+    pub(crate) fn path(&self) -> PathBuf {
         self.dir.join("policy.toml")
     }
 
     /// Writes a new version and swaps `..data` to it atomically.
-    fn publish(&mut self, text: &str) {
+    pub(crate) fn publish(&mut self, text: &str) {
         self.version += 1;
         let version = format!("..v{}", self.version);
         fs::create_dir_all(self.dir.join(&version)).unwrap();

@@ -5,7 +5,10 @@ use std::time::{Duration, Instant};
 
 use clerk_broker::{fake::Faults, pb::GetUserRequest};
 use tonic::Code;
-use tonic_health::ServingStatus;
+use tonic_health::{
+    ServingStatus,
+    pb::{HealthCheckRequest, health_client::HealthClient},
+};
 
 use crate::harness::{Harness, Options, with_deadline};
 
@@ -99,7 +102,7 @@ async fn a_rejected_key_fails_readiness_but_not_liveness() {
     assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
     assert!(status.message().contains("misconfigured"));
     assert!(!status.message().contains("not_the_right_key"));
-    // Health follows through a watch: give it a moment.
+    // The broker confirms with its own key check, then health follows.
     let deadline = Instant::now() + Duration::from_secs(2);
     while harness.health("").await != ServingStatus::NotServing as i32 {
         assert!(Instant::now() < deadline, "readiness never dropped");
@@ -113,4 +116,49 @@ async fn a_rejected_key_fails_readiness_but_not_liveness() {
         harness.health("liveness").await,
         ServingStatus::Serving as i32
     );
+    assert_eq!(
+        harness.fake.stats().count_requests,
+        1,
+        "one key check confirmed the rejection"
+    );
+}
+
+#[tokio::test]
+async fn a_403_is_refused_to_its_caller_and_readiness_stays() {
+    let harness = Harness::start(Options::default()).await;
+    let mut health = HealthClient::new(harness.channel().await);
+    let mut readiness = health
+        .watch(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let first = readiness.message().await.unwrap().unwrap();
+    assert_eq!(first.status, ServingStatus::Serving as i32);
+    // Clerk refuses requests the instance does not allow with 403, the key
+    // being fine.
+    harness.fake.set_faults(Faults {
+        forbidden_rate: 1.0,
+        ..Faults::default()
+    });
+    let mut users = harness.users().await;
+    let status = users
+        .get_user(GetUserRequest {
+            user_id: harness.ids[0].clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+    assert!(status.message().contains("HTTP 403"), "{status:?}");
+    assert!(
+        status.message().contains("authorization_invalid"),
+        "{status:?}"
+    );
+    // Readiness does not change (it changed within milliseconds when any
+    // 403 counted as a rejected key), and no key check was needed.
+    let change = tokio::time::timeout(Duration::from_secs(1), readiness.message()).await;
+    assert!(change.is_err(), "readiness changed: {change:?}");
+    assert_eq!(harness.health("").await, ServingStatus::Serving as i32);
+    assert_eq!(harness.fake.stats().count_requests, 0);
 }

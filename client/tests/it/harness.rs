@@ -124,6 +124,7 @@ impl Broker {
         let listener = server::Listeners {
             grpc: TcpListener::bind(config.listen).await.expect("a port"),
             http: TcpListener::bind("127.0.0.1:0").await.expect("a port"),
+            metrics: None,
             health: None,
             front: None,
         };

@@ -1,8 +1,10 @@
-//! Exports through `ListUsers` (and counts): what is delivered (`delivery`)
-//! and what upstream work it costs (`flow`). Helpers shared by both live here.
+//! Exports through `ListUsers` (and counts): what is delivered (`delivery`),
+//! what upstream work it costs (`flow`), and how a stream follows the policy
+//! and ends by its lifetime (`standing`). Helpers shared by all live here.
 
 mod delivery;
 mod flow;
+mod standing;
 
 use std::collections::HashMap;
 
