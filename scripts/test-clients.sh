@@ -31,6 +31,7 @@ for line in sys.stdin:
     if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "clerk-broker" \
             and "bin" in m["target"]["kind"] and not m["profile"]["test"]:
         print(m["executable"])
+        sys.stdin.read()  # drain: cargo, still building, must not hit a closed pipe
         break
 '
 )
