@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # The clients' and the contract's checks, run by scripts/test.sh after the
 # cargo steps (which test the Rust client and clerk-broker-cli):
-#   buf lint and buf breaking on proto/, pytest on client/python, node --test
-#   on client/node, each suite against one demo broker of its own.
+#   buf lint and buf breaking on proto/, pytest on client/python, go test on
+#   client/go (scripts/test-go-client.sh), node --test on client/node, each
+#   suite against one demo broker of its own.
 # Installs whatever is missing first: a virtualenv in .venv/ with
 # client/python/requirements.txt (pinned), and client/node's npm packages
-# (which bring buf). A missing tool is installed or the run fails: nothing
-# is skipped silently.
+# (which bring buf), and Debian's Go toolchain and Go sources for client/go.
+# A missing tool is installed or the run fails: nothing is skipped silently.
 #
 # BUF_BREAKING_AGAINST=REF compares proto/ with another commit than HEAD~1
 # (e.g. `main` while working on a branch): see scripts/buf-check.sh.
@@ -18,7 +19,7 @@ step() { printf '\n== %s (%ss)\n' "$*" "$((SECONDS - started))"; }
 
 step "broker binary"
 # The one `cargo test` just built (same features, so nothing is rebuilt);
-# both suites start it.
+# every suite starts it.
 CLERK_BROKER_BIN=$(
   cargo test --workspace --locked --no-run --message-format=json-render-diagnostics 2>/dev/null |
     python3 -c '
@@ -30,6 +31,7 @@ for line in sys.stdin:
     if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "clerk-broker" \
             and "bin" in m["target"]["kind"] and not m["profile"]["test"]:
         print(m["executable"])
+        sys.stdin.read()  # drain: cargo, still building, must not hit a closed pipe
         break
 '
 )
@@ -70,6 +72,9 @@ if [ "$status" -ne 0 ]; then
   [ "$status" -eq 5 ] && echo "pytest collected no tests" >&2
   exit "$status"
 fi
+
+step "go test client/go"
+./scripts/test-go-client.sh
 
 step "node --test client/node"
 # Last, so that its summary closes the run.

@@ -173,3 +173,21 @@ class CountUsersResponse(_message.Message):
     TOTAL_COUNT_FIELD_NUMBER: _ClassVar[int]
     total_count: int
     def __init__(self, total_count: _Optional[int] = ...) -> None: ...
+
+class UpdateUserMetadataRequest(_message.Message):
+    __slots__ = ("user_id", "public_metadata", "private_metadata", "unsafe_metadata")
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    PUBLIC_METADATA_FIELD_NUMBER: _ClassVar[int]
+    PRIVATE_METADATA_FIELD_NUMBER: _ClassVar[int]
+    UNSAFE_METADATA_FIELD_NUMBER: _ClassVar[int]
+    user_id: str
+    public_metadata: _struct_pb2.Struct
+    private_metadata: _struct_pb2.Struct
+    unsafe_metadata: _struct_pb2.Struct
+    def __init__(self, user_id: _Optional[str] = ..., public_metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., private_metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., unsafe_metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
+
+class UpdateUserMetadataResponse(_message.Message):
+    __slots__ = ("user",)
+    USER_FIELD_NUMBER: _ClassVar[int]
+    user: User
+    def __init__(self, user: _Optional[_Union[User, _Mapping]] = ...) -> None: ...

@@ -55,6 +55,11 @@ class UserServiceStub:
                 request_serializer=clerk__broker_dot_v1_dot_users__pb2.CountUsersRequest.SerializeToString,
                 response_deserializer=clerk__broker_dot_v1_dot_users__pb2.CountUsersResponse.FromString,
                 _registered_method=True)
+        self.UpdateUserMetadata = channel.unary_unary(
+                '/clerk_broker.v1.UserService/UpdateUserMetadata',
+                request_serializer=clerk__broker_dot_v1_dot_users__pb2.UpdateUserMetadataRequest.SerializeToString,
+                response_deserializer=clerk__broker_dot_v1_dot_users__pb2.UpdateUserMetadataResponse.FromString,
+                _registered_method=True)
 
 
 class UserServiceServicer:
@@ -132,6 +137,27 @@ class UserServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UpdateUserMetadata(self, request, context):
+        """UpdateUserMetadata merges metadata into a user, with the semantics of
+        Clerk's `PATCH /v1/users/{user_id}/metadata`: each given object is deeply
+        merged into the user's, and a key set to null is removed. Needs the
+        caller scope `write_users` (besides `read_users`).
+
+        The write draws on the upstream budget and on Clerk's per-user limit of
+        metadata and profile writes (10 per 10 s per user): beyond it the call
+        waits within its deadline, or fails with RESOURCE_EXHAUSTED and
+        google.rpc.RetryInfo. The cached user is replaced by Clerk's answer on
+        every replica, so the next GetUser sees the write.
+
+        Errors: INVALID_ARGUMENT for a malformed id or no metadata at all, or
+        when Clerk rejects the metadata; NOT_FOUND when Clerk has no such user;
+        PERMISSION_DENIED without `write_users`; UNAVAILABLE when Clerk cannot be
+        reached (the write may or may not have happened: read the user).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_UserServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -154,6 +180,11 @@ def add_UserServiceServicer_to_server(servicer, server):
                     servicer.CountUsers,
                     request_deserializer=clerk__broker_dot_v1_dot_users__pb2.CountUsersRequest.FromString,
                     response_serializer=clerk__broker_dot_v1_dot_users__pb2.CountUsersResponse.SerializeToString,
+            ),
+            'UpdateUserMetadata': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateUserMetadata,
+                    request_deserializer=clerk__broker_dot_v1_dot_users__pb2.UpdateUserMetadataRequest.FromString,
+                    response_serializer=clerk__broker_dot_v1_dot_users__pb2.UpdateUserMetadataResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -265,6 +296,33 @@ class UserService:
             '/clerk_broker.v1.UserService/CountUsers',
             clerk__broker_dot_v1_dot_users__pb2.CountUsersRequest.SerializeToString,
             clerk__broker_dot_v1_dot_users__pb2.CountUsersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateUserMetadata(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/clerk_broker.v1.UserService/UpdateUserMetadata',
+            clerk__broker_dot_v1_dot_users__pb2.UpdateUserMetadataRequest.SerializeToString,
+            clerk__broker_dot_v1_dot_users__pb2.UpdateUserMetadataResponse.FromString,
             options,
             channel_credentials,
             insecure,
