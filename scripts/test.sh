@@ -40,3 +40,8 @@ python3 deploy/check.py target/debug/clerk-broker
 
 # The Python and Node clients against demo brokers, buf lint and breaking.
 ./scripts/test-clients.sh
+
+# Clerk's official SDKs (@clerk/backend from npm, clerk-backend-api from PyPI,
+# installed under tests/sdk/ and .venv-sdk/ if missing) against the broker's
+# Clerk-compatible front, in front of a fake Clerk.
+CLERK_BROKER_BIN=target/debug/clerk-broker ./tests/sdk/run.sh --broker

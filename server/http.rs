@@ -253,6 +253,9 @@ async fn serve_connection(
     mut stopping: watch::Receiver<bool>,
 ) {
     let remote = conn.peer().remote;
+    // Handlers that need the connection's peer (a client certificate's
+    // names, for the Clerk-compatible front) read it from the request.
+    let router = router.layer(axum::Extension(conn.peer().clone()));
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())

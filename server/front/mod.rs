@@ -42,6 +42,7 @@ use crate::{
     counts::CountCache,
     metrics::Metrics,
     routes,
+    tls::Peer,
     users::Users,
     webhook::UserEvent,
 };
@@ -154,7 +155,8 @@ async fn answer(front: &Front, route: &str, request: Request) -> (Option<Arc<Cal
     let method = parts.method;
     let path = parts.uri.path().to_owned();
     let query = parts.uri.query().map(str::to_owned);
-    let caller = match authenticate(front, &parts.headers) {
+    let peer = parts.extensions.get::<Peer>();
+    let caller = match authenticate(front, &parts.headers, peer) {
         Ok(caller) => caller,
         Err(refusal) => return (None, refusal.into_response()),
     };
@@ -241,8 +243,14 @@ async fn answer(front: &Front, route: &str, request: Request) -> (Option<Arc<Cal
 }
 
 /// The caller of a request: its `Authorization: Bearer <token>` (exactly
-/// one such header), or the anonymous caller without a policy file.
-fn authenticate(front: &Front, headers: &HeaderMap) -> Result<Arc<Caller>, Refusal> {
+/// one such header); without one, the identity of the connection's verified
+/// client certificate (mutual TLS), as on gRPC; the anonymous caller
+/// without a policy file.
+fn authenticate(
+    front: &Front,
+    headers: &HeaderMap,
+    peer: Option<&Peer>,
+) -> Result<Arc<Caller>, Refusal> {
     let mut values = headers.get_all(header::AUTHORIZATION).iter();
     let first = values.next();
     let refused = |long_message: String| Refusal {
@@ -256,15 +264,17 @@ fn authenticate(front: &Front, headers: &HeaderMap) -> Result<Arc<Caller>, Refus
             "Send exactly one Authorization header: `Bearer <broker caller token>`".to_owned(),
         ));
     }
-    front
-        .policy
-        .current()
-        .authenticate(first.map(|value| value.as_bytes()))
-        .map_err(|error| {
-            refused(format!(
-                "{error}: use a broker caller token as the SDK's secret key"
-            ))
-        })
+    let policy = front.policy.current();
+    let certificate = peer.and_then(|peer| peer.client.as_ref());
+    match (first, certificate) {
+        (None, Some(identity)) => policy.authenticate_tls(identity.names()),
+        (header, _) => policy.authenticate(header.map(|value| value.as_bytes())),
+    }
+    .map_err(|error| {
+        refused(format!(
+            "{error}: use a broker caller token as the SDK's secret key"
+        ))
+    })
 }
 
 /// The caller's demand: its weight, the priority and deadline it asked for.

@@ -1,8 +1,9 @@
 //! TLS on the gRPC listener: calls work over TLS and not in plaintext;
 //! rotated certificate files serve new connections while old ones go on;
 //! with mutual TLS a client certificate's identity is a caller, an unknown
-//! one is refused, and a certificate from another CA cannot connect; probes
-//! reach health in plaintext on the health-only listener.
+//! one is refused, and a certificate from another CA cannot connect (on the
+//! Clerk-compatible front too); probes reach health in plaintext on the
+//! health-only listener.
 
 use std::{
     process::Command,
@@ -215,6 +216,43 @@ async fn a_client_certificate_is_the_caller_it_names() {
             .await
             .unwrap()
     );
+    harness.stop().await.unwrap();
+}
+
+/// One HTTP/1.1 GET of `path` on the front over TLS with `config`: the
+/// answer's status code.
+async fn front_status(addr: std::net::SocketAddr, config: rustls::ClientConfig, path: &str) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        .connect(
+            rustls::pki_types::ServerName::try_from("localhost").unwrap(),
+            tcp,
+        )
+        .await
+        .unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    tls.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    tls.read_to_end(&mut answer).await.unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    answer[9..12].parse().unwrap()
+}
+
+#[tokio::test]
+async fn the_front_knows_a_caller_by_its_client_certificate_too() {
+    let ca = Ca::new("test CA");
+    let dir = Dir::new();
+    let harness = mutual_tls_broker(&ca, &dir).await;
+    let path = format!("/v1/users/{}", harness.ids[0]);
+    let checkout = ca.client(CHECKOUT_ID);
+    let with_certificate = client_config(&ca, Some(&checkout), b"http/1.1");
+    assert_eq!(
+        front_status(harness.front_addr, with_certificate, &path).await,
+        200
+    );
+    let without = client_config(&ca, None, b"http/1.1");
+    assert_eq!(front_status(harness.front_addr, without, &path).await, 401);
     harness.stop().await.unwrap();
 }
 
