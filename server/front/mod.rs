@@ -139,14 +139,13 @@ pub fn router(front: Arc<Front>, max_body: usize) -> Router {
 async fn handle(State(front): State<Arc<Front>>, request: Request) -> Response {
     let started = Instant::now();
     let route = front.template(request.uri().path());
+    let method = request.method().clone();
     let (caller, response) = answer(&front, &route, request).await;
     let caller = caller.as_deref().map_or("unknown", |caller| &caller.name);
-    front.metrics.front_request(
-        &route,
-        caller,
-        response.status().as_u16(),
-        started.elapsed(),
-    );
+    let status = response.status().as_u16();
+    let elapsed = started.elapsed();
+    tracing::debug!(%method, route, caller, status, ?elapsed, "Clerk API request");
+    front.metrics.front_request(&route, caller, status, elapsed);
     response
 }
 

@@ -197,6 +197,52 @@ async fn ten_times_the_per_user_limit_never_meets_clerks_429() {
 }
 
 #[tokio::test]
+async fn replicas_share_the_per_user_limit_through_redis() {
+    let prefix = format!("front-limit-{:08x}", fastrand::u32(..));
+    let options = || Options {
+        users: 300,
+        policy: policy(),
+        redis: Some(shared_url()),
+        redis_prefix: prefix.clone(),
+        ..Options::default()
+    };
+    let harness = Harness::start(options()).await;
+    let replica = harness.replica(options()).await;
+    let id = harness.ids[6].clone();
+    let calls = (0..60).map(|n| {
+        let id = id.clone();
+        let broker = if n % 2 == 0 { &harness } else { &replica };
+        async move {
+            let response = patch_metadata(
+                broker,
+                "sk_live_trusted",
+                &id,
+                json!({"public_metadata": {"n": n}}),
+            )
+            .await;
+            response.status()
+        }
+    });
+    let statuses = futures_util::future::join_all(calls).await;
+    let ok = statuses.iter().filter(|s| **s == StatusCode::OK).count();
+    assert!(
+        statuses
+            .iter()
+            .all(|s| *s == StatusCode::OK || *s == StatusCode::TOO_MANY_REQUESTS),
+        "{statuses:?}"
+    );
+    let stats = harness.fake.stats();
+    assert!(
+        stats.endpoint_rate_limited.is_empty() && stats.rate_limited == 0,
+        "{stats:?}"
+    );
+    assert!(
+        (1..=10).contains(&ok),
+        "{ok} writes in one window over two replicas"
+    );
+}
+
+#[tokio::test]
 async fn organizations_pass_through_without_private_metadata_and_clerks_429_comes_back() {
     let harness = start().await;
     let org = harness.fake.organizations()[0]["id"]

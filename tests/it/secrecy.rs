@@ -1,5 +1,6 @@
 //! The secret key never appears in any output: logs at the most verbose
-//! level, status messages, or metrics, even when Clerk rejects it.
+//! level, status messages, metrics, or the Clerk-compatible front's answers
+//! and headers, even when Clerk rejects it.
 
 use std::{
     io::{BufRead, BufReader},
@@ -57,9 +58,11 @@ async fn the_key_is_in_no_log_line_status_or_metric() {
         .port();
     let listen = format!("127.0.0.1:{port}");
     let http_listen = format!("127.0.0.1:{}", free_port());
+    let front_listen = format!("127.0.0.1:{}", free_port());
     let mut broker = Command::new(env!("CARGO_BIN_EXE_clerk-broker"))
         .args(["serve", "--listen", &listen, "--clerk-api-url", &url])
         .args(["--http-listen", &http_listen])
+        .args(["--clerk-api-listen", &front_listen])
         .env("CLERK_SECRET_KEY", SECRET)
         .env("RUST_LOG", "trace")
         .stdout(Stdio::null())
@@ -116,6 +119,25 @@ async fn the_key_is_in_no_log_line_status_or_metric() {
         "{metrics}"
     );
     messages.push(metrics);
+    // The Clerk-compatible front: a read it serves, routes it passes through.
+    let client = reqwest::Client::new();
+    for (method, path) in [
+        (reqwest::Method::GET, "/v1/users/user_1"),
+        (reqwest::Method::GET, "/v1/organizations/org_1"),
+        (reqwest::Method::POST, "/v1/invitations"),
+    ] {
+        let response = client
+            .request(method, format!("http://{front_listen}{path}"))
+            .bearer_auth("sk_live_a_caller_token")
+            .body(r#"{"email_address":"a@example.org"}"#)
+            .send()
+            .await
+            .unwrap();
+        let mut seen = format!("{} {:?}\n", response.status(), response.headers());
+        seen += &response.text().await.unwrap();
+        assert!(seen.contains("errors"), "{seen}");
+        messages.push(seen);
+    }
 
     let killed = Command::new("kill")
         .args(["-TERM", &broker.id().to_string()])
