@@ -53,6 +53,8 @@ enum Read<'a> {
         offset: usize,
     },
     Count(UserFilter),
+    /// A count whose only filter is `user_id`: the batch's found users.
+    CountIds(Vec<String>),
     Jwks,
 }
 
@@ -121,13 +123,14 @@ pub(super) async fn serve(
                 .count(&filter, front.users.count(&filter, demand))
                 .await
             {
-                Ok(total) => reply::json(
-                    StatusCode::OK,
-                    format!(r#"{{"object":"total_count","total_count":{total}}}"#),
-                ),
+                Ok(total) => total_count(total),
                 Err(error) => reply::upstream(&error),
             }
         }
+        Read::CountIds(ids) => match front.users.batch_get(&ids, demand).await {
+            Ok(batch) => with_cache(total_count(batch.found.len() as u64), batch.cache),
+            Err(error) => reply::upstream(&error),
+        },
         Read::Jwks => jwks(front, headers, demand).await,
     };
     Some(answer)
@@ -137,7 +140,12 @@ pub(super) async fn serve(
 fn recognise<'a>(path: &'a str, params: &[(String, String)]) -> Option<Read<'a>> {
     match path {
         "/v1/jwks" if params.is_empty() => Some(Read::Jwks),
-        "/v1/users/count" => UserFilter::from_params(params).map(Read::Count),
+        "/v1/users/count" => match ids_only(params) {
+            // `getUserList({ userId })` asks for this count beside the list:
+            // the same lookup answers it, from the cache.
+            Some(ids) => Some(Read::CountIds(ids)),
+            None => UserFilter::from_params(params).map(Read::Count),
+        },
         "/v1/users" => list_by_ids(params),
         _ => {
             let id = path.strip_prefix("/v1/users/")?;
@@ -182,6 +190,28 @@ fn list_by_ids(params: &[(String, String)]) -> Option<Read<'static>> {
         limit,
         offset,
     })
+}
+
+/// The ids of a query whose only parameters are 1 to 100 valid `user_id`s.
+fn ids_only(params: &[(String, String)]) -> Option<Vec<String>> {
+    let mut ids: Vec<String> = Vec::new();
+    for (name, value) in params {
+        if name != "user_id" || !valid_id(value) {
+            return None;
+        }
+        if !ids.contains(value) {
+            ids.push(value.clone());
+        }
+    }
+    (!ids.is_empty() && ids.len() <= MAX_FILTER_VALUES).then_some(ids)
+}
+
+/// Clerk's count answer.
+fn total_count(total: u64) -> Response {
+    reply::json(
+        StatusCode::OK,
+        format!(r#"{{"object":"total_count","total_count":{total}}}"#),
+    )
 }
 
 /// Clerk's order on a timestamp field, missing values last, ties by id.

@@ -122,6 +122,10 @@ async fn reads_answer_byte_for_byte_what_clerk_answers_and_hits_cost_nothing() {
             harness.ids[5], harness.ids[9]
         ),
         "/v1/users/count".to_owned(),
+        format!(
+            "/v1/users/count?user_id={}&user_id={}&user_id=user_unknown",
+            harness.ids[5], harness.ids[9]
+        ),
         "/v1/users/count?email_address_query=example".to_owned(),
         // Filters the front does not serve itself pass through, unchanged.
         "/v1/users?email_address_query=example&limit=3".to_owned(),

@@ -58,11 +58,13 @@ test('200 concurrent getUser of 200 cold ids cost at most 3 upstream requests, r
   assert.equal((await upstream()).total - start.total, cold, 'repeated calls cost nothing');
 });
 
-test('getUserList by ids and getCount answer what Clerk holds', async () => {
-  const ids = users.slice(0, 5).map((user) => user.id);
+test('getUserList by ids (a list and a count) of cached users costs nothing; getCount', async () => {
+  const ids = users.slice(200, 205).map((user) => user.id);
+  const start = (await upstream()).total;
   const list = await reader.users.getUserList({ userId: ids });
   assert.deepEqual(new Set(list.data.map((user) => user.id)), new Set(ids));
   assert.equal(list.totalCount, 5);
+  assert.equal((await upstream()).total, start, 'list and count answered from the cache');
   assert.equal(await reader.users.getCount(), users.length >= 500 ? await totalUsers() : users.length);
 });
 
