@@ -84,13 +84,13 @@ socks = [socket.socket() for _ in range(3)]
 for s in socks: s.bind(("127.0.0.1", 0))
 print(*[s.getsockname()[1] for s in socks])')
   # A 2 s default deadline: beyond Clerk's per-user write limit, writes are refused at once.
-  # A 50 ms batch window: one Node process needs tens of milliseconds to send 200 requests
-  # (a debug broker on a loaded machine reads them slowly too); the default 5 ms suits
-  # callers spread over many processes.
+  # A 250 ms batch window: one Node process needs tens of milliseconds to send 200 requests,
+  # and a debug broker on a loaded machine reads them slowly too (a batch still leaves at once
+  # when it holds 100 ids); the default 5 ms suits callers spread over many processes.
   CLERK_SECRET_KEY=sk_test_fake "$CLERK_BROKER_BIN" serve --clerk-api-url "$base/v1" \
     --listen "127.0.0.1:$grpc_port" --http-listen "127.0.0.1:$http_port" \
     --clerk-api-listen "127.0.0.1:$front_port" --config "$work/policy.toml" \
-    --upstream-rate 1000/10s --clerk-api-timeout 2s --batch-window 50ms 2>"$work/broker.log" &
+    --upstream-rate 1000/10s --clerk-api-timeout 2s --batch-window 250ms 2>"$work/broker.log" &
   broker_pid=$!
   front="http://127.0.0.1:$front_port"
   for _ in $(seq 100); do
