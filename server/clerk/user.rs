@@ -1,22 +1,30 @@
 //! `ClerkUser`: a user object exactly as Clerk sent it.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use serde_json::{Map, Value, value::RawValue};
 
 /// A Clerk user, kept as the complete JSON object Clerk returned: its exact
 /// text (the bytes of that object in Clerk's answer or webhook, so key order,
 /// spacing, number spellings and escapes reach callers unchanged, and fields
-/// Clerk adds later are passed on), and the parsed object for reading fields.
-/// Cheap to clone.
-#[derive(Clone, Debug, PartialEq)]
+/// Clerk adds later are passed on), and the parsed object for reading fields,
+/// parsed from the text on first use (a cache hit that only passes the text
+/// on never parses it). Cheap to clone.
+#[derive(Clone, Debug)]
 pub struct ClerkUser {
     /// The user's id (the object's `id` field).
     id: Arc<str>,
     /// The object's text as Clerk wrote it; the cache keeps only this.
     text: Arc<str>,
-    /// The whole object, parsed from `text`.
-    json: Arc<Map<String, Value>>,
+    /// The whole object, parsed from `text` when first read.
+    json: Arc<OnceLock<Map<String, Value>>>,
+}
+
+impl PartialEq for ClerkUser {
+    /// Two users are equal when Clerk sent the same text.
+    fn eq(&self, other: &Self) -> bool {
+        self.id == other.id && self.text == other.text
+    }
 }
 
 impl ClerkUser {
@@ -43,8 +51,18 @@ impl ClerkUser {
         Some(Self {
             id,
             text,
-            json: Arc::new(json),
+            json: Arc::new(OnceLock::from(json)),
         })
+    }
+
+    /// A user whose `text` was read by [`ClerkUser::from_text`] before
+    /// (the cache's entries), with its `id`: not parsed until a field is read.
+    pub(crate) fn known(id: Arc<str>, text: Arc<str>) -> Self {
+        Self {
+            id,
+            text,
+            json: Arc::default(),
+        }
     }
 
     /// The user's id.
@@ -62,19 +80,21 @@ impl ClerkUser {
         self.text.clone()
     }
 
-    /// The complete object.
+    /// The complete object (parsed now if it was not yet; text that was
+    /// checked when it entered the broker always parses).
     pub fn json(&self) -> &Map<String, Value> {
-        &self.json
+        self.json
+            .get_or_init(|| serde_json::from_str(&self.text).unwrap_or_default())
     }
 
     /// A string field, if present and a string.
     pub fn str(&self, field: &str) -> Option<&str> {
-        self.json.get(field)?.as_str()
+        self.json().get(field)?.as_str()
     }
 
     /// A boolean field; absent or mistyped reads as false.
     pub fn flag(&self, field: &str) -> bool {
-        self.json
+        self.json()
             .get(field)
             .and_then(Value::as_bool)
             .unwrap_or(false)
@@ -82,7 +102,7 @@ impl ClerkUser {
 
     /// A Unix-milliseconds timestamp field, if present and a number.
     pub fn millis(&self, field: &str) -> Option<i64> {
-        self.json.get(field)?.as_i64()
+        self.json().get(field)?.as_i64()
     }
 
     /// Reads the body of `GET /users/{id}`: one user object (its text is

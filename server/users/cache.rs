@@ -73,13 +73,13 @@ struct Stored {
 }
 
 impl Stored {
-    /// The entry as served; `None` if its text no longer parses (it parsed
-    /// when it was stored, so this does not happen).
-    fn load(&self) -> Option<Cached> {
-        let user = match &self.json {
-            Some(text) => Some(ClerkUser::from_text(text.clone())?),
-            None => None,
-        };
+    /// The entry as served (the user's text is parsed only if a field is
+    /// read: it was a user's text when it was stored).
+    fn load(&self, id: &str) -> Option<Cached> {
+        let user = self
+            .json
+            .as_ref()
+            .map(|text| ClerkUser::known(id.into(), text.clone()));
         Some(Cached {
             user,
             fresh_until: self.fresh_until,
@@ -177,7 +177,7 @@ impl UserCache {
 
     /// The entry for `id`, fresh or not (it may still serve as stale).
     pub async fn get(&self, id: &str) -> Option<Cached> {
-        self.entries.get(id).await?.load()
+        self.entries.get(id).await?.load(id)
     }
 
     /// Whether `entry` may still be served as stale at `now`: it expired
