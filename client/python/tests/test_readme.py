@@ -20,8 +20,8 @@ rely on the default address. Caches: pip's and npm's own, and cargo builds
 into the repository's target/ (CARGO_TARGET_DIR; the copy keeps the files'
 times, so what is already built is not rebuilt).
 
-Run alone: `.venv/bin/python -m pytest client/python/tests/test_readme.py`
-(with grpcurl, curl, node and npm on PATH).
+Run alone, from the repository root: `PATH="$PWD/.venv/bin:$PATH" .venv/bin/python -m pytest
+client/python/tests/test_readme.py` (grpcurl, curl, cargo, node and npm on PATH).
 """
 
 from __future__ import annotations
@@ -72,7 +72,9 @@ def readme_blocks(text: str) -> list[list[Command]]:
         while above >= 0 and (found := MARKER.fullmatch(lines[above].strip())):
             markers.insert(0, found.group(1))
             above -= 1
-        assert markers, f"README.md:{index + 1}: a ```sh block without a <!-- readme-test: … --> marker"
+        assert markers, (
+            f"README.md:{index + 1}: a ```sh block without a <!-- readme-test: … --> marker"
+        )
         block_skip, line_skips = None, {}
         for marker in markers:
             if marker == "run":
@@ -95,7 +97,7 @@ def readme_blocks(text: str) -> list[list[Command]]:
             if pending.endswith("\\"):
                 pending = pending[:-1]
                 continue
-            skip = block_skip or next((why for key, why in line_skips.items() if key in pending), None)
+            skip = block_skip or next((w for key, w in line_skips.items() if key in pending), None)
             commands.append(Command(pending.strip(), start, skip))
             pending = ""
         else:
@@ -133,7 +135,7 @@ HELLO = ["user: user_WjqhESHrprLoQRaGgNMIoIuAr9n", "exported: user_", "permit gr
 # What each command must print (on stdout), by a fragment of the command: the
 # first that matches. A run command that matches none fails the test.
 EXPECTED: list[tuple[str, object]] = [
-    ("clerk-broker-cli -- export --out users.jsonl", check_export),
+    ("clerk-broker-cli", check_export),
     ("client/python/examples/hello.py", HELLO),
     ("client/node/examples/hello.js", HELLO),
     ("grep '^x-cache'", ["x-cache: "]),
@@ -175,6 +177,22 @@ def clean_copy(tmp_path_factory) -> Path:
     return copy
 
 
+def newcomer_path(copy: Path) -> str:
+    """PATH without virtualenvs (this suite runs in the repository's .venv,
+    whose packages a newcomer does not have), plus grpcurl, which the README
+    assumes installed, wherever it was found."""
+    tools = copy.parent / "tools"
+    tools.mkdir(exist_ok=True)
+    grpcurl = shutil.which("grpcurl")
+    assert grpcurl, "grpcurl is not installed: run ./scripts/test.sh, which installs it"
+    if not (tools / "grpcurl").exists():
+        (tools / "grpcurl").symlink_to(grpcurl)
+    kept = [
+        d for d in os.environ["PATH"].split(os.pathsep) if d and not (Path(d).parent / "pyvenv.cfg").exists()
+    ]
+    return os.pathsep.join([*kept, str(tools)])
+
+
 @pytest.mark.parametrize("command", README_COMMANDS, ids=lambda c: f"L{c.line}")
 def test_readme_command(command: Command, demo, clean_copy: Path):
     if command.skip:
@@ -184,7 +202,7 @@ def test_readme_command(command: Command, demo, clean_copy: Path):
     runnable = command.text.replace(GRPC_ADDRESS, demo.address).replace(FRONT_ADDRESS, demo.front_address)
     if runnable.startswith("curl "):
         runnable += " --fail-with-body"  # an HTTP error status fails the command
-    env = dict(os.environ, CLERK_BROKER_URL=f"http://{demo.address}")
+    env = dict(os.environ, CLERK_BROKER_URL=f"http://{demo.address}", PATH=newcomer_path(clean_copy))
     env.setdefault("CARGO_TARGET_DIR", str(REPO / "target"))
     env.pop("VIRTUAL_ENV", None)
     done = subprocess.run(
