@@ -60,7 +60,11 @@ pub async fn run(args: DemoArgs, shutdown: impl Future<Output = ()>) -> Result<(
         }
     );
     let front = match &listeners.front {
-        Some(listener) => front_banner(&listener.local_addr()?.to_string(), &samples),
+        Some(listener) => front_banner(
+            &listener.local_addr()?.to_string(),
+            &samples,
+            config.policy.is_anonymous(),
+        ),
         None => String::new(),
     };
     println!(
@@ -71,6 +75,7 @@ pub async fn run(args: DemoArgs, shutdown: impl Future<Output = ()>) -> Result<(
             fake.user_count(),
             rate,
             &format!("{webhooks}{front}"),
+            config.policy.is_anonymous(),
         )
     );
     let result = server::run(listeners, config, shutdown).await;
@@ -84,10 +89,15 @@ pub async fn run(args: DemoArgs, shutdown: impl Future<Output = ()>) -> Result<(
 
 /// The start-up lines of the Clerk-compatible front: a request to paste,
 /// and the two settings of Clerk's SDKs.
-fn front_banner(address: &str, samples: &[String]) -> String {
+fn front_banner(address: &str, samples: &[String], anonymous: bool) -> String {
     let first = samples.first().map_or("user_unknown", String::as_str);
+    let tokens = if anonymous {
+        "any token works without --config"
+    } else {
+        "use a caller token of the --config file"
+    };
     format!(
-        "\nClerk-compatible Backend API on http://{address} (any token works in demo mode):\n\
+        "\nClerk-compatible Backend API on http://{address} ({tokens}):\n\
          curl -s -H 'Authorization: Bearer sk_test_demo' http://{address}/v1/users/{first}\n\
          @clerk/backend: createClerkClient({{ secretKey: 'sk_test_demo', apiUrl: 'http://{address}' }})\n\
          (or CLERK_API_URL=http://{address} CLERK_SECRET_KEY=sk_test_demo for Clerk's framework SDKs)"
@@ -95,13 +105,25 @@ fn front_banner(address: &str, samples: &[String]) -> String {
 }
 
 /// The start-up text: what runs, and commands to try.
-fn banner(address: &str, samples: &[String], users: usize, rate: Rate, webhooks: &str) -> String {
+fn banner(
+    address: &str,
+    samples: &[String],
+    users: usize,
+    rate: Rate,
+    webhooks: &str,
+    anonymous: bool,
+) -> String {
     let first = samples.first().map_or("user_unknown", String::as_str);
     let second = samples.get(1).map_or("user_unknown", String::as_str);
     let grpcurl = "grpcurl -plaintext";
+    let tokens = if anonymous {
+        "No caller token is needed (no --config: every call is the anonymous caller)."
+    } else {
+        "Calls need a caller token of the --config file (grpcurl -H 'authorization: Bearer …')."
+    };
     format!(
         "clerk-broker demo: serving gRPC on {address} in front of a fake Clerk with {users} \
-         synthetic users and a budget of {rate}.\nNo caller token is needed in demo mode.\n\
+         synthetic users and a budget of {rate}.\n{tokens}\n\
          {webhooks}\n\
          Try:\n\
          {grpcurl} {address} list\n\
