@@ -487,13 +487,7 @@ fn serve_http(
     routes: http::Routes,
     stop: impl Future<Output = ()> + Send + 'static,
 ) -> impl Future<Output = ()> + Send + 'static {
-    let scheme = match &acceptor {
-        Acceptor::Plain => "http",
-        Acceptor::Tls(..) => "https",
-    };
-    let address = listener
-        .local_addr()
-        .map_or_else(|_| "?".to_owned(), |address| address.to_string());
+    let (scheme, address) = base_url(&listener, &acceptor);
     if routes != http::Routes::Webhooks {
         tracing::info!("metrics: GET {scheme}://{address}{}", http::METRICS_PATH);
     }
@@ -516,6 +510,18 @@ fn serve_http(
     http::serve(incoming, router, limits, stop)
 }
 
+/// The scheme and address an HTTP listener serves on, for start-up logs.
+fn base_url(listener: &TcpListener, acceptor: &Acceptor) -> (&'static str, String) {
+    let scheme = match acceptor {
+        Acceptor::Plain => "http",
+        Acceptor::Tls(..) => "https",
+    };
+    let address = listener
+        .local_addr()
+        .map_or_else(|_| "?".to_owned(), |address| address.to_string());
+    (scheme, address)
+}
+
 /// Serves the Clerk-compatible front until `stop` resolves, with the HTTP
 /// listener's limits (header timeout, connections) and its own body limit.
 fn serve_front(
@@ -525,13 +531,7 @@ fn serve_front(
     config: &Config,
     stop: impl Future<Output = ()> + Send + 'static,
 ) -> impl Future<Output = ()> + Send + 'static {
-    let scheme = match &acceptor {
-        Acceptor::Plain => "http",
-        Acceptor::Tls(..) => "https",
-    };
-    let address = listener
-        .local_addr()
-        .map_or_else(|_| "?".to_owned(), |address| address.to_string());
+    let (scheme, address) = base_url(&listener, &acceptor);
     tracing::info!(
         "Clerk-compatible Backend API: {scheme}://{address} (SDKs: API URL here, secret key a \
          caller token)"

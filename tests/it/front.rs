@@ -264,6 +264,21 @@ async fn refusals_speak_clerk_and_cost_nothing_upstream() {
         .unwrap();
     assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
     assert!(bad.text().await.unwrap().contains("x-clerk-broker-timeout"));
+    for (priority, expected) in [
+        ("bulk", StatusCode::OK),
+        ("interactive", StatusCode::OK),
+        ("urgent", StatusCode::BAD_REQUEST),
+    ] {
+        let response = client()
+            .get(format!("http://{}{user}", harness.front_addr))
+            .bearer_auth("sk_live_reader")
+            .header("x-clerk-broker-priority", priority)
+            .header("x-clerk-broker-timeout", "5s")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), expected, "{priority}");
+    }
 }
 
 #[tokio::test]

@@ -38,6 +38,22 @@ async fn patch_metadata(
         .unwrap()
 }
 
+/// Two brokers in front of one fake Clerk, sharing budgets and the cache
+/// through Redis.
+async fn replicas() -> (Harness, Harness) {
+    let prefix = format!("front-{:08x}", fastrand::u32(..));
+    let options = || Options {
+        users: 300,
+        policy: policy(),
+        redis: Some(shared_url()),
+        redis_prefix: prefix.clone(),
+        ..Options::default()
+    };
+    let harness = Harness::start(options()).await;
+    let replica = harness.replica(options()).await;
+    (harness, replica)
+}
+
 fn as_caller<T>(token: &str, message: T) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
     request
@@ -49,16 +65,7 @@ fn as_caller<T>(token: &str, message: T) -> tonic::Request<T> {
 #[tokio::test]
 async fn a_write_is_seen_by_the_next_read_here_through_grpc_and_on_another_replica() {
     // Two replicas sharing the cache's invalidations through Redis.
-    let prefix = format!("front-{:08x}", fastrand::u32(..));
-    let options = || Options {
-        users: 300,
-        policy: policy(),
-        redis: Some(shared_url()),
-        redis_prefix: prefix.clone(),
-        ..Options::default()
-    };
-    let harness = Harness::start(options()).await;
-    let replica = harness.replica(options()).await;
+    let (harness, replica) = replicas().await;
     let id = harness.ids[3].clone();
     // Both replicas cache the user first.
     for broker in [&harness, &replica] {
@@ -198,16 +205,7 @@ async fn ten_times_the_per_user_limit_never_meets_clerks_429() {
 
 #[tokio::test]
 async fn replicas_share_the_per_user_limit_through_redis() {
-    let prefix = format!("front-limit-{:08x}", fastrand::u32(..));
-    let options = || Options {
-        users: 300,
-        policy: policy(),
-        redis: Some(shared_url()),
-        redis_prefix: prefix.clone(),
-        ..Options::default()
-    };
-    let harness = Harness::start(options()).await;
-    let replica = harness.replica(options()).await;
+    let (harness, replica) = replicas().await;
     let id = harness.ids[6].clone();
     let calls = (0..60).map(|n| {
         let id = id.clone();
