@@ -580,6 +580,11 @@ func (x *BatchGetUsersResponse) GetMissingUserIds() []string {
 //
 // Every repeated field is an exact-match filter taking at most 100 values;
 // values of one field are OR-ed, different fields are AND-ed.
+//
+// Time bounds are exclusive; fractions of a millisecond are rounded outward
+// (before up, after down), as Clerk keeps whole milliseconds. A range whose
+// before is not later than its after holds no user and is refused with
+// INVALID_ARGUMENT.
 type UserFilter struct {
 	state         protoimpl.MessageState
 	sizeCache     protoimpl.SizeCache

@@ -55,7 +55,9 @@ type UserServiceClient interface {
 	// back in messages of `page_size` users. Each message carries a
 	// `resume_token`: a new call with that token continues right after the last
 	// user of that message. Tokens are valid on every broker replica sharing the
-	// same secret key, and after a restart.
+	// same secret key, and after a restart. Tokens are signed, not encrypted:
+	// whoever holds one can read the filter it carries (queries included) and
+	// the user ids of its position.
 	//
 	// Sorted by created_at (either direction), every user that exists for the
 	// whole export is delivered exactly once, even while other users are created
@@ -205,7 +207,9 @@ type UserServiceServer interface {
 	// back in messages of `page_size` users. Each message carries a
 	// `resume_token`: a new call with that token continues right after the last
 	// user of that message. Tokens are valid on every broker replica sharing the
-	// same secret key, and after a restart.
+	// same secret key, and after a restart. Tokens are signed, not encrypted:
+	// whoever holds one can read the filter it carries (queries included) and
+	// the user ids of its position.
 	//
 	// Sorted by created_at (either direction), every user that exists for the
 	// whole export is delivered exactly once, even while other users are created
