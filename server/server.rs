@@ -511,7 +511,14 @@ fn serve_http(
             http::WEBHOOK_PATH
         );
     }
-    let router = http::router(broker, &limits, routes);
+    let state = http::HttpState {
+        users: broker.users.clone(),
+        webhooks: broker.webhooks.clone(),
+        metrics: broker.metrics.clone(),
+        admission: broker.admission.clone(),
+        reloads: broker.reloads.clone(),
+    };
+    let router = http::router(state, &limits, routes);
     let incoming = tls::incoming(listener, acceptor, Some(limits.connections()));
     http::serve(incoming, router, limits, stop)
 }

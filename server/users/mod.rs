@@ -11,6 +11,7 @@
 
 mod batcher;
 mod cache;
+mod config;
 mod flight;
 mod shared;
 
@@ -25,12 +26,12 @@ use crate::{
         ClerkClient, ClerkUser, Forward, ListQuery, MAX_FILTER_VALUES, OrderBy, UpstreamError,
         UserFilter,
     },
-    config::LookupConfig,
     webhook::{UserEvent, unix_millis},
 };
 
 use batcher::Batcher;
 pub use cache::{Cached, UserCache};
+pub use config::{DEFAULT_HTTP_PORT, LookupConfig};
 use flight::{Flight, Flights, Landing};
 pub use shared::{Claim, SharedEntry, SharedUsers};
 
