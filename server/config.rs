@@ -20,6 +20,8 @@ pub use listeners::{HttpLimitArgs, HttpLimits, TlsArgs};
 pub use lookup::{LookupArgs, LookupConfig, WEBHOOK_SECRET_ENV};
 pub use redis::RedisArgs;
 
+pub use crate::admission::default_margin;
+
 use crate::{
     admission::{BudgetSpec, Rate, default_burst, parse_duration},
     callers::Policy,
@@ -376,11 +378,6 @@ impl Config {
             front: FrontConfig::from_args(&args.front, listen)?,
         })
     }
-}
-
-/// Extra length counted on a budget's window unless configured: 2% of it.
-pub fn default_margin(rate: Rate) -> Duration {
-    rate.window / 50
 }
 
 /// Parses a duration flag such as `10s` or `500ms`.

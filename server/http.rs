@@ -45,11 +45,9 @@ use tokio_stream::{Stream, StreamExt as _};
 
 use crate::{
     admission::Admission,
-    config::HttpLimits,
     metrics::Metrics,
     reload::ReloadStats,
-    server::Broker,
-    tls::Conn,
+    tls::{Conn, ConnectionLimits},
     users::Users,
     webhook::{SignedHeaders, UserEvent, WebhookError, Webhooks},
 };
@@ -60,14 +58,60 @@ pub const WEBHOOK_PATH: &str = "/webhooks/clerk";
 /// Where Prometheus scrapes.
 pub const METRICS_PATH: &str = "/metrics";
 
-/// What the HTTP handlers need.
+/// What the HTTP handlers need (the broker's own parts).
 #[derive(Clone, Debug)]
-struct HttpState {
-    users: Arc<Users>,
-    webhooks: Arc<Webhooks>,
-    metrics: Arc<Metrics>,
-    admission: Arc<Admission>,
-    reloads: Arc<ReloadStats>,
+pub struct HttpState {
+    /// User lookups, updated by webhooks.
+    pub users: Arc<Users>,
+    /// Verifies Clerk's webhook deliveries.
+    pub webhooks: Arc<Webhooks>,
+    /// The registry `GET /metrics` renders.
+    pub metrics: Arc<Metrics>,
+    /// The budgets, read at scrape.
+    pub admission: Arc<Admission>,
+    /// Outcomes of policy reloads, read at scrape.
+    pub reloads: Arc<ReloadStats>,
+}
+
+/// The HTTP listener's validated limits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HttpLimits {
+    /// Largest request body, in bytes.
+    pub max_body: usize,
+    /// Time to receive a request's headers.
+    pub header_timeout: Duration,
+    /// Time from headers to answer.
+    pub request_timeout: Duration,
+    /// Time from headers to the end of the body.
+    pub body_timeout: Duration,
+    /// Most open connections.
+    pub max_connections: usize,
+    /// Most open connections from one peer.
+    pub max_connections_per_peer: usize,
+}
+
+impl Default for HttpLimits {
+    /// The documented defaults.
+    fn default() -> Self {
+        Self {
+            max_body: 1 << 20,
+            header_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(30),
+            body_timeout: Duration::from_secs(5),
+            max_connections: 256,
+            max_connections_per_peer: 16,
+        }
+    }
+}
+
+impl HttpLimits {
+    /// The connection limits of an HTTP listener.
+    pub fn connections(&self) -> ConnectionLimits {
+        ConnectionLimits {
+            max: self.max_connections,
+            per_peer: self.max_connections_per_peer,
+        }
+    }
 }
 
 /// What one HTTP listener serves.
@@ -83,7 +127,7 @@ pub enum Routes {
 }
 
 /// The HTTP routes of a listener serving `routes` (anything else is 404).
-pub fn router(broker: &Broker, limits: &HttpLimits, routes: Routes) -> Router {
+pub fn router(state: HttpState, limits: &HttpLimits, routes: Routes) -> Router {
     let mut router = Router::new();
     if routes != Routes::Metrics {
         router = router.route(WEBHOOK_PATH, post(clerk_webhook));
@@ -99,13 +143,7 @@ pub fn router(broker: &Broker, limits: &HttpLimits, routes: Routes) -> Router {
             limits.request_timeout,
             request_deadline,
         ))
-        .with_state(HttpState {
-            users: broker.users.clone(),
-            webhooks: broker.webhooks.clone(),
-            metrics: broker.metrics.clone(),
-            admission: broker.admission.clone(),
-            reloads: broker.reloads.clone(),
-        })
+        .with_state(state)
 }
 
 /// `GET /metrics`: the Prometheus text exposition.

@@ -18,9 +18,8 @@ use std::{
 use sha2::{Digest, Sha256};
 
 use crate::{
-    admission::{Admission, BudgetSpec},
+    admission::{Admission, BudgetSpec, default_margin},
     callers::{Policy, PolicyStore},
-    config::default_margin,
     routes::keyed_specs,
 };
 

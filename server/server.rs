@@ -5,33 +5,31 @@
 //! [`run`] takes already-bound listeners and any shutdown future: the
 //! binary passes SIGTERM/SIGINT, tests pass listeners on `127.0.0.1:0`.
 
+mod broker;
+
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use tokio::{net::TcpListener, sync::watch, time::Instant};
 use tonic::transport::Server;
 use tonic_health::{ServingStatus, server::HealthReporter};
 
+pub use broker::Broker;
+
 use crate::{
-    admission::{Admission, Demand, LeaseStore},
+    admission::{Admission, Demand},
     callers::{PolicyStore, Scope},
     clerk::{ClerkClient, KeyState},
-    config::{Config, HttpLimits, default_margin},
-    counts::CountCache,
+    config::{Config, HttpLimits},
     front::{self, Front},
     grpc::{AdminApi, Authenticate, QuotaApi, UserApi},
     http,
-    metrics::{GrpcMetricsLayer, Metrics},
+    metrics::GrpcMetricsLayer,
     pb::{
         self, admin_service_server::AdminServiceServer, quota_service_server::QuotaServiceServer,
         user_service_server::UserServiceServer,
     },
-    reload::{self, ReloadStats},
-    routes::keyed_specs,
-    store::{RedisStore, RedisUsers},
+    reload,
     tls::{self, Acceptor, TlsError, TlsStore},
-    token::TokenKey,
-    users::{SharedUsers, Users},
-    webhook::Webhooks,
 };
 
 /// Largest request message the broker's services decode (larger ones get
@@ -127,78 +125,6 @@ impl Listeners {
                 None => None,
             },
             front: Some(bind(config.front.listen).await?),
-        })
-    }
-}
-
-/// The broker's domain objects, shared by all handlers.
-#[derive(Debug, Clone)]
-pub struct Broker {
-    /// All budgets; every upstream request passes here.
-    pub admission: Arc<Admission>,
-    /// The only client that talks to Clerk.
-    pub clerk: Arc<ClerkClient>,
-    /// User lookups.
-    pub users: Arc<Users>,
-    /// Signs resume tokens.
-    pub tokens: TokenKey,
-    /// Outcomes of policy reloads.
-    pub reloads: Arc<ReloadStats>,
-    /// Everything operators can scrape.
-    pub metrics: Arc<Metrics>,
-    /// Verifies Clerk's webhook deliveries.
-    pub webhooks: Arc<Webhooks>,
-    /// Shared state with the other replicas, with `--redis-url`.
-    pub redis: Option<Arc<RedisStore>>,
-    /// Users shared with the other replicas, with `--redis-url`.
-    pub redis_users: Option<Arc<RedisUsers>>,
-    /// `CountUsers` answers by filter, shared by gRPC and the front.
-    pub counts: Arc<CountCache>,
-}
-
-impl Broker {
-    /// Builds the domain objects from a validated configuration (inside a
-    /// tokio runtime: lookups start their batching task).
-    pub fn new(config: &Config) -> Result<Self, ServeError> {
-        let metrics = Arc::new(Metrics::new());
-        let redis = match &config.redis {
-            Some(redis) => Some(
-                RedisStore::new(redis, config.clerk.request_timeout).map_err(ServeError::Redis)?,
-            ),
-            None => None,
-        };
-        let admission = Arc::new(Admission::with_store(
-            config.upstream_spec(),
-            config.policy.budgets.clone(),
-            metrics.clone(),
-            redis.clone().map(|store| store as Arc<dyn LeaseStore>),
-        ));
-        let redis_users = redis.clone().map(RedisUsers::new);
-        let tokens = TokenKey::derive(&config.clerk.secret_key);
-        let clerk = Arc::new(
-            ClerkClient::new(config.clerk.clone(), admission.clone())?.observed(metrics.clone()),
-        );
-        let users = Arc::new(Users::with_remote(
-            clerk.clone(),
-            &config.lookup,
-            metrics.clone(),
-            redis_users
-                .clone()
-                .map(|shared| shared as Arc<dyn SharedUsers>),
-        ));
-        let webhooks = Arc::new(Webhooks::new(config.lookup.webhook_secret.clone()));
-        admission.apply_keyed(keyed_specs(&config.policy.route_limits, default_margin));
-        Ok(Self {
-            admission,
-            clerk,
-            users,
-            tokens,
-            reloads: Arc::default(),
-            metrics,
-            webhooks,
-            redis,
-            redis_users,
-            counts: Arc::default(),
         })
     }
 }
@@ -505,7 +431,14 @@ fn serve_http(
             http::WEBHOOK_PATH
         );
     }
-    let router = http::router(broker, &limits, routes);
+    let state = http::HttpState {
+        users: broker.users.clone(),
+        webhooks: broker.webhooks.clone(),
+        metrics: broker.metrics.clone(),
+        admission: broker.admission.clone(),
+        reloads: broker.reloads.clone(),
+    };
+    let router = http::router(state, &limits, routes);
     let incoming = tls::incoming(listener, acceptor, Some(limits.connections()));
     http::serve(incoming, router, limits, stop)
 }

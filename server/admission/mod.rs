@@ -143,6 +143,11 @@ pub fn default_burst(rate: Rate) -> u32 {
     (rate.limit / 10).max(1)
 }
 
+/// Extra length counted on a budget's window unless configured: 2% of it.
+pub fn default_margin(rate: Rate) -> Duration {
+    rate.window / 50
+}
+
 /// All budgets of the broker.
 #[derive(Debug)]
 pub struct Admission {

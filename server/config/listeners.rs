@@ -1,12 +1,13 @@
 //! Flags of the listeners themselves: TLS (for `serve`) and the HTTP
 //! listener's resource limits (for `serve` and `demo`).
 
-use std::{path::PathBuf, time::Duration};
+use std::path::PathBuf;
 
 use clap::Args;
 
 use super::{ConfigError, duration, lookup::bytes};
-use crate::tls::{ConnectionLimits, TlsFiles};
+pub use crate::http::HttpLimits;
+use crate::tls::TlsFiles;
 
 /// TLS flags of `serve`.
 #[derive(Debug, Args)]
@@ -77,37 +78,6 @@ pub struct HttpLimitArgs {
     pub http_max_connections_per_peer: usize,
 }
 
-/// The HTTP listener's validated limits.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct HttpLimits {
-    /// Largest request body, in bytes.
-    pub max_body: usize,
-    /// Time to receive a request's headers.
-    pub header_timeout: Duration,
-    /// Time from headers to answer.
-    pub request_timeout: Duration,
-    /// Time from headers to the end of the body.
-    pub body_timeout: Duration,
-    /// Most open connections.
-    pub max_connections: usize,
-    /// Most open connections from one peer.
-    pub max_connections_per_peer: usize,
-}
-
-impl Default for HttpLimits {
-    /// The documented defaults.
-    fn default() -> Self {
-        Self {
-            max_body: 1 << 20,
-            header_timeout: Duration::from_secs(10),
-            request_timeout: Duration::from_secs(30),
-            body_timeout: Duration::from_secs(5),
-            max_connections: 256,
-            max_connections_per_peer: 16,
-        }
-    }
-}
-
 impl HttpLimits {
     /// Validates `args`.
     pub fn from_args(args: &HttpLimitArgs) -> Result<Self, ConfigError> {
@@ -143,14 +113,6 @@ impl HttpLimits {
             max_connections: args.http_max_connections,
             max_connections_per_peer: args.http_max_connections_per_peer,
         })
-    }
-
-    /// The connection limits of an HTTP listener.
-    pub fn connections(&self) -> ConnectionLimits {
-        ConnectionLimits {
-            max: self.max_connections,
-            per_peer: self.max_connections_per_peer,
-        }
     }
 }
 

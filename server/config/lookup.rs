@@ -9,13 +9,11 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 use clap::Args;
 
 use super::{ConfigError, duration};
-use crate::webhook::WebhookSecret;
+pub use crate::users::LookupConfig;
+use crate::{users::DEFAULT_HTTP_PORT, webhook::WebhookSecret};
 
 /// The environment variable holding the webhook signing secret.
 pub const WEBHOOK_SECRET_ENV: &str = "CLERK_WEBHOOK_SIGNING_SECRET";
-
-/// Port of the HTTP listener when `--http-listen` is not given.
-const DEFAULT_HTTP_PORT: u16 = 8080;
 
 /// Longest accepted batch window: anything longer only adds latency.
 const MAX_BATCH_WINDOW: Duration = Duration::from_secs(1);
@@ -60,47 +58,6 @@ pub struct LookupArgs {
     /// CLERK_WEBHOOK_SIGNING_SECRET. Without either, webhooks are refused.
     #[arg(long, env = "CLERK_WEBHOOK_SIGNING_SECRET_FILE")]
     pub webhook_signing_secret_file: Option<PathBuf>,
-}
-
-/// The validated lookup settings.
-#[derive(Clone, Debug, PartialEq)]
-pub struct LookupConfig {
-    /// Most entries in the user cache.
-    pub cache_max_entries: u64,
-    /// Most estimated bytes in the user cache.
-    pub cache_max_bytes: u64,
-    /// How long a found user is fresh.
-    pub cache_ttl: Duration,
-    /// How long "no such user" is fresh.
-    pub negative_ttl: Duration,
-    /// How long past freshness an entry may be served as stale.
-    pub max_stale: Duration,
-    /// How long misses are gathered before one batched request.
-    pub batch_window: Duration,
-    /// Where the HTTP listener (webhooks) listens.
-    pub http_listen: SocketAddr,
-    /// Where the metrics-only listener listens (None: metrics are served on
-    /// `http_listen`).
-    pub metrics_listen: Option<SocketAddr>,
-    /// Verifies webhook deliveries; `None` refuses them all.
-    pub webhook_secret: Option<WebhookSecret>,
-}
-
-impl Default for LookupConfig {
-    /// The documented defaults, with no webhook secret.
-    fn default() -> Self {
-        Self {
-            cache_max_entries: 100_000,
-            cache_max_bytes: 256 << 20,
-            cache_ttl: Duration::from_secs(60),
-            negative_ttl: Duration::from_secs(10),
-            max_stale: Duration::from_secs(5 * 60),
-            batch_window: Duration::from_millis(5),
-            http_listen: SocketAddr::from(([0, 0, 0, 0], DEFAULT_HTTP_PORT)),
-            metrics_listen: None,
-            webhook_secret: None,
-        }
-    }
 }
 
 impl LookupConfig {

@@ -1,10 +1,8 @@
 //! The query-string grammar of `GET /v1/users` and `/v1/users/count`: parsing and validating
 //! `limit`, `offset`, `order_by` and the filters into a [`UserFilter`] and a [`Page`], with
-//! Clerk's 422 errors and its `limit > 500` quirk, and matching filters against a [`Record`].
+//! Clerk's 422 errors and its `limit > 500` quirk (`store.rs` matches records against them).
 
 use std::collections::HashSet;
-
-use super::store::Record;
 
 /// Clerk's largest page.
 const MAX_LIMIT: u64 = 500;
@@ -92,7 +90,7 @@ pub(super) struct Page {
 
 /// An exact-match array filter of the users endpoints.
 #[derive(Clone, Copy, Debug, PartialEq)]
-enum ExactField {
+pub(super) enum ExactField {
     /// `user_id`.
     UserId,
     /// `email_address`.
@@ -127,27 +125,27 @@ impl ExactField {
 #[derive(Debug, Default)]
 pub(super) struct UserFilter {
     /// Exact filters given, each with its accepted values.
-    exact: Vec<(ExactField, HashSet<String>)>,
+    pub(super) exact: Vec<(ExactField, HashSet<String>)>,
     /// `query`, lowercased.
-    query: Option<String>,
+    pub(super) query: Option<String>,
     /// `email_address_query`, lowercased.
-    email_query: Option<String>,
+    pub(super) email_query: Option<String>,
     /// `phone_number_query`, lowercased.
-    phone_query: Option<String>,
+    pub(super) phone_query: Option<String>,
     /// `username_query`, lowercased.
-    username_query: Option<String>,
+    pub(super) username_query: Option<String>,
     /// `name_query`, lowercased.
-    name_query: Option<String>,
+    pub(super) name_query: Option<String>,
     /// `banned`.
-    banned: Option<bool>,
+    pub(super) banned: Option<bool>,
     /// `created_at_before`, Unix ms, exclusive.
-    created_before: Option<i64>,
+    pub(super) created_before: Option<i64>,
     /// `created_at_after`, Unix ms, exclusive.
-    created_after: Option<i64>,
+    pub(super) created_after: Option<i64>,
     /// `last_active_at_before`, Unix ms, exclusive.
-    active_before: Option<i64>,
+    pub(super) active_before: Option<i64>,
     /// `last_active_at_after`, Unix ms, exclusive.
-    active_after: Option<i64>,
+    pub(super) active_after: Option<i64>,
 }
 
 /// A rejected parameter, answered 422 `form_param_value_invalid`.
@@ -311,57 +309,4 @@ impl UserFilter {
         let (_, ids) = self.exact.iter().find(|(f, _)| *f == ExactField::UserId)?;
         Some(ids)
     }
-
-    /// Whether `record` passes every filter.
-    pub(super) fn matches(&self, record: &Record) -> bool {
-        self.exact
-            .iter()
-            .all(|(field, values)| exact_match(record, *field, values))
-            && contains(&record.any_text, &self.query)
-            && contains(&record.email_text, &self.email_query)
-            && contains(&record.phone_text, &self.phone_query)
-            && contains(&record.username_text, &self.username_query)
-            && contains(&record.name_text, &self.name_query)
-            && self.banned.is_none_or(|banned| record.banned == banned)
-            && before(record.created_at, self.created_before)
-            && after(record.created_at, self.created_after)
-            && before(record.last_active_at, self.active_before)
-            && after(record.last_active_at, self.active_after)
-    }
-}
-
-/// Whether any value of `field` in `record` is one of `values`.
-fn exact_match(record: &Record, field: ExactField, values: &HashSet<String>) -> bool {
-    let any = |items: &[String]| items.iter().any(|item| values.contains(item));
-    match field {
-        ExactField::UserId => values.contains(&record.id),
-        ExactField::EmailAddress => any(&record.emails),
-        ExactField::PhoneNumber => any(&record.phones),
-        ExactField::Web3Wallet => any(&record.web3_wallets),
-        // A fake's simplification: Clerk matches real organization memberships; the fake
-        // matches the string array `public_metadata.organization_ids` (set by the seed).
-        ExactField::OrganizationId => any(&record.organization_ids),
-        ExactField::ExternalId => record
-            .external_id
-            .as_ref()
-            .is_some_and(|v| values.contains(v)),
-        ExactField::Username => record.username.as_ref().is_some_and(|v| values.contains(v)),
-    }
-}
-
-/// Case-insensitive substring match (`needle` is already lowercased); no needle matches all.
-fn contains(haystack: &str, needle: &Option<String>) -> bool {
-    needle
-        .as_deref()
-        .is_none_or(|needle| haystack.contains(needle))
-}
-
-/// `value < bound` when bounded; a missing value never passes a bound.
-fn before(value: Option<i64>, bound: Option<i64>) -> bool {
-    bound.is_none_or(|bound| value.is_some_and(|value| value < bound))
-}
-
-/// `value > bound` when bounded; a missing value never passes a bound.
-fn after(value: Option<i64>, bound: Option<i64>) -> bool {
-    bound.is_none_or(|bound| value.is_some_and(|value| value > bound))
 }

@@ -16,7 +16,7 @@ use std::sync::{LazyLock, OnceLock};
 use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::Value;
 
-use super::filter::{OrderBy, OrderField, Page, UserFilter};
+use super::filter::{ExactField, OrderBy, OrderField, Page, UserFilter};
 
 /// A stored user: the JSON object as given, serialized with its fields in Clerk's order
 /// (as Clerk's answers list them; fields it does not know follow, sorted). Reads as the
@@ -277,6 +277,60 @@ impl Record {
         };
         by_key.then_with(|| self.id.cmp(&other.id))
     }
+
+    /// Whether this record passes every filter of `filter`.
+    pub(super) fn matches(&self, filter: &UserFilter) -> bool {
+        filter
+            .exact
+            .iter()
+            .all(|(field, values)| exact_match(self, *field, values))
+            && contains(&self.any_text, &filter.query)
+            && contains(&self.email_text, &filter.email_query)
+            && contains(&self.phone_text, &filter.phone_query)
+            && contains(&self.username_text, &filter.username_query)
+            && contains(&self.name_text, &filter.name_query)
+            && filter.banned.is_none_or(|banned| self.banned == banned)
+            && before(self.created_at, filter.created_before)
+            && after(self.created_at, filter.created_after)
+            && before(self.last_active_at, filter.active_before)
+            && after(self.last_active_at, filter.active_after)
+    }
+}
+
+/// Whether any value of `field` in `record` is one of `values`.
+fn exact_match(record: &Record, field: ExactField, values: &HashSet<String>) -> bool {
+    let any = |items: &[String]| items.iter().any(|item| values.contains(item));
+    match field {
+        ExactField::UserId => values.contains(&record.id),
+        ExactField::EmailAddress => any(&record.emails),
+        ExactField::PhoneNumber => any(&record.phones),
+        ExactField::Web3Wallet => any(&record.web3_wallets),
+        // A fake's simplification: Clerk matches real organization memberships; the fake
+        // matches the string array `public_metadata.organization_ids` (set by the seed).
+        ExactField::OrganizationId => any(&record.organization_ids),
+        ExactField::ExternalId => record
+            .external_id
+            .as_ref()
+            .is_some_and(|v| values.contains(v)),
+        ExactField::Username => record.username.as_ref().is_some_and(|v| values.contains(v)),
+    }
+}
+
+/// Case-insensitive substring match (`needle` is already lowercased); no needle matches all.
+fn contains(haystack: &str, needle: &Option<String>) -> bool {
+    needle
+        .as_deref()
+        .is_none_or(|needle| haystack.contains(needle))
+}
+
+/// `value < bound` when bounded; a missing value never passes a bound.
+fn before(value: Option<i64>, bound: Option<i64>) -> bool {
+    bound.is_none_or(|bound| value.is_some_and(|value| value < bound))
+}
+
+/// `value > bound` when bounded; a missing value never passes a bound.
+fn after(value: Option<i64>, bound: Option<i64>) -> bool {
+    bound.is_none_or(|bound| value.is_some_and(|value| value > bound))
 }
 
 /// Compares optional keys with `None` after every value, whatever the direction.
@@ -414,7 +468,7 @@ impl Store {
         let matching: Box<dyn Iterator<Item = &Record>> = if filter.is_empty() {
             Box::new(matching)
         } else {
-            Box::new(matching.filter(|record| filter.matches(record)))
+            Box::new(matching.filter(|record| record.matches(filter)))
         };
         matching
             .skip(page.offset)
@@ -431,7 +485,7 @@ impl Store {
         if filter.is_empty() {
             return self.records.len();
         }
-        self.records.iter().filter(|r| filter.matches(r)).count()
+        self.records.iter().filter(|r| r.matches(filter)).count()
     }
 
     /// The page when `user_id` narrows the candidates to at most 100: no full scan.
@@ -451,7 +505,7 @@ impl Store {
     fn by_ids(&self, ids: &HashSet<String>, filter: &UserFilter) -> Vec<&Record> {
         let records = ids.iter().filter_map(|id| self.by_id.get(id));
         let records = records.map(|&at| &self.records[at]);
-        records.filter(|record| filter.matches(record)).collect()
+        records.filter(|record| record.matches(filter)).collect()
     }
 
     /// Positions of all records in `order`, sorted on first use.

@@ -139,24 +139,13 @@ impl Authenticate {
             .or_default()
             .value()
             .clone();
-        let (counter, limit, what, setting, retry) = if stream {
-            let counter = &held.streams;
-            (
-                counter,
-                caller.limits.max_streams,
-                "ListUsers streams open",
-                "max_streams",
-                STREAM_RETRY,
-            )
+        let kind = if stream {
+            SlotKind::Stream
         } else {
-            (
-                &held.calls,
-                caller.limits.max_in_flight,
-                "calls in flight",
-                "max_in_flight",
-                IN_FLIGHT_RETRY,
-            )
+            SlotKind::Call
         };
+        let (counter, limit) = (kind.counter(&held), kind.limit(caller));
+        let (what, setting) = (kind.what(), kind.setting());
         let before = counter.fetch_add(1, Ordering::AcqRel);
         if before >= limit {
             counter.fetch_sub(1, Ordering::AcqRel);
@@ -167,10 +156,61 @@ impl Authenticate {
                      file): retry when some have ended",
                     caller.name
                 ),
-                ErrorDetails::with_retry_info(Some(retry)),
+                ErrorDetails::with_retry_info(Some(kind.retry())),
             ));
         }
-        Ok(Slot { held, stream })
+        Ok(Slot { held, kind })
+    }
+}
+
+/// A kind of slot a caller holds, each with its own limit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum SlotKind {
+    /// A unary call in flight.
+    Call,
+    /// An open `ListUsers` stream.
+    Stream,
+}
+
+impl SlotKind {
+    /// The count of slots of this kind in `held`.
+    fn counter(self, held: &Held) -> &AtomicU32 {
+        match self {
+            Self::Call => &held.calls,
+            Self::Stream => &held.streams,
+        }
+    }
+
+    /// How many slots of this kind `caller` may hold.
+    fn limit(self, caller: &Caller) -> u32 {
+        match self {
+            Self::Call => caller.limits.max_in_flight,
+            Self::Stream => caller.limits.max_streams,
+        }
+    }
+
+    /// What the slots are, in a refusal.
+    fn what(self) -> &'static str {
+        match self {
+            Self::Call => "calls in flight",
+            Self::Stream => "ListUsers streams open",
+        }
+    }
+
+    /// The policy file's setting of the limit.
+    fn setting(self) -> &'static str {
+        match self {
+            Self::Call => "max_in_flight",
+            Self::Stream => "max_streams",
+        }
+    }
+
+    /// When a refused caller should retry.
+    fn retry(self) -> Duration {
+        match self {
+            Self::Call => IN_FLIGHT_RETRY,
+            Self::Stream => STREAM_RETRY,
+        }
     }
 }
 
@@ -178,17 +218,12 @@ impl Authenticate {
 #[derive(Debug)]
 struct Slot {
     held: Arc<Held>,
-    stream: bool,
+    kind: SlotKind,
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        let counter = if self.stream {
-            &self.held.streams
-        } else {
-            &self.held.calls
-        };
-        counter.fetch_sub(1, Ordering::AcqRel);
+        self.kind.counter(&self.held).fetch_sub(1, Ordering::AcqRel);
     }
 }
 

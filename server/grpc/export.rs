@@ -4,6 +4,8 @@
 //! stream reaches its maximum lifetime, or a policy reload takes away what
 //! the caller needs (its caller is checked again before the next message).
 
+use std::{pin::Pin, sync::Arc, time::Duration};
+
 use futures_util::{Stream, stream};
 use tokio::{
     sync::{mpsc, watch},
@@ -11,15 +13,14 @@ use tokio::{
 };
 use tonic::{Request, Response, Status, metadata::MetadataValue};
 
-use super::{
-    auth, call_deadline, convert, standing::Standing, status, upstream_demand, users::UserApi,
-};
+use super::{auth, call_deadline, convert, standing::Standing, status, upstream_demand};
 use crate::{
     admission::Priority,
     clerk::{UpstreamError, UserFilter},
     export::{self, Chunk, Cursor, ExportPlan},
     pb,
     token::TokenKey,
+    users::Users,
 };
 
 /// Longest token repeated in the `x-resume-token` trailer of a status that
@@ -27,11 +28,27 @@ use crate::{
 /// resumes with the token of the last message it received, which is the same.
 const MAX_TRAILER_TOKEN: usize = 8 * 1024;
 
+/// The response stream of `ListUsers`.
+pub(super) type ListUsersStream =
+    Pin<Box<dyn Stream<Item = Result<pb::ListUsersResponse, Status>> + Send>>;
+
+/// What `ListUsers` needs of the user service.
+pub(super) struct ExportApi<'a> {
+    /// User lookups, whose pages the export reads.
+    pub(super) users: &'a Arc<Users>,
+    /// Signs and opens resume tokens.
+    pub(super) tokens: &'a TokenKey,
+    /// Turns true when the broker starts draining: exports then end.
+    pub(super) draining: &'a watch::Receiver<bool>,
+    /// Longest time one stream stays open.
+    pub(super) max_stream_lifetime: Duration,
+}
+
 /// Handles `ListUsers` for `api`.
 pub(super) fn list_users(
-    api: &UserApi,
+    api: ExportApi<'_>,
     request: Request<pb::ListUsersRequest>,
-) -> Result<Response<<UserApi as pb::user_service_server::UserService>::ListUsersStream>, Status> {
+) -> Result<Response<ListUsersStream>, Status> {
     let deadline = call_deadline(request.metadata());
     // Pages are fetched at bulk priority, each with its own deadline.
     let demand = upstream_demand(&request, Priority::Bulk, tokio::time::Instant::now())?;
@@ -47,7 +64,7 @@ pub(super) fn list_users(
             convert::order_by(&request.order_by, &mut violations),
         )
     } else {
-        resume(&api.tokens, &request, &mut violations)
+        resume(api.tokens, &request, &mut violations)
     };
     status::check(violations)?;
     let plan = ExportPlan {

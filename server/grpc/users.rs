@@ -1,8 +1,7 @@
 //! `UserService`: user lookups and counts; exports live in `grpc::export`.
 
-use std::{collections::HashSet, pin::Pin, sync::Arc, time::Duration};
+use std::{collections::HashSet, sync::Arc, time::Duration};
 
-use futures_util::Stream;
 use tokio::sync::watch;
 use tonic::{
     Request, Response, Status,
@@ -173,14 +172,19 @@ impl UserService for UserApi {
         Ok(with_cache_header(Response::new(reply), batch.cache))
     }
 
-    type ListUsersStream =
-        Pin<Box<dyn Stream<Item = Result<pb::ListUsersResponse, Status>> + Send>>;
+    type ListUsersStream = export::ListUsersStream;
 
     async fn list_users(
         &self,
         request: Request<pb::ListUsersRequest>,
     ) -> Result<Response<Self::ListUsersStream>, Status> {
-        export::list_users(self, request)
+        let api = export::ExportApi {
+            users: &self.users,
+            tokens: &self.tokens,
+            draining: &self.draining,
+            max_stream_lifetime: self.max_stream_lifetime,
+        };
+        export::list_users(api, request)
     }
 
     async fn count_users(

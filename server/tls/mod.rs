@@ -38,7 +38,9 @@ mod peers;
 pub use conn::{Acceptor, Conn, ConnectionLimits, HANDSHAKE_TIMEOUT, Peer, incoming};
 pub use identity::ClientIdentity;
 
-use crate::reload::POLL_INTERVAL;
+/// How often the files are checked for changes (as often as `reload` checks
+/// the policy file).
+const POLL_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// ALPN of the gRPC listener: HTTP/2 only.
 const GRPC_ALPN: &[&[u8]] = &[b"h2"];

@@ -31,7 +31,8 @@ use moka::{
 };
 use tokio::time::Instant;
 
-use crate::{clerk::ClerkUser, config::LookupConfig};
+use super::LookupConfig;
+use crate::clerk::ClerkUser;
 
 /// Bytes counted for every entry on top of its text and key: moka's
 /// bookkeeping (hash table slot, deque and timer nodes), the `Arc`s, and the
