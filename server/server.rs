@@ -233,12 +233,15 @@ pub async fn run(
     let (front_stop, front_stopped) = tokio::sync::oneshot::channel::<()>();
     let front = front_listener.map(|listener| {
         let front = Arc::new(Front::new(
-            policy.clone(),
-            broker.admission.clone(),
-            broker.clerk.clone(),
-            broker.users.clone(),
-            broker.counts.clone(),
-            broker.metrics.clone(),
+            front::Parts {
+                policy: policy.clone(),
+                admission: broker.admission.clone(),
+                clerk: broker.clerk.clone(),
+                users: broker.users.clone(),
+                counts: broker.counts.clone(),
+                metrics: broker.metrics.clone(),
+                slots: authenticate.slots(),
+            },
             config.front.default_timeout,
         ));
         tokio::spawn(serve_front(

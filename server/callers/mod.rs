@@ -20,10 +20,12 @@ use std::{
 
 mod authenticate;
 mod policy_file;
+mod slots;
 mod store;
 
 pub use authenticate::{AuthError, token_digest};
 pub use policy_file::{PolicyError, is_valid_name};
+pub use slots::{IN_FLIGHT_RETRY, STREAM_RETRY, Slot, SlotKind, SlotRefusal, Slots};
 pub use store::PolicyStore;
 
 use crate::routes::{RouteLimit, RoutePattern, clerk_limits};

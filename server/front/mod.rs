@@ -37,7 +37,7 @@ use tokio::time::Instant;
 
 use crate::{
     admission::{Admission, Demand, Priority},
-    callers::{Caller, PolicyStore, Scope},
+    callers::{Caller, PolicyStore, Scope, SlotKind, Slots},
     clerk::{ClerkClient, ClerkUser, Forward, Forwarded},
     counts::CountCache,
     metrics::Metrics,
@@ -77,6 +77,9 @@ pub struct Front {
     pub counts: Arc<CountCache>,
     /// Requests by route, caller and status.
     pub metrics: Arc<Metrics>,
+    /// What each caller holds: a request holds one of its caller's
+    /// `max_in_flight` slots, shared with its gRPC calls.
+    pub slots: Arc<Slots>,
     /// Deadline of a request that names none.
     pub default_timeout: Duration,
     /// The JWKS, served from memory for 5 minutes.
@@ -85,17 +88,37 @@ pub struct Front {
     templates: Mutex<HashSet<String>>,
 }
 
+/// The broker's shared objects the front works with.
+#[derive(Debug)]
+pub struct Parts {
+    /// The policy in force.
+    pub policy: Arc<PolicyStore>,
+    /// All budgets, keyed ones included.
+    pub admission: Arc<Admission>,
+    /// The only client that talks to Clerk.
+    pub clerk: Arc<ClerkClient>,
+    /// User lookups.
+    pub users: Arc<Users>,
+    /// Counts by filter.
+    pub counts: Arc<CountCache>,
+    /// The broker's metrics.
+    pub metrics: Arc<Metrics>,
+    /// What each caller holds, shared with the gRPC gate.
+    pub slots: Arc<Slots>,
+}
+
 impl Front {
     /// The front over the broker's domain objects.
-    pub fn new(
-        policy: Arc<PolicyStore>,
-        admission: Arc<Admission>,
-        clerk: Arc<ClerkClient>,
-        users: Arc<Users>,
-        counts: Arc<CountCache>,
-        metrics: Arc<Metrics>,
-        default_timeout: Duration,
-    ) -> Self {
+    pub fn new(parts: Parts, default_timeout: Duration) -> Self {
+        let Parts {
+            policy,
+            admission,
+            clerk,
+            users,
+            counts,
+            metrics,
+            slots,
+        } = parts;
         Self {
             policy,
             admission,
@@ -103,6 +126,7 @@ impl Front {
             users,
             counts,
             metrics,
+            slots,
             default_timeout,
             jwks: reads::JwksCache::default(),
             templates: Mutex::default(),
@@ -158,6 +182,14 @@ async fn answer(front: &Front, route: &str, request: Request) -> (Option<Arc<Cal
     let caller = match authenticate(front, &parts.headers, peer) {
         Ok(caller) => caller,
         Err(refusal) => return (None, refusal.into_response()),
+    };
+    // Held until the answer is ready.
+    let _slot = match front.slots.take(&caller, SlotKind::Call) {
+        Ok(slot) => slot,
+        Err(refusal) => {
+            let response = reply::too_many_requests(refusal.kind.retry(), &refusal.to_string());
+            return (Some(caller), response);
+        }
     };
     if !path.starts_with("/v1/") {
         let response = reply::error(

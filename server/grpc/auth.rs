@@ -28,15 +28,10 @@ use std::{
     future::Future,
     panic::AssertUnwindSafe,
     pin::Pin,
-    sync::{
-        Arc,
-        atomic::{AtomicU32, Ordering},
-    },
+    sync::Arc,
     task::{Context, Poll},
-    time::Duration,
 };
 
-use dashmap::DashMap;
 use futures_util::FutureExt as _;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use tonic::{Request, Status, body::Body, server::NamedService};
@@ -44,32 +39,19 @@ use tonic_types::{ErrorDetails, StatusExt};
 
 use super::standing::Standing;
 use crate::{
-    admission::CallerName,
-    callers::{Caller, PolicyStore, Scope, Scopes},
+    callers::{Caller, PolicyStore, Scope, Scopes, Slot, SlotKind, Slots},
     tls::Peer,
 };
 
 /// The one streaming method: its calls count against `max_streams`.
 pub(crate) const LIST_USERS_PATH: &str = "/clerk_broker.v1.UserService/ListUsers";
 
-/// Suggested wait before retrying a call refused for too many in flight.
-const IN_FLIGHT_RETRY: Duration = Duration::from_millis(50);
-/// Suggested wait before retrying a stream refused for too many open.
-const STREAM_RETRY: Duration = Duration::from_secs(1);
-
 /// Authenticates calls against the policy in force and counts what each
 /// caller holds; one per broker, shared by every gated service.
 #[derive(Clone, Debug)]
 pub struct Authenticate {
     policy: Arc<PolicyStore>,
-    held: Arc<DashMap<CallerName, Arc<Held>>>,
-}
-
-/// What one caller holds now.
-#[derive(Debug, Default)]
-struct Held {
-    calls: AtomicU32,
-    streams: AtomicU32,
+    held: Arc<Slots>,
 }
 
 impl Authenticate {
@@ -133,97 +115,23 @@ impl Authenticate {
 
     /// Takes one call slot (or stream slot) of `caller`.
     fn hold(&self, caller: &Caller, stream: bool) -> Result<Slot, Status> {
-        let held = self
-            .held
-            .entry(caller.name.clone())
-            .or_default()
-            .value()
-            .clone();
         let kind = if stream {
             SlotKind::Stream
         } else {
             SlotKind::Call
         };
-        let (counter, limit) = (kind.counter(&held), kind.limit(caller));
-        let (what, setting) = (kind.what(), kind.setting());
-        let before = counter.fetch_add(1, Ordering::AcqRel);
-        if before >= limit {
-            counter.fetch_sub(1, Ordering::AcqRel);
-            return Err(Status::with_error_details(
+        self.held.take(caller, kind).map_err(|refusal| {
+            Status::with_error_details(
                 tonic::Code::ResourceExhausted,
-                format!(
-                    "caller {:?} already has {limit} {what}, its limit ({setting} in the policy \
-                     file): retry when some have ended",
-                    caller.name
-                ),
+                refusal.to_string(),
                 ErrorDetails::with_retry_info(Some(kind.retry())),
-            ));
-        }
-        Ok(Slot { held, kind })
-    }
-}
-
-/// A kind of slot a caller holds, each with its own limit.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum SlotKind {
-    /// A unary call in flight.
-    Call,
-    /// An open `ListUsers` stream.
-    Stream,
-}
-
-impl SlotKind {
-    /// The count of slots of this kind in `held`.
-    fn counter(self, held: &Held) -> &AtomicU32 {
-        match self {
-            Self::Call => &held.calls,
-            Self::Stream => &held.streams,
-        }
+            )
+        })
     }
 
-    /// How many slots of this kind `caller` may hold.
-    fn limit(self, caller: &Caller) -> u32 {
-        match self {
-            Self::Call => caller.limits.max_in_flight,
-            Self::Stream => caller.limits.max_streams,
-        }
-    }
-
-    /// What the slots are, in a refusal.
-    fn what(self) -> &'static str {
-        match self {
-            Self::Call => "calls in flight",
-            Self::Stream => "ListUsers streams open",
-        }
-    }
-
-    /// The policy file's setting of the limit.
-    fn setting(self) -> &'static str {
-        match self {
-            Self::Call => "max_in_flight",
-            Self::Stream => "max_streams",
-        }
-    }
-
-    /// When a refused caller should retry.
-    fn retry(self) -> Duration {
-        match self {
-            Self::Call => IN_FLIGHT_RETRY,
-            Self::Stream => STREAM_RETRY,
-        }
-    }
-}
-
-/// One call's hold on its caller's slots, given back when dropped.
-#[derive(Debug)]
-struct Slot {
-    held: Arc<Held>,
-    kind: SlotKind,
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        self.kind.counter(&self.held).fetch_sub(1, Ordering::AcqRel);
+    /// The slots of every caller, shared with the Clerk-compatible front.
+    pub fn slots(&self) -> Arc<Slots> {
+        self.held.clone()
     }
 }
 
@@ -406,32 +314,26 @@ mod tests {
             assert_eq!(status.code(), tonic::Code::Internal);
             assert!(status.message().contains("bug"), "{status:?}");
         }
-        let held = auth.held.get(crate::admission::ANONYMOUS).unwrap().clone();
-        assert_eq!(held.calls.load(Ordering::Acquire), 0);
+        assert_eq!(
+            auth.held.held(crate::admission::ANONYMOUS, SlotKind::Call),
+            0
+        );
     }
 
     #[test]
-    fn slots_are_limited_per_kind_and_given_back_on_drop() {
+    fn a_caller_at_its_limit_is_refused_with_retry_info() {
         let auth = Authenticate::new(Arc::new(PolicyStore::new(Arc::new(
             crate::callers::Policy::anonymous(),
         ))));
         let caller = caller(CallerLimits {
-            max_in_flight: 2,
+            max_in_flight: 1,
             max_streams: 1,
         });
-        let first = auth.hold(&caller, false).unwrap();
-        let _second = auth.hold(&caller, false).unwrap();
+        let _held = auth.hold(&caller, false).unwrap();
         let refused = auth.hold(&caller, false).unwrap_err();
         assert_eq!(refused.code(), tonic::Code::ResourceExhausted);
         assert!(refused.message().contains("max_in_flight"), "{refused:?}");
         let retry = refused.get_details_retry_info().unwrap().retry_delay;
-        assert_eq!(retry, Some(IN_FLIGHT_RETRY));
-        // Streams are counted apart from unary calls.
-        let stream = auth.hold(&caller, true).unwrap();
-        assert!(auth.hold(&caller, true).is_err());
-        drop(first);
-        drop(stream);
-        assert!(auth.hold(&caller, false).is_ok());
-        assert!(auth.hold(&caller, true).is_ok());
+        assert_eq!(retry, Some(crate::callers::IN_FLIGHT_RETRY));
     }
 }

@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 use crate::harness::{Harness, KEY, Options, test_lookup};
 
 /// Callers: name, token, and the rest of its `[[callers]]` entry.
-const CALLERS: [(&str, &str, &str); 5] = [
+const CALLERS: [(&str, &str, &str); 6] = [
     ("reader", "sk_live_reader", "scopes = [\"read_users\"]"),
     (
         "trusted",
@@ -30,6 +30,11 @@ const CALLERS: [(&str, &str, &str); 5] = [
         "permits",
         "sk_live_permits",
         "scopes = [\"acquire_permits\"]",
+    ),
+    (
+        "narrow",
+        "sk_live_narrow",
+        "scopes = [\"read_users\"]\nmax_in_flight = 1",
     ),
     (
         "inviter",
@@ -339,4 +344,65 @@ async fn reads_of_other_api_versions_pass_through() {
         Some("2021-02-05"),
         "the caller's version is forwarded as sent"
     );
+}
+
+#[tokio::test]
+async fn a_request_holds_one_of_its_callers_in_flight_slots_shared_with_grpc() {
+    let harness = start().await;
+    harness.fake.set_faults(clerk_broker::fake::Faults {
+        latency: Duration::from_millis(1500),
+        ..Default::default()
+    });
+    let front = harness.front_addr;
+    let slow = format!("/v1/users/{}", harness.ids[20]);
+    let held = tokio::spawn(async move {
+        client()
+            .get(format!("http://{front}{slow}"))
+            .bearer_auth("sk_live_narrow")
+            .send()
+            .await
+            .unwrap()
+            .status()
+    });
+    // The first request is at the fake (slowed down) and holds the slot.
+    while harness.fake.stats().requests == 0 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let refused = client()
+        .get(format!("http://{front}/v1/users/{}", harness.ids[21]))
+        .bearer_auth("sk_live_narrow")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(refused.headers().contains_key("retry-after"));
+    assert!(refused.text().await.unwrap().contains("max_in_flight"));
+    let mut users = harness.users().await;
+    let mut request = tonic::Request::new(clerk_broker::pb::GetUserRequest {
+        user_id: harness.ids[22].clone(),
+    });
+    request
+        .metadata_mut()
+        .insert("authorization", "Bearer sk_live_narrow".parse().unwrap());
+    let grpc = users.get_user(request).await.unwrap_err();
+    assert_eq!(grpc.code(), tonic::Code::ResourceExhausted, "{grpc:?}");
+    // Another caller is not held up.
+    let (status, _, _) = get(
+        &harness,
+        "sk_live_reader",
+        &format!("/v1/users/{}", harness.ids[0]),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(held.await.unwrap(), StatusCode::OK);
+    harness
+        .fake
+        .set_faults(clerk_broker::fake::Faults::default());
+    let (status, _, _) = get(
+        &harness,
+        "sk_live_narrow",
+        &format!("/v1/users/{}", harness.ids[21]),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "the slot came back");
 }
