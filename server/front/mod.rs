@@ -65,9 +65,22 @@ const MAX_TEMPLATES: usize = 256;
 /// What the front needs of the broker.
 #[derive(Debug)]
 pub struct Front {
+    /// The broker's objects it works with.
+    parts: Parts,
+    /// Deadline of a request that names none.
+    default_timeout: Duration,
+    /// The JWKS, served from memory for 5 minutes.
+    jwks: reads::JwksCache,
+    /// Route templates seen, bounded by [`MAX_TEMPLATES`].
+    templates: Mutex<HashSet<String>>,
+}
+
+/// The broker's shared objects the front works with.
+#[derive(Debug)]
+pub struct Parts {
     /// The policy in force (callers, allow-lists, per-endpoint limits).
     pub policy: Arc<PolicyStore>,
-    /// Keyed budgets of the per-endpoint limits.
+    /// All budgets, keyed ones included.
     pub admission: Arc<Admission>,
     /// The only client that talks to Clerk.
     pub clerk: Arc<ClerkClient>,
@@ -80,53 +93,13 @@ pub struct Front {
     /// What each caller holds: a request holds one of its caller's
     /// `max_in_flight` slots, shared with its gRPC calls.
     pub slots: Arc<Slots>,
-    /// Deadline of a request that names none.
-    pub default_timeout: Duration,
-    /// The JWKS, served from memory for 5 minutes.
-    jwks: reads::JwksCache,
-    /// Route templates seen, bounded by [`MAX_TEMPLATES`].
-    templates: Mutex<HashSet<String>>,
-}
-
-/// The broker's shared objects the front works with.
-#[derive(Debug)]
-pub struct Parts {
-    /// The policy in force.
-    pub policy: Arc<PolicyStore>,
-    /// All budgets, keyed ones included.
-    pub admission: Arc<Admission>,
-    /// The only client that talks to Clerk.
-    pub clerk: Arc<ClerkClient>,
-    /// User lookups.
-    pub users: Arc<Users>,
-    /// Counts by filter.
-    pub counts: Arc<CountCache>,
-    /// The broker's metrics.
-    pub metrics: Arc<Metrics>,
-    /// What each caller holds, shared with the gRPC gate.
-    pub slots: Arc<Slots>,
 }
 
 impl Front {
     /// The front over the broker's domain objects.
     pub fn new(parts: Parts, default_timeout: Duration) -> Self {
-        let Parts {
-            policy,
-            admission,
-            clerk,
-            users,
-            counts,
-            metrics,
-            slots,
-        } = parts;
         Self {
-            policy,
-            admission,
-            clerk,
-            users,
-            counts,
-            metrics,
-            slots,
+            parts,
             default_timeout,
             jwks: reads::JwksCache::default(),
             templates: Mutex::default(),
@@ -169,7 +142,10 @@ async fn handle(State(front): State<Arc<Front>>, request: Request) -> Response {
     let status = response.status().as_u16();
     let elapsed = started.elapsed();
     tracing::debug!(%method, route, caller, status, ?elapsed, "Clerk API request");
-    front.metrics.front_request(&route, caller, status, elapsed);
+    front
+        .parts
+        .metrics
+        .front_request(&route, caller, status, elapsed);
     response
 }
 
@@ -184,7 +160,7 @@ async fn answer(front: &Front, route: &str, request: Request) -> (Option<Arc<Cal
         Err(refusal) => return (None, refusal.into_response()),
     };
     // Held until the answer is ready.
-    let _slot = match front.slots.take(&caller, SlotKind::Call) {
+    let _slot = match front.parts.slots.take(&caller, SlotKind::Call) {
         Ok(slot) => slot,
         Err(refusal) => {
             let response = reply::too_many_requests(refusal.kind.retry(), &refusal.to_string());
@@ -295,7 +271,7 @@ fn authenticate(
             "Send exactly one Authorization header: `Bearer <broker caller token>`".to_owned(),
         ));
     }
-    let policy = front.policy.current();
+    let policy = front.parts.policy.current();
     let certificate = peer.and_then(|peer| peer.client.as_ref());
     match (first, certificate) {
         (None, Some(identity)) => policy.authenticate_tls(identity.names()),
@@ -357,12 +333,17 @@ async fn pass_through(
     demand: &Demand,
     private_metadata: bool,
 ) -> Response {
-    let policy = front.policy.current();
+    let policy = front.parts.policy.current();
     let keyed = policy.route_limits.iter().find_map(|limit| {
         let key = limit.pattern.key(forward.method.as_str(), path)?;
-        Some(front.admission.keyed(&limit.name)?.budget(&key))
+        Some(front.parts.admission.keyed(&limit.name)?.budget(&key))
     });
-    let answer = match front.clerk.forward(forward, keyed.as_deref(), demand).await {
+    let answer = match front
+        .parts
+        .clerk
+        .forward(forward, keyed.as_deref(), demand)
+        .await
+    {
         Ok(answer) => answer,
         Err(error) => return reply::upstream(&error),
     };
@@ -401,9 +382,9 @@ async fn keep_cache_honest(front: &Front, path: &str, body: &[u8]) {
         return;
     };
     match ClerkUser::parse_one(body).filter(|user| user.id() == id && is_user(user)) {
-        Some(user) => front.users.apply(&UserEvent::Upserted(user)).await,
+        Some(user) => front.parts.users.apply(&UserEvent::Upserted(user)).await,
         None => {
-            front.users.invalidate(id).await;
+            front.parts.users.invalidate(id).await;
         }
     }
 }

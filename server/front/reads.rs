@@ -88,7 +88,7 @@ pub(super) async fn serve(
         return None;
     }
     let answer = match recognise(path, &params)? {
-        Read::User(id) => match front.users.get(id, demand).await {
+        Read::User(id) => match front.parts.users.get(id, demand).await {
             Ok(lookup) => match lookup.user {
                 Some(user) => user_answer(&[user], false, private_metadata, lookup.cache),
                 None => with_cache(
@@ -108,7 +108,7 @@ pub(super) async fn serve(
             order_by,
             limit,
             offset,
-        } => match front.users.batch_get(&ids, demand).await {
+        } => match front.parts.users.batch_get(&ids, demand).await {
             Ok(batch) => {
                 let mut users = batch.found;
                 users.sort_by(|a, b| compare(a, b, order_by));
@@ -119,15 +119,16 @@ pub(super) async fn serve(
         },
         Read::Count(filter) => {
             match front
+                .parts
                 .counts
-                .count(&filter, front.users.count(&filter, demand))
+                .count(&filter, front.parts.users.count(&filter, demand))
                 .await
             {
                 Ok(total) => total_count(total),
                 Err(error) => reply::upstream(&error),
             }
         }
-        Read::CountIds(ids) => match front.users.batch_get(&ids, demand).await {
+        Read::CountIds(ids) => match front.parts.users.batch_get(&ids, demand).await {
             Ok(batch) => with_cache(total_count(batch.found.len() as u64), batch.cache),
             Err(error) => reply::upstream(&error),
         },
@@ -290,7 +291,7 @@ async fn jwks(front: &Front, headers: &HeaderMap, demand: &Demand) -> Response {
         body: Bytes::new(),
         route: "/v1/jwks".to_owned(),
     };
-    match front.clerk.forward(&request, None, demand).await {
+    match front.parts.clerk.forward(&request, None, demand).await {
         Ok(answer) if answer.status.is_success() => {
             *cached = Some((Instant::now(), answer.body.clone()));
             with_cache(reply::json(StatusCode::OK, answer.body), CacheStatus::Miss)
