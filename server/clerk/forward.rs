@@ -14,7 +14,9 @@ use reqwest::{
 };
 use tokio::time::Instant;
 
-use super::{API_VERSION, ClerkClient, KeyState, UpstreamError, backoff, describe, retry_after};
+use super::{
+    API_VERSION, ClerkClient, KeyState, UpstreamError, backoff, describe, envelope, retry_after,
+};
 use crate::admission::{AdmissionError, Budget, Demand};
 
 /// Request headers passed on to Clerk; every other one (hop-by-hop headers,
@@ -64,6 +66,18 @@ pub struct Forwarded {
     pub headers: HeaderMap,
     /// The body, as Clerk sent it.
     pub body: Bytes,
+}
+
+impl Forwarded {
+    /// Clerk's `Retry-After` (10 s when absent or unreadable).
+    pub fn retry_after(&self) -> std::time::Duration {
+        retry_after(&self.headers)
+    }
+
+    /// The code of Clerk's first error in the body (`unknown` if none).
+    pub fn error_code(&self) -> String {
+        envelope(&self.headers, &self.body).0
+    }
 }
 
 impl ClerkClient {

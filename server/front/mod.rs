@@ -21,6 +21,7 @@ mod reply;
 use reply::Refusal;
 
 use std::{
+    borrow::Cow,
     collections::HashSet,
     sync::{Arc, Mutex, PoisonError},
     time::Duration,
@@ -351,12 +352,24 @@ async fn pass_through(
         keep_cache_honest(front, path, &answer.body).await;
     }
     let mut answer = answer;
-    if !private_metadata && answer.body.windows(16).any(|w| w == b"private_metadata") {
-        // Clerk's JSON without the key at any depth; a body that is not
-        // JSON cannot hold it as a key and is passed on as it is.
-        if let Ok(text) = std::str::from_utf8(&answer.body) {
-            let stripped = crate::json::without_key(text, "private_metadata");
-            answer.body = Bytes::from(stripped.into_owned());
+    if !private_metadata && !answer.body.is_empty() {
+        // Clerk's JSON without the key at any depth (escaped spellings
+        // included). A body that cannot be read as JSON is not passed on:
+        // it might hold the key where no parser can find it.
+        let stripped = std::str::from_utf8(&answer.body)
+            .ok()
+            .and_then(|text| crate::json::try_without_key(text, "private_metadata").ok());
+        match stripped {
+            Some(Cow::Borrowed(_)) => {}
+            Some(Cow::Owned(text)) => answer.body = Bytes::from(text),
+            None => {
+                return reply::error(
+                    StatusCode::BAD_GATEWAY,
+                    "upstream_unavailable",
+                    "Clerk is unavailable",
+                    "Clerk sent an answer that is not JSON; retry with backoff",
+                );
+            }
         }
     }
     passed_back(answer)

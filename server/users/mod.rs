@@ -19,7 +19,7 @@ mod shared;
 use std::sync::Arc;
 
 use futures_util::future::try_join_all;
-use tokio::time::{Duration, Instant};
+use tokio::time::Instant;
 
 use crate::{
     admission::{Budget, Demand},
@@ -332,10 +332,10 @@ impl Users {
             }
             404 => Err(UpstreamError::NotFound("user")),
             400 | 422 => Err(UpstreamError::Rejected {
-                code: error_code(&answer.body),
+                code: answer.error_code(),
             }),
             429 => Err(UpstreamError::RateLimited {
-                retry_after: retry_after_of(&answer.headers),
+                retry_after: answer.retry_after(),
             }),
             status => Err(UpstreamError::Unavailable(format!(
                 "Clerk answered the write with HTTP {status}"
@@ -415,20 +415,4 @@ fn hit(entry: &Cached) -> Lookup {
 /// refused), no when the request itself was wrong.
 fn serves_stale(error: &UpstreamError) -> bool {
     error.is_transient() || matches!(error, UpstreamError::KeyRejected { .. })
-}
-
-/// The `code` of Clerk's first error in an error body (`unknown` if none).
-fn error_code(body: &[u8]) -> String {
-    serde_json::from_slice::<serde_json::Value>(body)
-        .ok()
-        .and_then(|body| body["errors"][0]["code"].as_str().map(str::to_owned))
-        .unwrap_or_else(|| "unknown".to_owned())
-}
-
-/// `Retry-After` in seconds (10 s when absent or unreadable).
-fn retry_after_of(headers: &http::HeaderMap) -> Duration {
-    headers
-        .get(http::header::RETRY_AFTER)
-        .and_then(|value| value.to_str().ok()?.trim().parse().ok())
-        .map_or(Duration::from_secs(10), Duration::from_secs)
 }
