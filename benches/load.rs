@@ -18,11 +18,8 @@ use clerk_broker::{
     admission::{Budget, BudgetSpec, Demand, Rate},
     clerk::ClerkConfig,
     config::Config,
-    pb::{
-        AcquirePermitRequest, AcquirePermitResponse,
-        quota_service_client::QuotaServiceClient,
-        quota_service_server::{QuotaService, QuotaServiceServer},
-    },
+    grpc::wire::quota_service_server::{QuotaService, QuotaServiceServer},
+    pb::{AcquirePermitRequest, AcquirePermitResponse, quota_service_client::QuotaServiceClient},
     secret::SecretKey,
     server::{self, Listeners},
 };

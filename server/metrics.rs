@@ -14,7 +14,7 @@
 
 mod grpc;
 
-use std::{collections::HashSet, sync::Arc, time::Duration};
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
@@ -28,7 +28,7 @@ use crate::{
     users::{LookupEvents, Users},
 };
 
-pub use grpc::{GrpcMetrics, GrpcMetricsLayer};
+pub use grpc::{GrpcMetrics, GrpcMetricsLayer, MethodMetrics};
 
 /// The `method` label of every call to a path the broker does not serve:
 /// made-up paths must not add series (each would live for good).
@@ -38,12 +38,11 @@ pub const UNKNOWN_METHOD: &str = "unknown";
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
-    /// The gRPC paths (`/package.Service/Method`) labelled by name.
-    known_methods: HashSet<Arc<str>>,
-    /// The label of every other path.
-    unknown_method: Arc<str>,
-    grpc_calls: IntCounterVec,
-    grpc_duration: HistogramVec,
+    /// The series of the gRPC paths (`/package.Service/Method`) labelled by
+    /// name.
+    known_methods: HashMap<Arc<str>, Arc<MethodMetrics>>,
+    /// The series of every other path.
+    unknown_method: Arc<MethodMetrics>,
     front_requests: IntCounterVec,
     front_duration: HistogramVec,
     upstream_requests: IntCounterVec,
@@ -58,7 +57,6 @@ pub struct Metrics {
     budget_in_flight: IntGaugeVec,
     queue_depth: IntGaugeVec,
     policy_reloads: IntCounterVec,
-    cache_lookups: IntCounterVec,
     cache_entries: IntGaugeVec,
     cache_evictions: IntCounter,
     coalesced_waiters: IntCounter,
@@ -156,24 +154,40 @@ impl Metrics {
         registry
             .register(Box::new(exports_active.clone()))
             .expect("unique metric");
+        let grpc_calls = counter(
+            "clerk_broker_grpc_calls_total",
+            "gRPC calls by method (\"unknown\": a path the broker does not serve) and status code.",
+            &["method", "code"],
+        );
+        let grpc_duration = histogram(
+            "clerk_broker_grpc_call_duration_seconds",
+            "Time to the response headers of gRPC calls, by method.",
+            &["method"],
+        );
+        let cache_lookups = counter(
+            "clerk_broker_cache_lookups_total",
+            "GetUser/BatchGetUsers answers by cache result (hit, miss, stale).",
+            &["result"],
+        );
+        let series = |name: Arc<str>| {
+            Arc::new(MethodMetrics::new(
+                name,
+                &grpc_calls,
+                &grpc_duration,
+                &cache_lookups,
+            ))
+        };
         Self {
-            known_methods: grpc::known_methods(),
-            unknown_method: Arc::from(UNKNOWN_METHOD),
+            known_methods: grpc::known_methods()
+                .into_iter()
+                .map(|path| (path.clone(), series(path)))
+                .collect(),
+            unknown_method: series(Arc::from(UNKNOWN_METHOD)),
             cache_evictions,
             coalesced_waiters,
             batch_sizes,
             exports_active,
             lookups_in_flight,
-            grpc_calls: counter(
-                "clerk_broker_grpc_calls_total",
-                "gRPC calls by method (\"unknown\": a path the broker does not serve) and status code.",
-                &["method", "code"],
-            ),
-            grpc_duration: histogram(
-                "clerk_broker_grpc_call_duration_seconds",
-                "Time to the response headers of gRPC calls, by method.",
-                &["method"],
-            ),
             front_requests: counter(
                 "clerk_broker_clerk_api_requests_total",
                 "Requests to the Clerk-compatible front by route template, caller and HTTP status.",
@@ -235,11 +249,6 @@ impl Metrics {
                 "Units waiting in a budget's queue, by priority.",
                 &["budget", "priority"],
             ),
-            cache_lookups: counter(
-                "clerk_broker_cache_lookups_total",
-                "GetUser/BatchGetUsers answers by cache result (hit, miss, stale).",
-                &["result"],
-            ),
             cache_entries: gauge(
                 "clerk_broker_cache_size",
                 "The user cache now: entries, and their weight in bytes.",
@@ -257,18 +266,13 @@ impl Metrics {
     /// The `method` label of a call to `path`: the path itself if it is one
     /// of the broker's methods, else [`UNKNOWN_METHOD`].
     pub fn method_label(&self, path: &str) -> Arc<str> {
-        self.known_methods
-            .get(path)
-            .unwrap_or(&self.unknown_method)
-            .clone()
+        self.method(path).name().clone()
     }
 
-    /// Records one gRPC call; `method` is a [`Self::method_label`].
-    pub fn grpc_call(&self, method: &str, code: &str, duration: Duration) {
-        self.grpc_calls.with_label_values(&[method, code]).inc();
-        self.grpc_duration
-            .with_label_values(&[method])
-            .observe(duration.as_secs_f64());
+    /// The series of calls to `path`: its method's, or those of
+    /// [`UNKNOWN_METHOD`].
+    pub fn method(&self, path: &str) -> &Arc<MethodMetrics> {
+        self.known_methods.get(path).unwrap_or(&self.unknown_method)
     }
 
     /// Records one request to the Clerk-compatible front (`route` is a

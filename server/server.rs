@@ -21,14 +21,16 @@ use crate::{
     clerk::{ClerkClient, KeyState},
     config::{Config, HttpLimits},
     front::{self, Front},
-    grpc::{AdminApi, Authenticate, QuotaApi, UserApi},
+    grpc::{
+        AdminApi, Authenticate, QuotaApi, UserApi,
+        wire::{
+            admin_service_server::AdminServiceServer, quota_service_server::QuotaServiceServer,
+            user_service_server::UserServiceServer,
+        },
+    },
     http,
     metrics::GrpcMetricsLayer,
-    pb::{
-        self, admin_service_server::AdminServiceServer, quota_service_server::QuotaServiceServer,
-        user_service_server::UserServiceServer,
-    },
-    reload,
+    pb, reload,
     tls::{self, Acceptor, TlsError, TlsStore},
 };
 
@@ -319,7 +321,8 @@ pub async fn run(
                         broker.tokens.clone(),
                         draining.clone(),
                     )
-                    .with_max_stream_lifetime(config.max_stream_lifetime),
+                    .with_max_stream_lifetime(config.max_stream_lifetime)
+                    .with_encoded_bytes(config.lookup.cache_max_bytes / 4),
                 )
                 .max_decoding_message_size(MAX_REQUEST_BYTES),
             ),

@@ -4,11 +4,8 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
-use super::{convert, status};
-use crate::{
-    pb::{self, admin_service_server::AdminService},
-    users::Users,
-};
+use super::{convert, status, wire::admin_service_server::AdminService};
+use crate::{pb, users::Users};
 
 /// The `AdminService` implementation.
 #[derive(Debug, Clone)]

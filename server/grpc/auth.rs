@@ -276,7 +276,7 @@ pub(crate) fn require_budget(caller: &Caller, budget: &str) -> Result<(), Status
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{callers::CallerLimits, pb::user_service_server::UserServiceServer};
+    use crate::{callers::CallerLimits, grpc::wire::user_service_server::UserServiceServer};
 
     fn caller(limits: CallerLimits) -> Caller {
         Caller {

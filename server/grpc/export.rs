@@ -13,7 +13,9 @@ use tokio::{
 };
 use tonic::{Request, Response, Status, metadata::MetadataValue};
 
-use super::{auth, call_deadline, convert, standing::Standing, status, upstream_demand};
+use super::{
+    EncodedUser, auth, call_deadline, convert, standing::Standing, status, upstream_demand, wire,
+};
 use crate::{
     admission::Priority,
     clerk::{UpstreamError, UserFilter},
@@ -30,7 +32,7 @@ const MAX_TRAILER_TOKEN: usize = 8 * 1024;
 
 /// The response stream of `ListUsers`.
 pub(super) type ListUsersStream =
-    Pin<Box<dyn Stream<Item = Result<pb::ListUsersResponse, Status>> + Send>>;
+    Pin<Box<dyn Stream<Item = Result<wire::ListUsersResponse, Status>> + Send>>;
 
 /// What `ListUsers` needs of the user service.
 pub(super) struct ExportApi<'a> {
@@ -153,7 +155,7 @@ impl ExportStream {
     }
 
     /// The next message, or the status ending the stream.
-    async fn next(&mut self) -> Option<Result<pb::ListUsersResponse, Status>> {
+    async fn next(&mut self) -> Option<Result<wire::ListUsersResponse, Status>> {
         loop {
             let ending = tokio::select! {
                 biased;
@@ -178,14 +180,14 @@ impl ExportStream {
     }
 
     /// The message carrying `chunk`.
-    fn message(&mut self, chunk: &Chunk) -> pb::ListUsersResponse {
+    fn message(&mut self, chunk: &Chunk) -> wire::ListUsersResponse {
         let resume_token = self.tokens.seal(&self.base.at(&chunk.at));
         self.last_token = Some(resume_token.clone());
-        pb::ListUsersResponse {
+        wire::ListUsersResponse {
             users: chunk
                 .users
                 .iter()
-                .map(|user| convert::user(user, self.visibility))
+                .map(|user| EncodedUser::new(&convert::user(user, self.visibility)))
                 .collect(),
             resume_token,
         }
@@ -200,7 +202,9 @@ impl ExportStream {
 /// (these, and upstream failures) carries the last resume token in
 /// `x-resume-token` metadata. Ending the stream drops the channel, which
 /// stops the export task.
-fn export_stream(state: ExportStream) -> impl Stream<Item = Result<pb::ListUsersResponse, Status>> {
+fn export_stream(
+    state: ExportStream,
+) -> impl Stream<Item = Result<wire::ListUsersResponse, Status>> {
     stream::unfold(state, |mut state| async move {
         if state.done {
             return None;

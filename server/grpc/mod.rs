@@ -6,6 +6,7 @@
 mod admin;
 mod auth;
 mod convert;
+mod encoded;
 mod export;
 mod quota;
 mod standing;
@@ -21,10 +22,19 @@ use tonic::{Request, metadata::MetadataMap};
 
 use crate::admission::{Demand, Priority, UPSTREAM_BUDGET};
 
+/// The servers' stubs: `pb`'s, except that the messages holding a `User`
+/// carry it encoded ([`EncodedUser`]); made by `build.rs`.
+pub mod wire {
+    #![allow(missing_docs, unreachable_pub, clippy::all)]
+    include!(concat!(env!("OUT_DIR"), "/wire/clerk_broker.v1.rs"));
+}
+
 pub use admin::AdminApi;
 pub use auth::Authenticate;
+pub use encoded::EncodedUser;
+pub(crate) use encoded::EncodedUsers;
 pub use quota::QuotaApi;
-pub use users::{DEFAULT_MAX_STREAM_LIFETIME, UserApi};
+pub use users::{DEFAULT_ENCODED_BYTES, DEFAULT_MAX_STREAM_LIFETIME, UserApi};
 
 /// A Clerk user as the `User` message every `UserService` answer carries,
 /// with `private_metadata` or without it (for callers lacking the scope).

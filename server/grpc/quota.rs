@@ -5,11 +5,10 @@ use std::{sync::Arc, time::Duration};
 use tokio::time::Instant;
 use tonic::{Request, Response, Status};
 
-use super::{auth, call_deadline, convert, status};
+use super::{auth, call_deadline, convert, status, wire::quota_service_server::QuotaService};
 use crate::{
     admission::{Admission, AdmissionError, Demand},
-    callers,
-    pb::{self, quota_service_server::QuotaService},
+    callers, pb,
 };
 
 /// Longest `max_wait` a caller may ask for.

@@ -8,14 +8,16 @@ use tonic::{
     metadata::{Ascii, MetadataValue},
 };
 
-use super::{auth, convert, export, status, unary_deadline, upstream_demand};
+use super::{
+    EncodedUser, EncodedUsers, auth, convert, export, status, unary_deadline, upstream_demand,
+    wire::{self, user_service_server::UserService},
+};
 use crate::{
     admission::{Admission, Demand, Priority},
     callers::Scope,
     clerk::UpstreamError,
     counts::CountCache,
-    pb::{self, user_service_server::UserService},
-    routes,
+    pb, routes,
     token::TokenKey,
     users::{CacheStatus, Lookup, MAX_BATCH_IDS, Users},
 };
@@ -34,6 +36,8 @@ pub struct UserApi {
     /// Longest time one `ListUsers` stream stays open; it then ends
     /// resumably.
     pub(super) max_stream_lifetime: Duration,
+    /// The encodings of the users served most.
+    encoded: Arc<EncodedUsers>,
 }
 
 impl UserApi {
@@ -54,7 +58,15 @@ impl UserApi {
             counts,
             admission,
             max_stream_lifetime: DEFAULT_MAX_STREAM_LIFETIME,
+            encoded: Arc::new(EncodedUsers::new(DEFAULT_ENCODED_BYTES)),
         }
+    }
+
+    /// Remembers the encodings of the users served most within `max_bytes`
+    /// (instead of [`DEFAULT_ENCODED_BYTES`]).
+    pub fn with_encoded_bytes(mut self, max_bytes: u64) -> Self {
+        self.encoded = Arc::new(EncodedUsers::new(max_bytes));
+        self
     }
 
     /// Ends each `ListUsers` stream, resumably, once it has been open for
@@ -64,6 +76,10 @@ impl UserApi {
         self
     }
 }
+
+/// Bytes of encoded users remembered by default: a quarter of the user
+/// cache's default bound.
+pub const DEFAULT_ENCODED_BYTES: u64 = 64 << 20;
 
 /// How long a `ListUsers` stream stays open by default: an export of a
 /// million users (2,000 pages) takes about 35 min at a development key's
@@ -97,7 +113,7 @@ impl UserService for UserApi {
     async fn get_user(
         &self,
         request: Request<pb::GetUserRequest>,
-    ) -> Result<Response<pb::User>, Status> {
+    ) -> Result<Response<EncodedUser>, Status> {
         let demand = interactive(&request)?;
         let visibility = convert::Visibility::of(&auth::caller(&request));
         let id = request.into_inner().user_id;
@@ -109,7 +125,7 @@ impl UserService for UserApi {
                 user: Some(user),
                 cache,
             }) => Ok(with_cache_header(
-                Response::new(convert::user(&user, visibility)),
+                Response::new(self.encoded.get(&user, visibility).await),
                 cache,
             )),
             Ok(Lookup { user: None, cache }) => {
@@ -133,7 +149,7 @@ impl UserService for UserApi {
     async fn batch_get_users(
         &self,
         request: Request<pb::BatchGetUsersRequest>,
-    ) -> Result<Response<pb::BatchGetUsersResponse>, Status> {
+    ) -> Result<Response<wire::BatchGetUsersResponse>, Status> {
         let demand = interactive(&request)?;
         let visibility = convert::Visibility::of(&auth::caller(&request));
         let requested = request.into_inner().user_ids;
@@ -161,12 +177,8 @@ impl UserService for UserApi {
             .batch_get(&ids, &demand)
             .await
             .map_err(|error| status::upstream(&error))?;
-        let reply = pb::BatchGetUsersResponse {
-            users: batch
-                .found
-                .iter()
-                .map(|user| convert::user(user, visibility))
-                .collect(),
+        let reply = wire::BatchGetUsersResponse {
+            users: self.encoded.get_all(&batch.found, visibility).await,
             missing_user_ids: batch.missing,
         };
         Ok(with_cache_header(Response::new(reply), batch.cache))
@@ -206,7 +218,7 @@ impl UserService for UserApi {
     async fn update_user_metadata(
         &self,
         request: Request<pb::UpdateUserMetadataRequest>,
-    ) -> Result<Response<pb::UpdateUserMetadataResponse>, Status> {
+    ) -> Result<Response<wire::UpdateUserMetadataResponse>, Status> {
         let caller = auth::caller(&request);
         if !caller.may(Scope::WriteUsers) {
             return Err(Status::permission_denied(format!(
@@ -246,8 +258,8 @@ impl UserService for UserApi {
             .update_metadata(&update.user_id, body.into(), keyed.as_deref(), &demand)
             .await
         {
-            Ok(user) => Ok(Response::new(pb::UpdateUserMetadataResponse {
-                user: Some(convert::user(&user, visibility)),
+            Ok(user) => Ok(Response::new(wire::UpdateUserMetadataResponse {
+                user: Some(self.encoded.get(&user, visibility).await),
             })),
             Err(UpstreamError::NotFound(_)) => Err(not_found(&update.user_id)),
             Err(UpstreamError::Rejected { code }) => Err(Status::invalid_argument(format!(

@@ -1,19 +1,111 @@
-//! gRPC calls in the metrics: the tower layer that counts them, and the
-//! methods whose names may be labels.
+//! gRPC calls in the metrics: the tower layer that counts them, the methods
+//! whose names may be labels, and each method's series, resolved once.
 
 use std::{
     collections::HashSet,
     future::Future,
     pin::Pin,
-    sync::Arc,
+    sync::{Arc, OnceLock},
     task::{Context, Poll},
-    time::Instant,
+    time::{Duration, Instant},
 };
 
+use prometheus::{Histogram, HistogramVec, IntCounter, IntCounterVec};
 use prost::Message as _;
+use tonic::Code;
 use tracing::Instrument as _;
 
 use super::Metrics;
+
+/// Code names as the gRPC ecosystem's metrics spell them (tonic's `Debug` of
+/// `Code`), by code number; then the label of a call that failed in
+/// transport, before any status.
+const CODE_NAMES: [&str; 18] = [
+    "Ok",
+    "Cancelled",
+    "Unknown",
+    "InvalidArgument",
+    "DeadlineExceeded",
+    "NotFound",
+    "AlreadyExists",
+    "PermissionDenied",
+    "ResourceExhausted",
+    "FailedPrecondition",
+    "Aborted",
+    "OutOfRange",
+    "Unimplemented",
+    "Internal",
+    "Unavailable",
+    "DataLoss",
+    "Unauthenticated",
+    "Transport",
+];
+
+/// Where a call that failed in transport is counted in [`CODE_NAMES`].
+const TRANSPORT: usize = 17;
+
+/// The cache results a lookup reports in `x-cache`.
+const CACHE_RESULTS: [&str; 3] = ["hit", "miss", "stale"];
+
+/// The series of one method's calls, resolved once: looking a series up by
+/// its label values hashes each value and takes a lock, on every call.
+#[derive(Debug)]
+pub struct MethodMetrics {
+    /// The `method` label.
+    name: Arc<str>,
+    duration: Histogram,
+    /// Calls by code (index in [`CODE_NAMES`]), each series made on its first
+    /// call, so that codes never seen add no series.
+    calls: [OnceLock<IntCounter>; 18],
+    calls_by_code: IntCounterVec,
+    /// Lookups by cache result (shared by every method).
+    cache: [IntCounter; 3],
+}
+
+impl MethodMetrics {
+    /// The series of method `name` in these vectors.
+    pub(super) fn new(
+        name: Arc<str>,
+        calls: &IntCounterVec,
+        duration: &HistogramVec,
+        cache: &IntCounterVec,
+    ) -> Self {
+        Self {
+            duration: duration.with_label_values(&[&*name]),
+            calls: Default::default(),
+            calls_by_code: calls.clone(),
+            cache: CACHE_RESULTS.map(|result| cache.with_label_values(&[result])),
+            name,
+        }
+    }
+
+    /// The `method` label.
+    pub fn name(&self) -> &Arc<str> {
+        &self.name
+    }
+
+    /// Records one call that ended with the code at `code` in
+    /// [`CODE_NAMES`] after `elapsed`.
+    fn record(&self, code: usize, elapsed: Duration) {
+        self.calls[code]
+            .get_or_init(|| {
+                self.calls_by_code
+                    .with_label_values(&[&*self.name, CODE_NAMES[code]])
+            })
+            .inc();
+        self.duration.observe(elapsed.as_secs_f64());
+    }
+
+    /// Records a lookup's cache result, if `x_cache` is one.
+    fn record_cache(&self, x_cache: &[u8]) {
+        if let Some(index) = CACHE_RESULTS
+            .iter()
+            .position(|result| result.as_bytes() == x_cache)
+        {
+            self.cache[index].inc();
+        }
+    }
+}
 
 /// The full gRPC paths of every method the broker serves: its own services,
 /// health, and both reflection versions, from their descriptor sets.
@@ -98,45 +190,37 @@ where
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
         // The label, not the path: logs of made-up paths stay short too.
-        let method = self.metrics.method_label(request.uri().path());
-        let metrics = self.metrics.clone();
+        let method = self.metrics.method(request.uri().path()).clone();
         let started = Instant::now();
         // One span per call; the interceptor fills in the caller.
         let span = tracing::info_span!(
             "rpc",
-            method = %method,
+            method = %method.name,
             caller = tracing::field::Empty,
             code = tracing::field::Empty
         );
         let response = span.in_scope(|| self.inner.call(request));
         Box::pin(async move {
             let response = response.instrument(span.clone()).await;
-            // Code names as the gRPC ecosystem's metrics spell them ("Ok",
-            // "InvalidArgument", …): tonic's `Debug` of `Code`.
             let code = match &response {
-                Ok(response) => format!(
-                    "{:?}",
-                    response
-                        .headers()
-                        .get("grpc-status")
-                        .and_then(|value| value.to_str().ok())
-                        .and_then(|value| value.parse::<i32>().ok())
-                        .map_or(tonic::Code::Ok, tonic::Code::from)
-                ),
-                Err(_) => "Transport".to_owned(),
+                Ok(response) => response
+                    .headers()
+                    .get("grpc-status")
+                    .and_then(|value| value.to_str().ok())
+                    .and_then(|value| value.parse::<i32>().ok())
+                    .map_or(Code::Ok, Code::from) as usize,
+                Err(_) => TRANSPORT,
             };
-            metrics.grpc_call(&method, &code, started.elapsed());
+            method.record(code, started.elapsed());
             // Lookups say how the cache served them in the `x-cache` header.
-            if let Some(result) = response
+            if let Some(x_cache) = response
                 .as_ref()
                 .ok()
                 .and_then(|response| response.headers().get("x-cache"))
-                .and_then(|value| value.to_str().ok())
-                .filter(|value| matches!(*value, "hit" | "miss" | "stale"))
             {
-                metrics.cache_lookups.with_label_values(&[result]).inc();
+                method.record_cache(x_cache.as_bytes());
             }
-            span.record("code", code.as_str());
+            span.record("code", CODE_NAMES[code]);
             tracing::debug!(parent: &span, elapsed = ?started.elapsed(), "call answered");
             response
         })

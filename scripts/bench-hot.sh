@@ -1,0 +1,218 @@
+#!/usr/bin/env bash
+# Benchmark of the broker's hot paths, measuring the server and not the
+# client: each call against a bare tonic server (bench-bare-grpc) answering
+# the very same message bytes from memory, servers pinned to core 0, h2load
+# pinned to core 1, rounds alternated:
+#   - AcquirePermit (ample budget, empty request);
+#   - GetUser, a cache hit;
+#   - BatchGetUsers of 100 cached ids.
+# Per call and round: RPC/s, p50/p99 latency at saturation, and the server's
+# CPU time per call (user + system, from /proc: unlike RPC/s, barely moved by
+# other work on a busy machine); then, at half the baseline's saturation
+# rate, p50/p99 of both. Prints the medians and ratios. Nothing is asserted:
+# figures depend on the machine.
+#
+#   scripts/bench-hot.sh [ROUNDS [REQUESTS]]     (defaults 3, 100000; a tenth for batches)
+#   BENCH_CALLS="permit get batch" (default: all three; pick some)
+#   BENCH_REDIS=1: also AcquirePermit with the budget in Redis, against the
+#                  in-memory budget (needs redis-server; Redis on core 1)
+#
+# Installs h2load (Debian's nghttp2-client) when missing; builds the release
+# binaries. The broker runs as `serve` with production defaults (logs at info,
+# metrics on) and a policy with one caller (scopes read_users and
+# acquire_permits), in front of `clerk-broker fake-clerk`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+rounds=${1:-3}
+requests=${2:-100000}
+calls=${BENCH_CALLS:-permit get batch}
+# h2load: 4 connections, 32 concurrent streams each, one thread.
+load=(-t 1 -c 4 -m 32)
+
+if ! command -v h2load >/dev/null 2>&1; then
+  echo "installing h2load (apt nghttp2-client)"
+  if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq nghttp2-client >/dev/null
+fi
+cargo build --release --locked --quiet --bin clerk-broker --bin bench-bare-grpc
+bin=target/release
+
+work=$(mktemp -d)
+pids=()
+declare -A pid_of
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# The fake Clerk, on core 1 (asked once per user: the benchmark reads cached users).
+exec 3< <(CLERK_SECRET_KEY=sk_test_fake exec taskset -c 1 "$bin/clerk-broker" fake-clerk \
+  --listen 127.0.0.1:0 --users 1000)
+pids+=($!)
+read -r banner <&3
+fake=$(sed -n 's#^fake Clerk: \(http://[^ ]*\)/v1 .*#\1#p' <<<"$banner")
+curl -s -H 'Authorization: Bearer sk_test_fake' "$fake/v1/users?limit=100" >"$work/users.json"
+
+token=bench-token-0123456789abcdef
+cat >"$work/policy.toml" <<POLICY
+[[callers]]
+name = "bench"
+token_sha256 = "$(printf %s "$token" | sha256sum | cut -d' ' -f1)"
+scopes = ["read_users", "acquire_permits"]
+max_in_flight = 1024
+POLICY
+
+# Request messages (protobuf, written by hand: field 1, length-delimited),
+# and their gRPC frames for h2load.
+python3 - "$work" <<'PY'
+import json, struct, sys
+work = sys.argv[1]
+ids = [user["id"] for user in json.load(open(f"{work}/users.json"))]
+def field1(text):
+    data = text.encode()
+    return b"\x0a" + bytes([len(data)]) + data
+messages = {
+    "permit": b"",
+    "get": field1(ids[0]),
+    "batch": b"".join(field1(i) for i in ids[:100]),
+}
+for name, message in messages.items():
+    open(f"{work}/{name}.msg", "wb").write(message)
+    open(f"{work}/{name}.frame", "wb").write(b"\x00" + struct.pack(">I", len(message)) + message)
+PY
+declare -A paths=(
+  [permit]=/clerk_broker.v1.QuotaService/AcquirePermit
+  [get]=/clerk_broker.v1.UserService/GetUser
+  [batch]=/clerk_broker.v1.UserService/BatchGetUsers
+)
+
+# start_broker NAME [FLAGS...]: a broker on core 0; sets $broker_NAME.
+start_broker() {
+  local name=$1 port
+  shift
+  port=$(free_port)
+  CLERK_SECRET_KEY=sk_test_fake RUST_LOG=info taskset -c 0 "$bin/clerk-broker" serve \
+    --clerk-api-url "$fake/v1" --listen "127.0.0.1:$port" --config "$work/policy.toml" \
+    --http-listen "127.0.0.1:$(free_port)" --clerk-api-listen "127.0.0.1:$(free_port)" \
+    --upstream-rate 1000000/1ms --cache-ttl 1h "$@" 2>"$work/broker-$name.log" &
+  pids+=($!)
+  pid_of["127.0.0.1:$port"]=$!
+  for _ in $(seq 100); do
+    "$bin/bench-bare-grpc" call "127.0.0.1:$port" "${paths[permit]}" "$work/permit.msg" \
+      /dev/null "$token" >/dev/null 2>&1 && break
+    sleep 0.1
+  done
+  printf -v "broker_$name" %s "127.0.0.1:$port"
+}
+start_broker memory
+broker=$broker_memory
+
+# Warm the cache and capture each answer; each baseline answers those bytes.
+declare -A bare
+for call in $calls; do
+  for _ in 1 2; do
+    cache=$("$bin/bench-bare-grpc" call "$broker" "${paths[$call]}" "$work/$call.msg" \
+      "$work/$call.answer" "$token")
+  done
+  if [ "$call" != permit ] && [ "$cache" != hit ]; then
+    echo "the broker did not cache the users of $call (x-cache: $cache)" >&2
+    exit 1
+  fi
+  port=$(free_port)
+  exec {fd}< <(exec taskset -c 0 "$bin/bench-bare-grpc" serve "127.0.0.1:$port" "$work/$call.answer")
+  pids+=($!)
+  pid_of["127.0.0.1:$port"]=$!
+  read -r _ <&"$fd"
+  bare[$call]="127.0.0.1:$port"
+done
+
+# CPU ticks (user + system) the process $1 has used.
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+
+# run TARGET CALL N [RPS_PER_CONNECTION]:
+# prints "rps p50_ms p99_ms ok failed cpu_us_per_call".
+run() {
+  local rate=() before
+  [ -n "${4:-}" ] && rate=(--rps "$4")
+  before=$(ticks "${pid_of[$1]}")
+  taskset -c 1 h2load "${load[@]}" "${rate[@]}" -n "$3" -d "$work/$2.frame" \
+    -H 'content-type: application/grpc' -H 'te: trailers' \
+    -H "authorization: Bearer $token" --log-file "$work/h2load.log" \
+    "http://$1${paths[$2]}" >"$work/h2load.out"
+  python3 - "$work/h2load.out" "$work/h2load.log" "$(($(ticks "${pid_of[$1]}") - before))" \
+    "$(getconf CLK_TCK)" <<'PY'
+import re, sys
+text = open(sys.argv[1]).read()
+rps = float(re.search(r"finished in [^,]+, ([\d.]+) req/s", text).group(1))
+ok = re.search(r"(\d+) succeeded, (\d+) failed", text)
+latencies = sorted(int(line.split("\t")[2]) for line in open(sys.argv[2]) if line.strip())
+def pct(p):
+    return latencies[min(len(latencies) - 1, int(len(latencies) * p))] / 1000
+cpu_us = int(sys.argv[3]) / int(sys.argv[4]) * 1e6 / max(1, int(ok.group(1)))
+print(f"{rps:.0f} {pct(0.50):.3f} {pct(0.99):.3f} {ok.group(1)} {ok.group(2)} {cpu_us:.1f}")
+PY
+}
+
+# median LIST...
+median() { python3 -c 'import statistics,sys; print(statistics.median(map(float, sys.argv[1:])))' "$@"; }
+
+summary=()
+# compare LABEL BROKER_ADDRESS BARE_ADDRESS CALL: rounds alternated, then half rate.
+compare() {
+  local label=$1 target=$2 base=$3 call=$4 r rps p50 p99 ok failed cpu
+  local b_rps=() b_p99=() t_rps=() t_p99=() b_p50=() t_p50=() b_cpu=() t_cpu=()
+  # A batch answer is 100 users: a tenth of the calls.
+  local n=$requests
+  [ "$call" = batch ] && n=$((requests / 10))
+  echo "$label (${paths[$call]}, $(wc -c <"$work/$call.answer") answer bytes)"
+  for r in $(seq "$rounds"); do
+    read -r rps p50 p99 ok failed cpu < <(run "$base" "$call" "$n")
+    b_rps+=("$rps"); b_p50+=("$p50"); b_p99+=("$p99"); b_cpu+=("$cpu")
+    echo "  round $r baseline: $rps RPC/s, p50 $p50 ms, p99 $p99 ms, $cpu us CPU/call ($ok ok, $failed failed)"
+    read -r rps p50 p99 ok failed cpu < <(run "$target" "$call" "$n")
+    t_rps+=("$rps"); t_p50+=("$p50"); t_p99+=("$p99"); t_cpu+=("$cpu")
+    echo "  round $r broker  : $rps RPC/s, p50 $p50 ms, p99 $p99 ms, $cpu us CPU/call ($ok ok, $failed failed)"
+  done
+  local base_rps target_rps half base_cpu target_cpu
+  base_rps=$(median "${b_rps[@]}")
+  target_rps=$(median "${t_rps[@]}")
+  base_cpu=$(median "${b_cpu[@]}")
+  target_cpu=$(median "${t_cpu[@]}")
+  # Half the baseline's saturation rate, for about 5 s (at least 1,000 calls).
+  half=$(python3 -c "print(max(1, int($base_rps / 2 / 4)))")
+  n=$(python3 -c "print(max(1000, int($base_rps / 2 * 5)))")
+  read -r _ hb50 hb99 _ _ _ < <(run "$base" "$call" "$n" "$half")
+  read -r _ ht50 ht99 _ _ _ < <(run "$target" "$call" "$n" "$half")
+  echo "  at half the baseline's rate ($((half * 4)) RPC/s): baseline p50 $hb50 ms p99 $hb99 ms; broker p50 $ht50 ms p99 $ht99 ms"
+  local line
+  line=$(python3 -c "print(f'$label: broker {$target_rps:.0f} RPC/s vs baseline {$base_rps:.0f} = {$target_rps / $base_rps:.2f}x; CPU/call {$target_cpu} vs {$base_cpu} us = {$base_cpu / max($target_cpu, 0.001):.2f}x; p99 at half rate {$ht99} vs {$hb99} ms = {$ht99 / max($hb99, 0.001):.2f}x')")
+  echo "  $line"
+  summary+=("$line")
+}
+
+echo "servers on core 0, h2load ${load[*]} -n $requests on core 1, $rounds rounds"
+echo "load average: $(cut -d' ' -f1-3 /proc/loadavg)"
+for call in $calls; do
+  case $call in
+    permit) compare "AcquirePermit" "$broker" "${bare[permit]}" permit ;;
+    get) compare "GetUser (hit)" "$broker" "${bare[get]}" get ;;
+    batch) compare "BatchGetUsers (100 hits)" "$broker" "${bare[batch]}" batch ;;
+  esac
+done
+
+if [ "${BENCH_REDIS:-0}" = 1 ]; then
+  redis_port=$(free_port)
+  taskset -c 1 redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no \
+    >"$work/redis.log" 2>&1 &
+  pids+=($!)
+  for _ in $(seq 50); do redis-cli -p "$redis_port" ping >/dev/null 2>&1 && break; sleep 0.1; done
+  start_broker redis --redis-url "redis://127.0.0.1:$redis_port"
+  compare "AcquirePermit, budget in Redis vs in memory" "$broker_redis" "$broker" permit
+fi
+
+echo "summary (medians of $rounds rounds; load average now $(cut -d' ' -f1-3 /proc/loadavg)):"
+for line in "${summary[@]}"; do echo "  $line"; done
