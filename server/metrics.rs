@@ -156,6 +156,9 @@ impl Metrics {
         registry
             .register(Box::new(exports_active.clone()))
             .expect("unique metric");
+        registry
+            .register(Box::new(crate::telemetry::dropped_spans().clone()))
+            .expect("unique metric");
         Self {
             known_methods: grpc::known_methods(),
             unknown_method: Arc::from(UNKNOWN_METHOD),

@@ -101,13 +101,9 @@ where
         let method = self.metrics.method_label(request.uri().path());
         let metrics = self.metrics.clone();
         let started = Instant::now();
-        // One span per call; the interceptor fills in the caller.
-        let span = tracing::info_span!(
-            "rpc",
-            method = %method,
-            caller = tracing::field::Empty,
-            code = tracing::field::Empty
-        );
+        // One span per call (a child of the caller's `traceparent` when
+        // tracing is on); the interceptor fills in the caller.
+        let span = crate::telemetry::call_span(&method, request.headers());
         let response = span.in_scope(|| self.inner.call(request));
         Box::pin(async move {
             let response = response.instrument(span.clone()).await;
@@ -135,6 +131,7 @@ where
                 .filter(|value| matches!(*value, "hit" | "miss" | "stale"))
             {
                 metrics.cache_lookups.with_label_values(&[result]).inc();
+                span.record("cache", result);
             }
             span.record("code", code.as_str());
             tracing::debug!(parent: &span, elapsed = ?started.elapsed(), "call answered");

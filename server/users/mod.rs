@@ -20,12 +20,14 @@ use std::sync::Arc;
 
 use futures_util::future::try_join_all;
 use tokio::time::Instant;
+use tracing::Instrument as _;
 
 use crate::{
     admission::{Budget, Demand},
     clerk::{
         ClerkClient, ClerkUser, Forward, ListQuery, MAX_FILTER_VALUES, UpstreamError, UserFilter,
     },
+    telemetry,
     webhook::UserEvent,
 };
 
@@ -166,7 +168,9 @@ impl Users {
         });
         let batches = shared.clone();
         let batcher = Batcher::spawn(config.batch_window, MAX_FILTER_VALUES, move |batch| {
-            tokio::spawn(fetch(batches.clone(), batch));
+            let span =
+                telemetry::batch_span(batch.iter().map(|flight: &Arc<Flight>| &**flight.id()));
+            tokio::spawn(fetch(batches.clone(), batch).instrument(span));
         });
         Self { shared, batcher }
     }
@@ -378,7 +382,10 @@ impl Users {
         deadline: Instant,
         retained: Option<Cached>,
     ) -> Result<Lookup, UpstreamError> {
-        let error = match flight.wait(deadline).await {
+        let waiting = telemetry::flight_span(flight.id());
+        let outcome = flight.wait(deadline).instrument(waiting.clone()).await;
+        flight.answered_by().link(&waiting);
+        let error = match outcome {
             Some(Ok(user)) => {
                 return Ok(Lookup {
                     user,
