@@ -34,7 +34,11 @@ use opentelemetry_sdk::{Resource, trace::SdkTracerProvider};
 use prometheus::IntCounter;
 use tracing::{Span, field::Empty};
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
-use tracing_subscriber::{Layer, filter::LevelFilter, registry::LookupSpan};
+use tracing_subscriber::{
+    Layer,
+    filter::{LevelFilter, Targets},
+    registry::LookupSpan,
+};
 
 use crate::admission::{Demand, Priority};
 
@@ -195,8 +199,24 @@ where
         .with_location(false)
         .with_threads(false)
         .with_tracked_inactivity(false)
-        // Spans and events at info and above, whatever RUST_LOG says.
-        .with_filter(LevelFilter::INFO);
+        // Spans and events at info and above, whatever RUST_LOG says; none
+        // of the exporter's own stack (a span about an export would be
+        // exported, and so on).
+        .with_filter(
+            Targets::new().with_default(LevelFilter::INFO).with_targets(
+                [
+                    "opentelemetry",
+                    "opentelemetry_sdk",
+                    "opentelemetry_otlp",
+                    "tonic",
+                    "h2",
+                    "hyper",
+                    "hyper_util",
+                    "tower",
+                ]
+                .map(|target| (target, LevelFilter::OFF)),
+            ),
+        );
     ENABLED.store(true, Ordering::Relaxed);
     Ok((
         layer,
@@ -328,12 +348,26 @@ impl AnsweredBy {
         }
     }
 
-    /// Links `span` and the current span (the caller's call) to the
-    /// request, if one was recorded.
+    /// Links `span` (a caller's wait) to the request, if one was recorded.
     pub fn link(&self, span: &Span) {
         if let Some(request) = self.0.get() {
             span.add_link(request.clone());
-            Span::current().add_link(request.clone());
+        }
+    }
+}
+
+/// Links the current span (the caller's call) to each distinct request
+/// that answered one of its lookups.
+pub fn link_current<'a>(answers: impl IntoIterator<Item = &'a AnsweredBy>) {
+    if !enabled() {
+        return;
+    }
+    let current = Span::current();
+    let mut linked: Vec<opentelemetry::trace::SpanId> = Vec::new();
+    for request in answers.into_iter().filter_map(|answer| answer.0.get()) {
+        if !linked.contains(&request.span_id()) {
+            linked.push(request.span_id());
+            current.add_link(request.clone());
         }
     }
 }

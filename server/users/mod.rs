@@ -199,7 +199,9 @@ impl Users {
             return Ok(hit(entry));
         }
         let flight = self.fly(id, demand);
-        self.settle(&flight, demand.deadline, retained).await
+        let lookup = self.settle(&flight, demand.deadline, retained).await;
+        telemetry::link_current([flight.answered_by()]);
+        lookup
     }
 
     /// Many users by id (distinct, validated ids): hits from the cache, the
@@ -222,6 +224,7 @@ impl Users {
                 self.settle(flight, demand.deadline, retained.clone())
             }))
             .await?;
+        telemetry::link_current(misses.iter().map(|(_, flight, _)| flight.answered_by()));
         for ((index, ..), lookup) in misses.iter().zip(settled) {
             answers[*index] = Some(lookup);
         }

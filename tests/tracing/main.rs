@@ -13,7 +13,9 @@ mod collector;
 
 use std::time::{Duration, Instant};
 
-use clerk_broker::pb::{AcquirePermitRequest, GetUserRequest, ListUsersRequest};
+use clerk_broker::pb::{
+    AcquirePermitRequest, BatchGetUsersRequest, GetUserRequest, ListUsersRequest,
+};
 use opentelemetry_proto::tonic::trace::v1::Span;
 use tokio::sync::RwLock;
 
@@ -297,4 +299,71 @@ async fn dropped(harness: &Harness) -> f64 {
         .trim()
         .parse()
         .unwrap()
+}
+
+#[tokio::test]
+async fn a_batch_of_ids_links_its_call_once_per_upstream_request() {
+    let collector = Collector::get();
+    let _up = RECEIVER.read().await;
+    let harness = Harness::start(Options::default()).await;
+    let mut client = harness.users().await;
+    let caller = Caller::new();
+    client
+        .batch_get_users(caller.request(BatchGetUsersRequest {
+            user_ids: harness.ids[..3].to_vec(),
+        }))
+        .await
+        .unwrap();
+    let rpc = collector.wait_for(|spans| caller.rpc(spans).cloned()).await;
+    assert_eq!(rpc.links.len(), 1, "{:?}", rpc.links);
+    let waits = collector
+        .wait_for(|spans| {
+            let waits: Vec<Span> = caller
+                .in_trace(spans)
+                .filter(|span| span.name == "lookup.wait")
+                .cloned()
+                .collect();
+            (waits.len() == 3).then_some(waits)
+        })
+        .await;
+    assert!(
+        waits
+            .iter()
+            .all(|wait| wait.links[0].span_id == rpc.links[0].span_id)
+    );
+}
+
+#[tokio::test]
+async fn a_front_request_is_a_child_of_the_callers_traceparent() {
+    let collector = Collector::get();
+    let _up = RECEIVER.read().await;
+    let harness = Harness::start(Options::default()).await;
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let caller = Caller::new();
+    let response = reqwest::Client::new()
+        .get(format!(
+            "http://{}/v1/users/{}",
+            harness.front_addr, harness.ids[0]
+        ))
+        .bearer_auth("sk_test_any_caller")
+        .header(
+            "traceparent",
+            format!("00-{:032x}-{:016x}-01", caller.trace, caller.span),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let http = collector
+        .wait_for(|spans| {
+            let parent = caller.span.to_be_bytes();
+            caller
+                .in_trace(spans)
+                .find(|span| span.name == "http" && span.parent_span_id == parent)
+                .cloned()
+        })
+        .await;
+    assert_eq!(attr(&http, "route").unwrap(), "/v1/users/{id}");
+    assert_eq!(attr(&http, "status").unwrap(), "200");
+    assert_eq!(attr(&http, "method").unwrap(), "GET");
 }
