@@ -131,7 +131,7 @@ where
                 .filter(|value| matches!(*value, "hit" | "miss" | "stale"))
             {
                 metrics.cache_lookups.with_label_values(&[result]).inc();
-                span.record("cache", result);
+                crate::telemetry::record_cache(&span, result);
             }
             span.record("code", code.as_str());
             tracing::debug!(parent: &span, elapsed = ?started.elapsed(), "call answered");

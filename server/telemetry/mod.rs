@@ -244,6 +244,13 @@ pub fn call_span(method: &str, headers: &HeaderMap) -> Span {
     span
 }
 
+/// Records on a [`call_span`] how the cache served the call (`x-cache`).
+pub fn record_cache(span: &Span, result: &str) {
+    if enabled() {
+        span.record("cache", result);
+    }
+}
+
 /// The span of one request to the Clerk-compatible front, parented to the
 /// caller's `traceparent` (none when tracing is off).
 pub fn front_span(method: &http::Method, route: &str, headers: &HeaderMap) -> Span {
