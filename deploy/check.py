@@ -24,6 +24,17 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 KUSTOMIZATIONS = ["deploy/k8s/base", "deploy/k8s/overlays/production"]
 KUBERNETES_VERSION = "1.32.0"
+# Standard OpenTelemetry variables the broker's tracing reads (README: Tracing);
+# --help names only OTEL_EXPORTER_OTLP_ENDPOINT, the one that is also a flag.
+OTEL_STANDARD = {
+    "OTEL_SERVICE_NAME",
+    "OTEL_TRACES_SAMPLER",
+    "OTEL_TRACES_SAMPLER_ARG",
+    "OTEL_BSP_MAX_QUEUE_SIZE",
+    "OTEL_BSP_MAX_EXPORT_BATCH_SIZE",
+    "OTEL_BSP_SCHEDULE_DELAY",
+    "OTEL_BSP_EXPORT_TIMEOUT",
+}
 
 
 def ensure(module, package):
@@ -102,7 +113,7 @@ def check_probes_and_env(container, broker):
             fail(f"{probe} port {grpc['port']} != gRPC port {listen_port}")
         services.add(grpc.get("service", ""))
     help_text = run([broker, "serve", "--help"]) + run([broker, "--help"])
-    known = set(re.findall(r"env: ([A-Z_]+)", help_text)) | {"CLERK_SECRET_KEY", "RUST_LOG"}
+    known = set(re.findall(r"env: ([A-Z_]+)", help_text)) | {"CLERK_SECRET_KEY", "RUST_LOG"} | OTEL_STANDARD
     unknown = sorted(set(env) - known)
     if unknown:
         fail(f"the Deployment sets variables the broker does not read: {unknown}")

@@ -47,6 +47,10 @@ pub struct Cli {
         default_value = "text"
     )]
     pub log_format: LogFormat,
+    /// Export traces over OTLP/gRPC to this collector (e.g.
+    /// http://otel-collector:4317); off when unset. README: Tracing.
+    #[arg(long, global = true, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
 }
 
 /// How log lines are written.

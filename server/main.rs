@@ -12,7 +12,7 @@ use clerk_broker::{
     config::{Cli, Command, Config, FakeClerkArgs, LogFormat, default_margin},
     demo,
     fake::{FakeClerk, FakeClerkConfig, seed},
-    server,
+    server, telemetry,
 };
 use tokio::net::TcpListener;
 
@@ -31,16 +31,6 @@ fn main() -> ExitCode {
             };
         }
     };
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    let logs = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match cli.log_format {
-        LogFormat::Text => logs.init(),
-        LogFormat::Json => logs.json().with_current_span(true).init(),
-    }
-    clerk_broker::panics::log_panics();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -48,7 +38,45 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // The trace exporter's task and connection live on the runtime.
+    let _tracing = match runtime.block_on(async { logging(&cli) }) {
+        Ok(tracing) => tracing,
+        Err(error) => return usage(&error),
+    };
+    clerk_broker::panics::log_panics();
     runtime.block_on(run(cli.command))
+}
+
+/// Logs on stderr, and the OTel layer when an OTLP endpoint is set (the
+/// tracing layer is not installed at all otherwise).
+fn logging(cli: &Cli) -> Result<Option<telemetry::Tracing>, telemetry::TelemetryError> {
+    use tracing_subscriber::{Layer as _, layer::SubscriberExt as _, util::SubscriberInitExt as _};
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let logs = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let logs = match cli.log_format {
+        LogFormat::Text => logs.boxed(),
+        LogFormat::Json => logs.json().with_current_span(true).boxed(),
+    };
+    let registry = tracing_subscriber::registry().with(logs.with_filter(filter));
+    match cli
+        .otlp_endpoint
+        .as_deref()
+        .filter(|endpoint| !endpoint.is_empty())
+    {
+        None => {
+            registry.init();
+            Ok(None)
+        }
+        Some(endpoint) => {
+            let config =
+                telemetry::TracingConfig::from_env(endpoint, |name| std::env::var(name).ok())?;
+            let (layer, tracing) = telemetry::layer(&config)?;
+            registry.with(layer).init();
+            tracing::info!(endpoint, "exporting traces");
+            Ok(Some(tracing))
+        }
+    }
 }
 
 async fn run(command: Command) -> ExitCode {

@@ -154,6 +154,9 @@ impl Metrics {
         registry
             .register(Box::new(exports_active.clone()))
             .expect("unique metric");
+        registry
+            .register(Box::new(crate::telemetry::dropped_spans().clone()))
+            .expect("unique metric");
         let grpc_calls = counter(
             "clerk_broker_grpc_calls_total",
             "gRPC calls by method (\"unknown\": a path the broker does not serve) and status code.",

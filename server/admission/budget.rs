@@ -308,7 +308,7 @@ impl Budget {
                 start = Instant::now();
             }
         }
-        let (ticket, waker) = {
+        let (ticket, waker, ahead) = {
             let mut state = self.lock();
             let limit = state.window.max_cost();
             if cost > limit {
@@ -339,13 +339,15 @@ impl Budget {
             state
                 .queue
                 .push(&demand.caller, demand.weight, demand.priority, entry);
-            (ticket, waker)
+            (ticket, waker, ahead)
         };
         let mut place = Place {
             budget: self,
             ticket,
             queued: true,
         };
+        // Ends (is exported) when the wait does, granted or not.
+        let waiting = crate::telemetry::admission_span(&self.name, demand, cost, ahead);
         loop {
             let now = Instant::now();
             let ready_at = {
@@ -360,6 +362,7 @@ impl Budget {
                             state.window.used(demand, cost);
                             state.wake_next();
                             drop(state);
+                            crate::telemetry::waited(&waiting, now - start);
                             return Ok(self.grant(demand, cost, now - start, held));
                         }
                         None => {

@@ -17,7 +17,12 @@ use tokio::time::Instant;
 use super::{
     API_VERSION, ClerkClient, KeyState, UpstreamError, backoff, describe, envelope, retry_after,
 };
-use crate::admission::{AdmissionError, Budget, Demand};
+use tracing::Instrument as _;
+
+use crate::{
+    admission::{AdmissionError, Budget, Demand},
+    telemetry,
+};
 
 /// Request headers passed on to Clerk; every other one (hop-by-hop headers,
 /// the caller's `Authorization`, cookies, trace context, `Accept-Encoding`
@@ -93,6 +98,19 @@ impl ClerkClient {
         keyed: Option<&Budget>,
         demand: &Demand,
     ) -> Result<Forwarded, UpstreamError> {
+        let span = telemetry::upstream_span(&request.route);
+        self.forward_attempts(request, keyed, demand)
+            .instrument(span)
+            .await
+    }
+
+    /// [`Self::forward`], in the request's span.
+    async fn forward_attempts(
+        &self,
+        request: &Forward,
+        keyed: Option<&Budget>,
+        demand: &Demand,
+    ) -> Result<Forwarded, UpstreamError> {
         let idempotent = matches!(
             request.method,
             Method::GET | Method::HEAD | Method::PUT | Method::DELETE | Method::OPTIONS
@@ -101,6 +119,7 @@ impl ClerkClient {
         let mut attempt = 0;
         loop {
             attempt += 1;
+            telemetry::record_attempt(attempt);
             let reason = match self.forward_once(request, keyed, demand).await? {
                 Ok(answer) if answer.status.is_server_error() && attempt < max_attempts => {
                     format!("Clerk answered HTTP {}", answer.status.as_u16())
@@ -191,6 +210,7 @@ impl ClerkClient {
                 answer_headers.append(HeaderName::from_static(name), value.clone());
             }
         }
+        telemetry::record_answer(status.as_u16(), &answer_headers);
         let body = match response.bytes().await {
             Ok(body) => body,
             Err(error) => return Ok(Err(no_answer(error))),
@@ -216,5 +236,19 @@ impl ClerkClient {
             headers: answer_headers,
             body,
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_trace_context_never_goes_to_clerk() {
+        for name in telemetry::TRACE_CONTEXT_HEADERS {
+            assert!(!REQUEST_HEADERS.contains(&name), "{name} is forwarded");
+        }
+        // Answers may carry Clerk's own trace id back to the caller.
+        assert!(ANSWER_HEADERS.contains(&"clerk-trace-id"));
     }
 }

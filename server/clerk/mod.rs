@@ -35,7 +35,9 @@ pub use user::ClerkUser;
 use crate::{
     admission::{Admission, AdmissionError, Demand},
     secret::SecretKey,
+    telemetry,
 };
+use tracing::Instrument as _;
 
 /// The Clerk API version every request pins.
 pub const API_VERSION: &str = "2025-11-10";
@@ -270,10 +272,24 @@ impl ClerkClient {
         url: Url,
         demand: &Demand,
     ) -> Result<Bytes, UpstreamError> {
+        let span = telemetry::upstream_span(endpoint.label());
+        self.send_attempts(endpoint, url, demand)
+            .instrument(span)
+            .await
+    }
+
+    /// [`Self::send`], in the request's span.
+    async fn send_attempts(
+        &self,
+        endpoint: Endpoint,
+        url: Url,
+        demand: &Demand,
+    ) -> Result<Bytes, UpstreamError> {
         let deadline = demand.deadline;
         let mut attempt = 0;
         loop {
             attempt += 1;
+            telemetry::record_attempt(attempt);
             let retry_reason = match self.attempt(endpoint, &url, demand).await {
                 Ok(body) => return Ok(body),
                 Err(Attempt::Fail(error)) => return Err(error),
@@ -334,6 +350,7 @@ impl ClerkClient {
             .map_err(no_answer)?;
         let status = response.status();
         let headers = response.headers().clone();
+        telemetry::record_answer(status.as_u16(), &headers);
         let body = response.bytes().await.map_err(no_answer)?;
         self.events
             .answered(endpoint.label(), Some(status.as_u16()), sent.elapsed());

@@ -69,13 +69,16 @@ pub struct ExportPlan {
 /// is dropped, even in the middle of an upstream request.
 pub fn start(users: Arc<Users>, plan: ExportPlan) -> mpsc::Receiver<Result<Chunk, UpstreamError>> {
     let (tx, rx) = mpsc::channel(1);
-    tokio::spawn(async move {
+    // Its pages' upstream requests belong to the call's trace.
+    let span = crate::telemetry::inherited();
+    let task = async move {
         users.events().export(true);
         if let Err(error) = run(&users, plan, &tx).await {
             let _ = tx.send(Err(error)).await;
         }
         users.events().export(false);
-    });
+    };
+    tokio::spawn(tracing::Instrument::instrument(task, span));
     rx
 }
 

@@ -35,6 +35,7 @@ use axum::{
     response::Response,
 };
 use tokio::time::Instant;
+use tracing::Instrument as _;
 
 use crate::{
     admission::{Admission, Demand, Priority},
@@ -42,7 +43,7 @@ use crate::{
     clerk::{ClerkClient, ClerkUser, Forward, Forwarded},
     counts::CountCache,
     metrics::Metrics,
-    routes,
+    routes, telemetry,
     tls::Peer,
     users::Users,
     webhook::UserEvent,
@@ -138,9 +139,15 @@ async fn handle(State(front): State<Arc<Front>>, request: Request) -> Response {
     let started = Instant::now();
     let route = front.template(request.uri().path());
     let method = request.method().clone();
-    let (caller, response) = answer(&front, &route, request).await;
+    // A child of the caller's `traceparent` (none when tracing is off).
+    let span = telemetry::front_span(&method, &route, request.headers());
+    let (caller, response) = answer(&front, &route, request)
+        .instrument(span.clone())
+        .await;
     let caller = caller.as_deref().map_or("unknown", |caller| &caller.name);
     let status = response.status().as_u16();
+    span.record("caller", caller);
+    span.record("status", status);
     let elapsed = started.elapsed();
     tracing::debug!(%method, route, caller, status, ?elapsed, "Clerk API request");
     front

@@ -96,14 +96,13 @@ impl MethodMetrics {
         self.duration.observe(elapsed.as_secs_f64());
     }
 
-    /// Records a lookup's cache result, if `x_cache` is one.
-    fn record_cache(&self, x_cache: &[u8]) {
-        if let Some(index) = CACHE_RESULTS
+    /// Records a lookup's cache result, if `x_cache` is one; returns it.
+    fn record_cache(&self, x_cache: &[u8]) -> Option<&'static str> {
+        let index = CACHE_RESULTS
             .iter()
-            .position(|result| result.as_bytes() == x_cache)
-        {
-            self.cache[index].inc();
-        }
+            .position(|result| result.as_bytes() == x_cache)?;
+        self.cache[index].inc();
+        Some(CACHE_RESULTS[index])
     }
 }
 
@@ -192,13 +191,9 @@ where
         // The label, not the path: logs of made-up paths stay short too.
         let method = self.metrics.method(request.uri().path()).clone();
         let started = Instant::now();
-        // One span per call; the interceptor fills in the caller.
-        let span = tracing::info_span!(
-            "rpc",
-            method = %method.name,
-            caller = tracing::field::Empty,
-            code = tracing::field::Empty
-        );
+        // One span per call (a child of the caller's `traceparent` when
+        // tracing is on); the interceptor fills in the caller.
+        let span = crate::telemetry::call_span(&method.name, request.headers());
         let response = span.in_scope(|| self.inner.call(request));
         Box::pin(async move {
             let response = response.instrument(span.clone()).await;
@@ -217,8 +212,9 @@ where
                 .as_ref()
                 .ok()
                 .and_then(|response| response.headers().get("x-cache"))
+                && let Some(result) = method.record_cache(x_cache.as_bytes())
             {
-                method.record_cache(x_cache.as_bytes());
+                crate::telemetry::record_cache(&span, result);
             }
             span.record("code", CODE_NAMES[code]);
             tracing::debug!(parent: &span, elapsed = ?started.elapsed(), "call answered");

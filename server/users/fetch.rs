@@ -5,6 +5,7 @@
 use std::{collections::HashMap, sync::Arc};
 
 use tokio::time::{Duration, Instant};
+use tracing::Instrument as _;
 
 use super::{
     Claim, Shared, SharedEntry, SharedUsers,
@@ -12,6 +13,7 @@ use super::{
 };
 use crate::{
     clerk::{ClerkUser, ListQuery, OrderBy, UserFilter},
+    telemetry,
     webhook::unix_millis,
 };
 
@@ -41,7 +43,8 @@ pub(super) async fn fetch(shared: Arc<Shared>, batch: Vec<Arc<Flight>>) {
     if let Some(remote) = shared.remote.clone() {
         let theirs = claim(&shared, &remote, &mut landing).await;
         if !theirs.is_empty() {
-            tokio::spawn(await_other_replicas(shared.clone(), remote, theirs));
+            let span = telemetry::replica_wait_span(theirs.len());
+            tokio::spawn(await_other_replicas(shared.clone(), remote, theirs).instrument(span));
         }
     }
     from_clerk(&shared, &mut landing).await;
@@ -67,7 +70,11 @@ async fn from_clerk(shared: &Arc<Shared>, landing: &mut Landing<'_>) {
         limit: pending.len() as u32,
         offset: 0,
     };
-    match shared.clerk.list_users(&query, &demand).await {
+    let (answer, request) = telemetry::capture(shared.clerk.list_users(&query, &demand)).await;
+    for flight in landing.pending() {
+        flight.answered_by().set(request.as_ref());
+    }
+    match answer {
         Ok(users) => {
             let answered_at = unix_millis(std::time::SystemTime::now());
             let mut by_id: HashMap<String, ClerkUser> = users

@@ -18,6 +18,7 @@ use tokio::{sync::watch, time::Instant};
 use crate::{
     admission::{Demand, Priority},
     clerk::{ClerkUser, UpstreamError},
+    telemetry::AnsweredBy,
 };
 
 /// What a lookup learned: the user, `None` if Clerk has no such user, or why
@@ -36,6 +37,9 @@ pub(crate) struct Flight {
     /// Cleared when an invalidation (webhook, admin) arrives during the
     /// flight: its answer, possibly older, must then not be cached.
     storable: AtomicBool,
+    /// The upstream request that answered, for the waiters' span links
+    /// (set only when tracing is on).
+    answered_by: AnsweredBy,
 }
 
 impl Flight {
@@ -45,6 +49,7 @@ impl Flight {
             outcome: watch::Sender::new(None),
             demand: Mutex::new(demand),
             storable: AtomicBool::new(true),
+            answered_by: AnsweredBy::default(),
         }
     }
 
@@ -59,6 +64,11 @@ impl Flight {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
+    }
+
+    /// The upstream request that answered (see the field).
+    pub(crate) fn answered_by(&self) -> &AnsweredBy {
+        &self.answered_by
     }
 
     /// Whether the answer may still be cached.

@@ -20,12 +20,14 @@ use std::sync::Arc;
 
 use futures_util::future::try_join_all;
 use tokio::time::Instant;
+use tracing::Instrument as _;
 
 use crate::{
     admission::{Budget, Demand},
     clerk::{
         ClerkClient, ClerkUser, Forward, ListQuery, MAX_FILTER_VALUES, UpstreamError, UserFilter,
     },
+    telemetry,
     webhook::UserEvent,
 };
 
@@ -166,7 +168,9 @@ impl Users {
         });
         let batches = shared.clone();
         let batcher = Batcher::spawn(config.batch_window, MAX_FILTER_VALUES, move |batch| {
-            tokio::spawn(fetch(batches.clone(), batch));
+            let span =
+                telemetry::batch_span(batch.iter().map(|flight: &Arc<Flight>| &**flight.id()));
+            tokio::spawn(fetch(batches.clone(), batch).instrument(span));
         });
         Self { shared, batcher }
     }
@@ -195,7 +199,9 @@ impl Users {
             return Ok(hit(entry));
         }
         let flight = self.fly(id, demand);
-        self.settle(&flight, demand.deadline, retained).await
+        let lookup = self.settle(&flight, demand.deadline, retained).await;
+        telemetry::link_current([flight.answered_by()]);
+        lookup
     }
 
     /// Many users by id (distinct, validated ids): hits from the cache, the
@@ -218,6 +224,7 @@ impl Users {
                 self.settle(flight, demand.deadline, retained.clone())
             }))
             .await?;
+        telemetry::link_current(misses.iter().map(|(_, flight, _)| flight.answered_by()));
         for ((index, ..), lookup) in misses.iter().zip(settled) {
             answers[*index] = Some(lookup);
         }
@@ -378,7 +385,10 @@ impl Users {
         deadline: Instant,
         retained: Option<Cached>,
     ) -> Result<Lookup, UpstreamError> {
-        let error = match flight.wait(deadline).await {
+        let waiting = telemetry::flight_span(flight.id());
+        let outcome = flight.wait(deadline).instrument(waiting.clone()).await;
+        flight.answered_by().link(&waiting);
+        let error = match outcome {
             Some(Ok(user)) => {
                 return Ok(Lookup {
                     user,

@@ -53,3 +53,35 @@ fn help_exits_zero_and_names_every_mode() {
         assert!(help.contains(mode), "{help}");
     }
 }
+
+#[test]
+fn bad_tracing_settings_exit_64_naming_the_setting() {
+    let cases = [
+        (
+            [
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4317"),
+                ("OTEL_BSP_MAX_QUEUE_SIZE", "lots"),
+            ],
+            "OTEL_BSP_MAX_QUEUE_SIZE",
+        ),
+        (
+            [
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "not a url"),
+                ("OTEL_BSP_MAX_QUEUE_SIZE", "10"),
+            ],
+            "not a url",
+        ),
+    ];
+    for (env, expected) in cases {
+        let output = Command::new(env!("CARGO_BIN_EXE_clerk-broker"))
+            .args(["serve"])
+            .env("CLERK_SECRET_KEY", "sk_test_do_not_print_me_123")
+            .envs(env)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(64), "{env:?}: {stderr}");
+        assert!(stderr.contains(expected), "{env:?}: {stderr}");
+        assert!(!stderr.contains("do_not_print_me"), "{stderr}");
+    }
+}

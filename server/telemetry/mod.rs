@@ -1,0 +1,442 @@
+//! Distributed tracing: OTLP export of the broker's spans, the caller's
+//! W3C trace context as their parent, and the spans that explain a call.
+//!
+//! Off by default. When on ([`layer`], installed once by `main`), every call
+//! gets an `rpc` (gRPC) or `http` (front) span parented to the caller's
+//! `traceparent`, and the work behind it gets spans of its own: the
+//! admission wait (`admission.wait`), the batch (`lookup.batch`, a trace of
+//! its own since it serves many callers), the fill-once wait of each id
+//! (`lookup.wait`), the wait for another replica's fill
+//! (`lookup.replica_wait`), and each upstream request (`clerk.request`).
+//! A caller whose answer came from a batch links to the request that
+//! answered it (a span link), so its trace shows that request.
+//!
+//! When off, no layer is installed and each helper here costs one relaxed
+//! atomic load: the spans it would create are `Span::none()`, and the `rpc`
+//! span is the one logs always had.
+
+mod export;
+mod propagation;
+
+use std::{
+    future::Future,
+    sync::{
+        LazyLock, OnceLock,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use http::HeaderMap;
+use opentelemetry::trace::{SpanContext, TraceContextExt as _, TracerProvider as _};
+use opentelemetry_otlp::WithExportConfig as _;
+use opentelemetry_sdk::{Resource, trace::SdkTracerProvider};
+use prometheus::IntCounter;
+use tracing::{Span, field::Empty};
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+use tracing_subscriber::{
+    Layer,
+    filter::{LevelFilter, Targets},
+    registry::LookupSpan,
+};
+
+use crate::admission::{Demand, Priority};
+
+pub use propagation::HEADERS as TRACE_CONTEXT_HEADERS;
+
+/// Set once the OTel layer is built: the helpers below then create spans.
+static ENABLED: AtomicBool = AtomicBool::new(false);
+
+/// Whether spans are exported (a layer was built by [`layer`]).
+#[inline]
+pub fn enabled() -> bool {
+    ENABLED.load(Ordering::Relaxed)
+}
+
+/// Spans dropped before reaching the collector: the queue was full, or the
+/// collector refused or did not take a batch in time. Process-wide (the
+/// tracer is), registered in every broker's metrics.
+pub fn dropped_spans() -> &'static IntCounter {
+    static DROPPED: LazyLock<IntCounter> = LazyLock::new(|| {
+        IntCounter::new(
+            "clerk_broker_trace_spans_dropped_total",
+            "Spans not exported: the export queue was full or the trace collector did not take them.",
+        )
+        .expect("valid metric")
+    });
+    &DROPPED
+}
+
+/// Where and how spans are exported.
+#[derive(Clone, Debug)]
+pub struct TracingConfig {
+    /// The collector's OTLP/gRPC endpoint, e.g. `http://otel-collector:4317`.
+    pub endpoint: String,
+    /// Most spans waiting for export (`OTEL_BSP_MAX_QUEUE_SIZE`, 2048).
+    pub max_queue: usize,
+    /// Most spans per export request (`OTEL_BSP_MAX_EXPORT_BATCH_SIZE`, 512).
+    pub max_batch: usize,
+    /// Longest a span waits before its batch goes (`OTEL_BSP_SCHEDULE_DELAY`, 1 s).
+    pub delay: Duration,
+    /// Longest one export request may take (`OTEL_BSP_EXPORT_TIMEOUT`, 10 s).
+    pub export_timeout: Duration,
+}
+
+/// A tracing setting that could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum TelemetryError {
+    /// A numeric `OTEL_BSP_*` variable did not parse.
+    #[error("{name}={value:?} is not a whole number (of milliseconds, for times)")]
+    Setting {
+        /// The variable.
+        name: &'static str,
+        /// What it held.
+        value: String,
+    },
+    /// The OTLP exporter could not be built (a malformed endpoint).
+    #[error("cannot export traces to {endpoint:?}: {reason}")]
+    Exporter {
+        /// The endpoint given.
+        endpoint: String,
+        /// The exporter's reason.
+        reason: String,
+    },
+}
+
+impl TracingConfig {
+    /// Export to `endpoint` with the default queue and timings.
+    pub fn new(endpoint: impl Into<String>) -> Self {
+        Self {
+            endpoint: endpoint.into(),
+            max_queue: 2048,
+            max_batch: 512,
+            delay: Duration::from_secs(1),
+            export_timeout: Duration::from_secs(10),
+        }
+    }
+
+    /// Export to `endpoint`, with the standard `OTEL_BSP_*` variables read
+    /// through `var` where set.
+    pub fn from_env(
+        endpoint: impl Into<String>,
+        var: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, TelemetryError> {
+        let mut config = Self::new(endpoint);
+        let number = |name: &'static str| -> Result<Option<u64>, TelemetryError> {
+            var(name)
+                .map(|value| {
+                    value
+                        .trim()
+                        .parse()
+                        .map_err(|_| TelemetryError::Setting { name, value })
+                })
+                .transpose()
+        };
+        if let Some(n) = number("OTEL_BSP_MAX_QUEUE_SIZE")? {
+            config.max_queue = n.max(1) as usize;
+        }
+        if let Some(n) = number("OTEL_BSP_MAX_EXPORT_BATCH_SIZE")? {
+            config.max_batch = n.max(1) as usize;
+        }
+        if let Some(ms) = number("OTEL_BSP_SCHEDULE_DELAY")? {
+            config.delay = Duration::from_millis(ms);
+        }
+        if let Some(ms) = number("OTEL_BSP_EXPORT_TIMEOUT")? {
+            config.export_timeout = Duration::from_millis(ms.max(1));
+        }
+        Ok(config)
+    }
+}
+
+/// Keeps the tracer provider alive; spans still queued are lost when it is
+/// dropped.
+#[derive(Debug)]
+pub struct Tracing {
+    _provider: SdkTracerProvider,
+}
+
+/// The OTel layer for the process's subscriber, exporting to
+/// `config.endpoint` over OTLP/gRPC; from then on the span helpers here
+/// create spans. Must run inside a tokio runtime (the export task and the
+/// collector connection live there). The sampler follows
+/// `OTEL_TRACES_SAMPLER`/`OTEL_TRACES_SAMPLER_ARG` (default: parent-based,
+/// always on); the service name `OTEL_SERVICE_NAME` (default `clerk-broker`).
+pub fn layer<S>(
+    config: &TracingConfig,
+) -> Result<(impl Layer<S> + Send + Sync + 'static, Tracing), TelemetryError>
+where
+    S: tracing::Subscriber + for<'a> LookupSpan<'a> + Send + Sync,
+{
+    let mut exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_tonic()
+        .with_endpoint(&config.endpoint)
+        .with_timeout(config.export_timeout)
+        .build()
+        .map_err(|error| TelemetryError::Exporter {
+            endpoint: config.endpoint.clone(),
+            reason: error.to_string(),
+        })?;
+    let mut resource = Resource::builder();
+    if std::env::var_os("OTEL_SERVICE_NAME").is_none() {
+        resource = resource.with_service_name("clerk-broker");
+    }
+    let resource = resource.build();
+    opentelemetry_sdk::trace::SpanExporter::set_resource(&mut exporter, &resource);
+    let batching = export::Batching {
+        queue: config.max_queue,
+        max_batch: config.max_batch,
+        delay: config.delay,
+        timeout: config.export_timeout,
+    };
+    let processor = export::QueueProcessor::spawn(exporter, batching, dropped_spans().clone());
+    let provider = SdkTracerProvider::builder()
+        .with_span_processor(processor)
+        .with_resource(resource)
+        .build();
+    let tracer = provider.tracer("clerk-broker");
+    let layer = tracing_opentelemetry::layer()
+        .with_tracer(tracer)
+        .with_location(false)
+        .with_threads(false)
+        .with_tracked_inactivity(false)
+        // Spans and events at info and above, whatever RUST_LOG says; none
+        // of the exporter's own stack (a span about an export would be
+        // exported, and so on).
+        .with_filter(
+            Targets::new().with_default(LevelFilter::INFO).with_targets(
+                [
+                    "opentelemetry",
+                    "opentelemetry_sdk",
+                    "opentelemetry_otlp",
+                    "tonic",
+                    "h2",
+                    "hyper",
+                    "hyper_util",
+                    "tower",
+                ]
+                .map(|target| (target, LevelFilter::OFF)),
+            ),
+        );
+    ENABLED.store(true, Ordering::Relaxed);
+    Ok((
+        layer,
+        Tracing {
+            _provider: provider,
+        },
+    ))
+}
+
+/// The span of one gRPC call (`method` is its label); when tracing is on,
+/// its parent is the caller's `traceparent` if the metadata carries one.
+pub fn call_span(method: &str, headers: &HeaderMap) -> Span {
+    if !enabled() {
+        return tracing::info_span!("rpc", method = %method, caller = Empty, code = Empty);
+    }
+    let span = tracing::info_span!(
+        "rpc",
+        method = %method,
+        caller = Empty,
+        code = Empty,
+        cache = Empty,
+        otel.kind = "server"
+    );
+    adopt(&span, headers);
+    span
+}
+
+/// Records on a [`call_span`] how the cache served the call (`x-cache`).
+pub fn record_cache(span: &Span, result: &str) {
+    if enabled() {
+        span.record("cache", result);
+    }
+}
+
+/// The span of one request to the Clerk-compatible front, parented to the
+/// caller's `traceparent` (none when tracing is off).
+pub fn front_span(method: &http::Method, route: &str, headers: &HeaderMap) -> Span {
+    if !enabled() {
+        return Span::none();
+    }
+    let span = tracing::info_span!(
+        "http",
+        method = %method,
+        route = %route,
+        caller = Empty,
+        status = Empty,
+        otel.kind = "server"
+    );
+    adopt(&span, headers);
+    span
+}
+
+/// Makes the caller's trace context, if any, the parent of `span`.
+fn adopt(span: &Span, headers: &HeaderMap) {
+    if let Some(parent) = propagation::remote_parent(headers) {
+        // Only fails for a span that is disabled or already started.
+        let _ = span.set_parent(parent);
+    }
+}
+
+/// The current span, for a task spawned to do the call's work (an export's
+/// pages), when tracing is on; none otherwise.
+pub fn inherited() -> Span {
+    if enabled() {
+        Span::current()
+    } else {
+        Span::none()
+    }
+}
+
+/// The wait of a queued permit: `position` requests of equal or higher
+/// standing were ahead of it. Ends when dropped; see [`waited`].
+pub fn admission_span(budget: &str, demand: &Demand, cost: u32, position: u64) -> Span {
+    if !enabled() {
+        return Span::none();
+    }
+    let priority = match demand.priority {
+        Priority::Interactive => "interactive",
+        Priority::Bulk => "bulk",
+    };
+    tracing::info_span!(
+        "admission.wait",
+        budget = %budget,
+        caller = %demand.caller,
+        priority,
+        cost,
+        position,
+        waited_ms = Empty
+    )
+}
+
+/// Records on an [`admission_span`] how long its permit waited.
+pub fn waited(span: &Span, waited: Duration) {
+    if !span.is_none() {
+        span.record("waited_ms", waited.as_secs_f64() * 1e3);
+    }
+}
+
+/// The span of one lookup batch: a trace of its own (it serves many
+/// callers, each of whom links to its upstream request).
+pub fn batch_span<'a>(ids: impl ExactSizeIterator<Item = &'a str>) -> Span {
+    if !enabled() {
+        return Span::none();
+    }
+    let size = ids.len();
+    let ids = ids.collect::<Vec<_>>().join(",");
+    tracing::info_span!(parent: None, "lookup.batch", size, ids = %ids)
+}
+
+/// The wait for other replicas' fill of `ids` ids.
+pub fn replica_wait_span(ids: usize) -> Span {
+    if !enabled() {
+        return Span::none();
+    }
+    tracing::info_span!("lookup.replica_wait", ids)
+}
+
+/// A caller's wait for the one flight (fill-once) of `id`.
+pub fn flight_span(id: &str) -> Span {
+    if !enabled() {
+        return Span::none();
+    }
+    tracing::info_span!("lookup.wait", id = %id)
+}
+
+/// The upstream request a lookup's answer came from; set by the batch
+/// before the answer is published, read by every waiter after.
+#[derive(Debug, Default)]
+pub struct AnsweredBy(OnceLock<SpanContext>);
+
+impl AnsweredBy {
+    /// Records the request (the first one wins).
+    pub fn set(&self, request: Option<&SpanContext>) {
+        if let Some(request) = request {
+            let _ = self.0.set(request.clone());
+        }
+    }
+
+    /// Links `span` (a caller's wait) to the request, if one was recorded.
+    pub fn link(&self, span: &Span) {
+        if let Some(request) = self.0.get() {
+            span.add_link(request.clone());
+        }
+    }
+}
+
+/// Links the current span (the caller's call) to each distinct request
+/// that answered one of its lookups.
+pub fn link_current<'a>(answers: impl IntoIterator<Item = &'a AnsweredBy>) {
+    if !enabled() {
+        return;
+    }
+    let current = Span::current();
+    let mut linked: Vec<opentelemetry::trace::SpanId> = Vec::new();
+    for request in answers.into_iter().filter_map(|answer| answer.0.get()) {
+        if !linked.contains(&request.span_id()) {
+            linked.push(request.span_id());
+            current.add_link(request.clone());
+        }
+    }
+}
+
+/// One request to Clerk (all its attempts), with its route template.
+pub fn upstream_span(route: &str) -> Span {
+    if !enabled() {
+        return Span::none();
+    }
+    let span = tracing::info_span!(
+        "clerk.request",
+        route = %route,
+        attempt = Empty,
+        status = Empty,
+        clerk_trace_id = Empty,
+        otel.kind = "client"
+    );
+    let _ = REQUEST.try_with(|slot| {
+        let _ = slot.set(span.context().span().span_context().clone());
+    });
+    span
+}
+
+/// Records on the current [`upstream_span`] which attempt is under way.
+pub fn record_attempt(attempt: u32) {
+    if enabled() {
+        Span::current().record("attempt", attempt);
+    }
+}
+
+/// Records on the current [`upstream_span`] Clerk's answer: the HTTP status
+/// and Clerk's trace id header, if it sent one.
+pub fn record_answer(status: u16, headers: &HeaderMap) {
+    if !enabled() {
+        return;
+    }
+    let span = Span::current();
+    span.record("status", status);
+    if let Some(trace) = headers
+        .get("clerk-trace-id")
+        .and_then(|value| value.to_str().ok())
+    {
+        span.record("clerk_trace_id", trace);
+    }
+}
+
+tokio::task_local! {
+    /// Where [`upstream_span`] leaves its context for [`capture`].
+    static REQUEST: OnceLock<SpanContext>;
+}
+
+/// Runs `work` and returns, with its output, the context of the first
+/// upstream request it made (when tracing is on).
+pub async fn capture<F: Future>(work: F) -> (F::Output, Option<SpanContext>) {
+    if !enabled() {
+        return (work.await, None);
+    }
+    REQUEST
+        .scope(OnceLock::new(), async {
+            let output = work.await;
+            let request = REQUEST.with(|slot| slot.get().cloned());
+            (output, request)
+        })
+        .await
+}
