@@ -87,7 +87,10 @@ async fn health(channel: tonic::transport::Channel) -> Result<i32, tonic::Status
 
 #[tokio::test]
 async fn silent_peers_are_closed_while_clients_are_served() {
-    let limits = short();
+    let limits = GrpcLimits {
+        idle_timeout: Duration::from_secs(2),
+        ..short()
+    };
     let harness = Harness::start(options(limits)).await;
     let mut closing: Vec<(bool, JoinHandle<Option<Duration>>)> = Vec::new();
     for i in 0..80 {
@@ -127,8 +130,9 @@ async fn silent_peers_are_closed_while_clients_are_served() {
                 "preface-only closed after {after:?}"
             );
         } else {
+            // By the handshake deadline, long before the idle one.
             assert!(
-                after >= limits.handshake_timeout,
+                after >= limits.handshake_timeout && after < limits.idle_timeout,
                 "silent closed after {after:?}"
             );
         }
@@ -172,11 +176,13 @@ async fn at_the_cap_clients_wait_and_are_served_when_a_slot_frees() {
 
 #[tokio::test]
 async fn the_handshake_timeout_frees_slots_for_waiting_clients() {
-    let harness = Harness::start(options(GrpcLimits {
+    let limits = GrpcLimits {
         max_connections: 2,
+        // Only the handshake deadline can free the slots.
+        idle_timeout: Duration::from_secs(60),
         ..short()
-    }))
-    .await;
+    };
+    let harness = Harness::start(options(limits)).await;
     let started = Instant::now();
     let mut silent = Vec::new();
     for _ in 0..2 {
@@ -186,8 +192,10 @@ async fn the_handshake_timeout_frees_slots_for_waiting_clients() {
     }
     let status = tokio::time::timeout(BOUND, health(harness.channel().await)).await;
     assert_eq!(status.unwrap().unwrap(), 1);
+    // The client waited for a silent connection's deadline.
+    assert!(started.elapsed() >= limits.handshake_timeout);
     for task in silent {
-        assert!(task.await.unwrap().expect("closed") >= Duration::from_millis(300));
+        assert!(task.await.unwrap().expect("closed") >= limits.handshake_timeout);
     }
 }
 
@@ -334,6 +342,11 @@ async fn a_stalled_tls_handshake_is_cut() {
     assert!(eof >= limits.handshake_timeout);
     let silent = silent.await.unwrap().expect("closed without a handshake");
     assert!(silent >= limits.handshake_timeout);
+    // By the configured deadline, not the HTTP listener's 10 s.
+    assert!(
+        silent < clerk_broker::tls::HANDSHAKE_TIMEOUT / 2,
+        "{silent:?}"
+    );
     // Clients that speak in time are served.
     let channel = tls_channel(
         harness.addr,
