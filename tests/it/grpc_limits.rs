@@ -2,7 +2,8 @@
 //! HTTP/2 preface, are disconnected (handshake and idle timeouts) while
 //! well-behaved clients are served; at the connection cap further clients
 //! wait and are served once a slot frees; idle connections close but never
-//! one with an open stream; a peer that never acknowledges PINGs is closed;
+//! one with an open stream; a peer that never acknowledges PINGs, or stops
+//! reading a large answer, is closed;
 //! the streams per connection are announced; over TLS a stalled handshake
 //! is cut.
 
@@ -112,7 +113,6 @@ async fn silent_peers_are_closed_while_clients_are_served() {
         let user = users
             .get_user(GetUserRequest {
                 user_id: harness.ids[calls % harness.ids.len()].clone(),
-                ..Default::default()
             })
             .await
             .unwrap();
@@ -356,4 +356,93 @@ async fn a_stalled_tls_handshake_is_cut() {
     .await
     .unwrap();
     assert_eq!(health(channel).await.unwrap(), 1);
+}
+
+/// A TCP stream whose reads stop for good once `frozen` is set: a client
+/// that stops reading its answers.
+struct Freezable {
+    tcp: TcpStream,
+    frozen: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl tokio::io::AsyncRead for Freezable {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        if self.frozen.load(std::sync::atomic::Ordering::SeqCst) {
+            return std::task::Poll::Pending;
+        }
+        std::pin::Pin::new(&mut self.get_mut().tcp).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for Freezable {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.get_mut().tcp).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().tcp).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().tcp).poll_shutdown(cx)
+    }
+}
+
+#[tokio::test]
+async fn a_peer_that_stops_reading_its_answer_is_closed() {
+    let limits = GrpcLimits {
+        // One slot: whether it frees shows whether the stalled peer is gone.
+        max_connections: 1,
+        idle_timeout: Duration::from_secs(60),
+        keepalive_interval: Duration::from_millis(300),
+        keepalive_timeout: Duration::from_millis(300),
+        ..short()
+    };
+    let harness = Harness::start(Options {
+        // An export far larger than the socket buffers.
+        users: 20_000,
+        ..options(limits)
+    })
+    .await;
+    let frozen = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // A small receive buffer (no autotuning): the broker's writes block
+    // once its own send buffer is full, long before the export ends.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(8 << 10).unwrap();
+    let tcp = socket.connect(harness.addr).await.unwrap();
+    let io = Freezable {
+        tcp,
+        frozen: frozen.clone(),
+    };
+    // Windows large enough that flow control never stops the broker.
+    let (send, connection) = h2::client::Builder::new()
+        .initial_window_size(1 << 30)
+        .initial_connection_window_size(1 << 30)
+        .handshake::<_, Bytes>(io)
+        .await
+        .unwrap();
+    let _connection = tokio::spawn(connection);
+    let mut send = send.ready().await.unwrap();
+    // ListUsers with an empty request: every user, newest first.
+    let mut export = h2_call(&mut send, "/clerk_broker.v1.UserService/ListUsers").await;
+    assert!(!next_message(&mut export).await.is_empty());
+    frozen.store(true, std::sync::atomic::Ordering::SeqCst);
+    // The stalled connection holds the only slot until it is cut.
+    // It can acknowledge no PING: hyper cuts it, and the slot frees.
+    let status = tokio::time::timeout(BOUND, health(harness.channel().await)).await;
+    assert_eq!(status.expect("the stalled peer was never cut").unwrap(), 1);
 }
