@@ -16,7 +16,7 @@ use tonic::transport::Server;
 use tonic_health::{ServingStatus, server::HealthReporter};
 
 pub use broker::Broker;
-pub use listener::{CountStreams, Counted, GrpcConn, GrpcPeer, StreamsLayer};
+use listener::StreamsLayer;
 
 use crate::{
     admission::{Admission, Demand},

@@ -96,7 +96,7 @@ pub(super) fn incoming(
 /// One accepted gRPC connection: its reads enforce the preface deadline and
 /// the idle timeout.
 #[derive(Debug)]
-pub struct GrpcConn {
+pub(crate) struct GrpcConn {
     conn: Conn,
     /// The connection's open streams, shared with [`StreamsLayer`].
     streams: Arc<Streams>,
@@ -148,7 +148,7 @@ impl GrpcConn {
 
     /// Fails once a deadline has passed: the preface's, or the idle one
     /// while no stream is open. Otherwise the timer is armed for the next
-    /// check, with `cx`'s waker.
+    /// check, with `cx`'s waker (the read that waits is woken by it).
     fn check_deadlines(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
         while self.timer.as_mut().poll(cx).is_ready() {
             if self.preface.is_some() {
@@ -193,19 +193,27 @@ impl AsyncRead for GrpcConn {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        if let Err(error) = this.check_deadlines(cx) {
-            return Poll::Ready(Err(error));
-        }
         let before = buf.filled().len();
-        let read = Pin::new(&mut this.conn).poll_read(cx, buf);
-        if let (Poll::Ready(Ok(())), Some(preface)) = (&read, &mut this.preface)
-            && preface.receive(&buf.filled()[before..])
-        {
-            this.preface = None;
-            // The idle clock runs from accept: re-armed on the next read.
-            this.timer.as_mut().reset(Instant::now());
+        match Pin::new(&mut this.conn).poll_read(cx, buf) {
+            // Deadlines are looked at only when nothing is left to read, so
+            // a call already sent is never cut.
+            Poll::Pending => match this.check_deadlines(cx) {
+                Ok(()) => Poll::Pending,
+                Err(error) => Poll::Ready(Err(error)),
+            },
+            Poll::Ready(Ok(())) => {
+                if let Some(preface) = &mut this.preface
+                    && preface.receive(&buf.filled()[before..])
+                {
+                    this.preface = None;
+                    // The idle clock runs from accept: re-armed on the next
+                    // read that waits.
+                    this.timer.as_mut().reset(Instant::now());
+                }
+                Poll::Ready(Ok(()))
+            }
+            Poll::Ready(Err(error)) => Poll::Ready(Err(error)),
         }
-        read
     }
 }
 
@@ -242,7 +250,7 @@ impl AsyncWrite for GrpcConn {
 /// A gRPC connection's info, which tonic puts into each of its requests;
 /// [`StreamsLayer`] takes it out and leaves the [`Peer`] in its place.
 #[derive(Clone, Debug)]
-pub struct GrpcPeer {
+pub(crate) struct GrpcPeer {
     peer: Peer,
     streams: Arc<Streams>,
 }
@@ -304,7 +312,7 @@ impl Drop for OpenStream {
 /// Counts each call as an open stream of its connection until its response
 /// body is dropped, and hands the services the connection's [`Peer`].
 #[derive(Clone, Copy, Debug, Default)]
-pub struct StreamsLayer;
+pub(crate) struct StreamsLayer;
 
 impl<S> tower::Layer<S> for StreamsLayer {
     type Service = CountStreams<S>;
@@ -316,7 +324,7 @@ impl<S> tower::Layer<S> for StreamsLayer {
 
 /// The service [`StreamsLayer`] wraps around the gRPC router.
 #[derive(Clone, Debug)]
-pub struct CountStreams<S> {
+pub(crate) struct CountStreams<S> {
     inner: S,
 }
 
@@ -352,7 +360,7 @@ where
 
 /// A response body that holds its stream open in the count.
 #[derive(Debug)]
-pub struct Counted<R> {
+pub(crate) struct Counted<R> {
     body: R,
     _open: Option<OpenStream>,
 }
