@@ -16,7 +16,7 @@ mod lookup;
 mod redis;
 
 pub use front::{FrontArgs, FrontConfig};
-pub use listeners::{HttpLimitArgs, HttpLimits, TlsArgs};
+pub use listeners::{GrpcLimitArgs, GrpcLimits, HttpLimitArgs, HttpLimits, TlsArgs};
 pub use lookup::{LookupArgs, LookupConfig, WEBHOOK_SECRET_ENV};
 pub use redis::RedisArgs;
 
@@ -119,6 +119,9 @@ pub struct BrokerArgs {
     /// Limits of the HTTP listener.
     #[command(flatten)]
     pub http: HttpLimitArgs,
+    /// Limits of the gRPC listeners.
+    #[command(flatten)]
+    pub grpc: GrpcLimitArgs,
     /// Shared state in Redis.
     #[command(flatten)]
     pub redis: RedisArgs,
@@ -219,6 +222,8 @@ pub struct Config {
     pub lookup: LookupConfig,
     /// Limits of the HTTP listener.
     pub http: HttpLimits,
+    /// Limits of the gRPC listeners.
+    pub grpc: GrpcLimits,
     /// TLS on both listeners (None: plain TCP).
     pub tls: Option<TlsFiles>,
     /// The plaintext health-only listener (None: none).
@@ -246,6 +251,7 @@ impl Config {
             policy_path: None,
             lookup: LookupConfig::default(),
             http: HttpLimits::default(),
+            grpc: GrpcLimits::default(),
             tls: None,
             health_listen: None,
             redis: None,
@@ -376,6 +382,7 @@ impl Config {
                 std::env::var(WEBHOOK_SECRET_ENV).ok(),
             )?,
             http: HttpLimits::from_args(&args.http)?,
+            grpc: GrpcLimits::from_args(&args.grpc)?,
             tls: None,
             health_listen: None,
             redis: args.redis.config()?,

@@ -110,6 +110,7 @@ impl HttpLimits {
         ConnectionLimits {
             max: self.max_connections,
             per_peer: self.max_connections_per_peer,
+            handshake_timeout: crate::tls::HANDSHAKE_TIMEOUT,
         }
     }
 }

@@ -1,11 +1,13 @@
 //! Assembles the broker and serves it: gRPC services, standard health,
 //! reflection (v1 and v1alpha), the HTTP listener (webhooks), and graceful
-//! shutdown.
+//! shutdown. `listener` bounds what gRPC clients can hold (connections,
+//! handshakes, idle connections, silent peers, streams).
 //!
 //! [`run`] takes already-bound listeners and any shutdown future: the
 //! binary passes SIGTERM/SIGINT, tests pass listeners on `127.0.0.1:0`.
 
 mod broker;
+mod listener;
 
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
@@ -14,6 +16,7 @@ use tonic::transport::Server;
 use tonic_health::{ServingStatus, server::HealthReporter};
 
 pub use broker::Broker;
+use listener::StreamsLayer;
 
 use crate::{
     admission::{Admission, Demand},
@@ -196,9 +199,11 @@ pub async fn run(
     let _health_guard = health_listener.map(|listener| {
         let address = listener.local_addr().ok();
         tracing::info!(?address, "plaintext health-only gRPC listener for probes");
-        let server = Server::builder()
+        let server = listener::configure(Server::builder(), &config.grpc)
+            // Probes hold no stream: idle connections are counted, and cut.
+            .layer(StreamsLayer)
             .add_service(health_service.clone())
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener));
+            .serve_with_incoming(listener::incoming(listener, Acceptor::Plain, &config.grpc));
         let task = tokio::spawn(async move {
             if let Err(error) = server.await {
                 tracing::error!(%error, "the health-only listener failed");
@@ -291,12 +296,13 @@ pub async fn run(
     ));
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = Server::builder()
-        // Outermost: every call is counted, whatever the services answer.
+    // Keepalive pings close silent peers; streams per connection are capped.
+    let server = listener::configure(Server::builder(), &config.grpc)
+        // Outermost: a call holds its connection open (no idle timeout)
+        // until its answer ends, and the services get the connection's Peer.
+        .layer(StreamsLayer)
+        // Every call is counted, whatever the services answer.
         .layer(GrpcMetricsLayer::new(broker.metrics.clone()))
-        // Idle clients are dropped after a while; live ones keep HTTP/2 alive.
-        .http2_keepalive_interval(Some(Duration::from_secs(30)))
-        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
         .http2_max_header_list_size(Some(MAX_HEADER_BYTES))
         .add_service(health_service)
         // Both reflection versions: grpcurl 1.8 speaks only v1alpha.
@@ -335,7 +341,7 @@ pub async fn run(
             ),
         )
         .serve_with_incoming_shutdown(
-            tls::incoming(listener, acceptor(tls::Listener::Grpc), None),
+            listener::incoming(listener, acceptor(tls::Listener::Grpc), &config.grpc),
             async {
                 let _ = stop_rx.await;
             },
@@ -482,6 +488,7 @@ fn serve_front(
     let connections = tls::ConnectionLimits {
         max: limits.max_connections.max(front::MIN_CONNECTIONS),
         per_peer: usize::MAX,
+        handshake_timeout: tls::HANDSHAKE_TIMEOUT,
     };
     let incoming = tls::incoming(listener, acceptor, Some(connections));
     http::serve(incoming, router, limits, stop)

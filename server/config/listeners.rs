@@ -1,7 +1,7 @@
-//! Flags of the listeners themselves: TLS (for `serve`) and the HTTP
-//! listener's resource limits (for `serve` and `demo`).
+//! Flags of the listeners themselves: TLS (for `serve`), and the HTTP and
+//! gRPC listeners' resource limits (for `serve` and `demo`).
 
-use std::path::PathBuf;
+use std::{path::PathBuf, time::Duration};
 
 use clap::Args;
 
@@ -116,6 +116,126 @@ impl HttpLimits {
     }
 }
 
+/// Limits of the gRPC listeners (the main one and `--health-listen`), shared
+/// by `serve` and `demo`.
+#[derive(Debug, Args)]
+pub struct GrpcLimitArgs {
+    /// Most gRPC connections open at once (TLS handshakes included); further
+    /// clients wait to be accepted.
+    #[arg(
+        long,
+        env = "CLERK_BROKER_GRPC_MAX_CONNECTIONS",
+        default_value_t = 1024
+    )]
+    pub grpc_max_connections: usize,
+    /// Time a client has, from its connection, to complete the TLS handshake
+    /// and send the HTTP/2 preface before it is disconnected.
+    #[arg(
+        long,
+        env = "CLERK_BROKER_GRPC_HANDSHAKE_TIMEOUT",
+        default_value = "10s"
+    )]
+    pub grpc_handshake_timeout: String,
+    /// Time a connection with no call (stream) open stays open; a
+    /// connection with an open stream is never cut for idleness.
+    #[arg(long, env = "CLERK_BROKER_GRPC_IDLE_TIMEOUT", default_value = "5m")]
+    pub grpc_idle_timeout: String,
+    /// Time without a frame from a client before the broker sends it an
+    /// HTTP/2 PING.
+    #[arg(
+        long,
+        env = "CLERK_BROKER_GRPC_KEEPALIVE_INTERVAL",
+        default_value = "30s"
+    )]
+    pub grpc_keepalive_interval: String,
+    /// Time a client has to acknowledge a PING before it is disconnected.
+    #[arg(
+        long,
+        env = "CLERK_BROKER_GRPC_KEEPALIVE_TIMEOUT",
+        default_value = "10s"
+    )]
+    pub grpc_keepalive_timeout: String,
+    /// Most calls (HTTP/2 streams) open at once on one connection; clients
+    /// queue further calls, or open another connection.
+    #[arg(
+        long,
+        env = "CLERK_BROKER_GRPC_MAX_CONCURRENT_STREAMS",
+        default_value_t = 200
+    )]
+    pub grpc_max_concurrent_streams: u32,
+}
+
+/// The gRPC listeners' validated limits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GrpcLimits {
+    /// Most connections open at once, handshakes included.
+    pub max_connections: usize,
+    /// Time from accept to the end of the TLS handshake and of the client's
+    /// HTTP/2 preface.
+    pub handshake_timeout: Duration,
+    /// Time a connection may stay open with no stream.
+    pub idle_timeout: Duration,
+    /// Time without a frame from the peer before the broker pings it.
+    pub keepalive_interval: Duration,
+    /// Time the peer has to acknowledge a ping.
+    pub keepalive_timeout: Duration,
+    /// Most streams (calls) open at once on one connection.
+    pub max_concurrent_streams: u32,
+}
+
+impl Default for GrpcLimits {
+    /// The documented defaults.
+    fn default() -> Self {
+        Self {
+            max_connections: 1024,
+            handshake_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(300),
+            keepalive_interval: Duration::from_secs(30),
+            keepalive_timeout: Duration::from_secs(10),
+            max_concurrent_streams: 200,
+        }
+    }
+}
+
+impl GrpcLimits {
+    /// Validates `args`.
+    pub fn from_args(args: &GrpcLimitArgs) -> Result<Self, ConfigError> {
+        let handshake_timeout = duration("--grpc-handshake-timeout", &args.grpc_handshake_timeout)?;
+        let idle_timeout = duration("--grpc-idle-timeout", &args.grpc_idle_timeout)?;
+        let keepalive_interval =
+            duration("--grpc-keepalive-interval", &args.grpc_keepalive_interval)?;
+        let keepalive_timeout = duration("--grpc-keepalive-timeout", &args.grpc_keepalive_timeout)?;
+        for (flag, value) in [
+            ("--grpc-handshake-timeout", handshake_timeout),
+            ("--grpc-idle-timeout", idle_timeout),
+            ("--grpc-keepalive-interval", keepalive_interval),
+            ("--grpc-keepalive-timeout", keepalive_timeout),
+        ] {
+            if value.is_zero() {
+                return Err(ConfigError::new(format!("{flag} must be above 0")));
+            }
+        }
+        if args.grpc_max_connections == 0 {
+            return Err(ConfigError::new(
+                "--grpc-max-connections must be at least 1",
+            ));
+        }
+        if args.grpc_max_concurrent_streams == 0 {
+            return Err(ConfigError::new(
+                "--grpc-max-concurrent-streams must be at least 1",
+            ));
+        }
+        Ok(Self {
+            max_connections: args.grpc_max_connections,
+            handshake_timeout,
+            idle_timeout,
+            keepalive_interval,
+            keepalive_timeout,
+            max_concurrent_streams: args.grpc_max_concurrent_streams,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use clap::Parser;
@@ -126,6 +246,8 @@ mod tests {
     struct Flags {
         #[command(flatten)]
         limits: HttpLimitArgs,
+        #[command(flatten)]
+        grpc: GrpcLimitArgs,
         #[command(flatten)]
         tls: TlsArgs,
     }
@@ -140,6 +262,8 @@ mod tests {
     fn defaults_match_the_documented_ones() {
         let parsed = HttpLimits::from_args(&flags(&[]).unwrap().limits).unwrap();
         assert_eq!(parsed, HttpLimits::default());
+        let grpc = GrpcLimits::from_args(&flags(&[]).unwrap().grpc).unwrap();
+        assert_eq!(grpc, GrpcLimits::default());
         assert_eq!(flags(&[]).unwrap().tls.files().unwrap(), None);
     }
 
@@ -161,6 +285,34 @@ mod tests {
         ];
         for (extra, expected) in cases {
             let error = HttpLimits::from_args(&flags(extra).unwrap().limits).unwrap_err();
+            assert!(error.to_string().contains(expected), "{extra:?}: {error}");
+        }
+    }
+
+    #[test]
+    fn bad_grpc_limits_are_explained() {
+        let cases: [(&[&str], &str); 6] = [
+            (&["--grpc-max-connections", "0"], "--grpc-max-connections"),
+            (
+                &["--grpc-handshake-timeout", "0s"],
+                "--grpc-handshake-timeout",
+            ),
+            (&["--grpc-idle-timeout", "soon"], "--grpc-idle-timeout"),
+            (
+                &["--grpc-keepalive-interval", "0ms"],
+                "--grpc-keepalive-interval",
+            ),
+            (
+                &["--grpc-keepalive-timeout", "0s"],
+                "--grpc-keepalive-timeout",
+            ),
+            (
+                &["--grpc-max-concurrent-streams", "0"],
+                "--grpc-max-concurrent-streams",
+            ),
+        ];
+        for (extra, expected) in cases {
+            let error = GrpcLimits::from_args(&flags(extra).unwrap().grpc).unwrap_err();
             assert!(error.to_string().contains(expected), "{extra:?}: {error}");
         }
     }

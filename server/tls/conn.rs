@@ -3,9 +3,9 @@
 //! verified client certificate's names) tonic puts into every request's
 //! extensions.
 //!
-//! TLS handshakes run in their own tasks, each bounded by
-//! [`HANDSHAKE_TIMEOUT`], so a client that stalls its handshake holds up no
-//! one. Accepted sockets set TCP_NODELAY: gRPC answers are small writes that
+//! TLS handshakes run in their own tasks, each bounded by the listener's
+//! handshake timeout ([`HANDSHAKE_TIMEOUT`] unless its limits say otherwise),
+//! so a client that stalls its handshake holds up no one. Accepted sockets set TCP_NODELAY: gRPC answers are small writes that
 //! must not wait for the peer's delayed ACK.
 
 use std::{
@@ -22,6 +22,7 @@ use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
     net::{TcpListener, TcpStream},
     sync::{OwnedSemaphorePermit, Semaphore, mpsc},
+    time::Instant,
 };
 use tokio_rustls::{TlsAcceptor, server::TlsStream};
 use tokio_stream::{Stream, StreamExt as _, wrappers::ReceiverStream};
@@ -58,6 +59,9 @@ pub struct Peer {
 pub struct Conn {
     io: Io,
     peer: Peer,
+    /// When the TCP connection was accepted: handshake deadlines count from
+    /// here.
+    accepted: Instant,
     /// The listener's connection slot, freed when the connection ends.
     _slot: Option<OwnedSemaphorePermit>,
     /// The peer's connection slot, freed when the connection ends.
@@ -72,6 +76,8 @@ pub struct ConnectionLimits {
     /// Most open at once from one peer (an IPv4 address or an IPv6 /64);
     /// further connections from it are closed at once.
     pub per_peer: usize,
+    /// Longest time a client may take to complete its TLS handshake.
+    pub handshake_timeout: Duration,
 }
 
 #[derive(Debug)]
@@ -84,6 +90,11 @@ impl Conn {
     /// Who is at the other end.
     pub fn peer(&self) -> &Peer {
         &self.peer
+    }
+
+    /// When the TCP connection was accepted.
+    pub fn accepted(&self) -> Instant {
+        self.accepted
     }
 }
 
@@ -106,7 +117,15 @@ pub fn incoming(
     let (tx, rx) = mpsc::channel(16);
     let slots = limits.map(|limits| Arc::new(Semaphore::new(limits.max.max(1))));
     let peers = limits.map(|limits| PeerLimit::new(limits.per_peer));
-    tokio::spawn(accept(listener, acceptor, slots, peers, tx));
+    let handshake_timeout = limits.map_or(HANDSHAKE_TIMEOUT, |limits| limits.handshake_timeout);
+    tokio::spawn(accept(
+        listener,
+        acceptor,
+        slots,
+        peers,
+        handshake_timeout,
+        tx,
+    ));
     ReceiverStream::new(rx).map(Ok)
 }
 
@@ -115,6 +134,7 @@ async fn accept(
     acceptor: Acceptor,
     slots: Option<Arc<Semaphore>>,
     peers: Option<Arc<PeerLimit>>,
+    handshake_timeout: Duration,
     tx: mpsc::Sender<Conn>,
 ) {
     loop {
@@ -149,6 +169,7 @@ async fn accept(
             },
             None => None,
         };
+        let accepted = Instant::now();
         let _ = stream.set_nodelay(true);
         let peer = Peer {
             remote: Some(remote),
@@ -159,6 +180,7 @@ async fn accept(
                 let conn = Conn {
                     io: Io::Plain(stream),
                     peer,
+                    accepted,
                     _slot: slot,
                     _peer_slot: peer_slot,
                 };
@@ -171,7 +193,7 @@ async fn accept(
                 let tx = tx.clone();
                 tokio::spawn(async move {
                     let stream =
-                        match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(stream)).await {
+                        match tokio::time::timeout(handshake_timeout, tls.accept(stream)).await {
                             Ok(Ok(stream)) => stream,
                             Ok(Err(error)) => {
                                 tracing::debug!(%remote, %error, "TLS handshake failed");
@@ -192,6 +214,7 @@ async fn accept(
                     let conn = Conn {
                         io: Io::Tls(Box::new(stream)),
                         peer: Peer { client, ..peer },
+                        accepted,
                         _slot: slot,
                         _peer_slot: peer_slot,
                     };

@@ -14,7 +14,7 @@ use clerk_broker::{
     admission::Rate,
     callers::Policy,
     clerk::ClerkConfig,
-    config::{Config, HttpLimits, LookupConfig},
+    config::{Config, GrpcLimits, HttpLimits, LookupConfig},
     fake::{FakeClerk, FakeClerkConfig, seed},
     pb::{quota_service_client::QuotaServiceClient, user_service_client::UserServiceClient},
     secret::SecretKey,
@@ -72,6 +72,8 @@ pub(crate) struct Options {
     pub(crate) upstream_timeout: Duration,
     /// Limits of the HTTP listener.
     pub(crate) http: HttpLimits,
+    /// Limits of the gRPC listeners.
+    pub(crate) grpc: GrpcLimits,
     /// Whether metrics get their own listener (`--metrics-listen`).
     pub(crate) metrics_listener: bool,
     /// TLS on both listeners (None: plain TCP).
@@ -115,6 +117,7 @@ impl Default for Options {
             lookup: test_lookup(),
             upstream_timeout: Duration::from_secs(2),
             http: HttpLimits::default(),
+            grpc: GrpcLimits::default(),
             metrics_listener: false,
             tls: None,
             redis: in_shared_suite().then(crate::redis::shared_url),
@@ -201,6 +204,7 @@ impl Harness {
             max_stream_lifetime: options.max_stream_lifetime,
             lookup: options.lookup,
             http: options.http,
+            grpc: options.grpc,
             tls: options.tls,
             health_listen: None,
             redis,

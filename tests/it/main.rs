@@ -14,6 +14,7 @@ mod exports;
 mod faults;
 mod front;
 mod front_writes;
+mod grpc_limits;
 mod grpcurl;
 mod http_limits;
 mod lookups;
