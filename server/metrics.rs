@@ -22,7 +22,7 @@ use prometheus::{
 };
 
 use crate::{
-    admission::{Admission, AdmissionEvents, Demand, Priority},
+    admission::{Admission, AdmissionEvents, Demand},
     clerk::UpstreamEvents,
     reload::ReloadStats,
     users::{LookupEvents, Users},
@@ -69,13 +69,6 @@ pub struct Metrics {
 const BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
-
-fn priority_label(priority: Priority) -> &'static str {
-    match priority {
-        Priority::Interactive => "interactive",
-        Priority::Bulk => "bulk",
-    }
-}
 
 impl Metrics {
     /// A fresh set of metrics in its own registry.
@@ -358,7 +351,7 @@ impl Default for Metrics {
 
 impl AdmissionEvents for Metrics {
     fn granted(&self, budget: &str, demand: &Demand, cost: u32, waited: Duration) {
-        let priority = priority_label(demand.priority);
+        let priority = demand.priority.as_str();
         self.permits
             .with_label_values(&[budget, &demand.caller, priority, "granted"])
             .inc_by(u64::from(cost));
@@ -368,7 +361,7 @@ impl AdmissionEvents for Metrics {
     }
 
     fn refused(&self, budget: &str, demand: &Demand, cost: u32) {
-        let priority = priority_label(demand.priority);
+        let priority = demand.priority.as_str();
         self.permits
             .with_label_values(&[budget, &demand.caller, priority, "refused"])
             .inc_by(u64::from(cost));

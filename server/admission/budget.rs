@@ -347,7 +347,13 @@ impl Budget {
             queued: true,
         };
         // Ends (is exported) when the wait does, granted or not.
-        let waiting = crate::telemetry::admission_span(&self.name, demand, cost, ahead);
+        let waiting = crate::telemetry::admission_span(
+            &self.name,
+            &demand.caller,
+            demand.priority.as_str(),
+            cost,
+            ahead,
+        );
         loop {
             let now = Instant::now();
             let ready_at = {

@@ -40,6 +40,16 @@ pub enum Priority {
     Bulk,
 }
 
+impl Priority {
+    /// Its name in metrics and traces.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Priority::Interactive => "interactive",
+            Priority::Bulk => "bulk",
+        }
+    }
+}
+
 /// The name of a caller, as configured; shared cheaply.
 pub type CallerName = Arc<str>;
 

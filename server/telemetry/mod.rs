@@ -40,7 +40,6 @@ use tracing_subscriber::{
     registry::LookupSpan,
 };
 
-use crate::admission::{Demand, Priority};
 
 pub use propagation::HEADERS as TRACE_CONTEXT_HEADERS;
 
@@ -289,18 +288,21 @@ pub fn inherited() -> Span {
 
 /// The wait of a queued permit: `position` requests of equal or higher
 /// standing were ahead of it. Ends when dropped; see [`waited`].
-pub fn admission_span(budget: &str, demand: &Demand, cost: u32, position: u64) -> Span {
+/// (`priority` is the demand's, by name.)
+pub fn admission_span(
+    budget: &str,
+    caller: &str,
+    priority: &'static str,
+    cost: u32,
+    position: u64,
+) -> Span {
     if !enabled() {
         return Span::none();
     }
-    let priority = match demand.priority {
-        Priority::Interactive => "interactive",
-        Priority::Bulk => "bulk",
-    };
     tracing::info_span!(
         "admission.wait",
         budget = %budget,
-        caller = %demand.caller,
+        caller = %caller,
         priority,
         cost,
         position,
