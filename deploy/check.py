@@ -4,8 +4,10 @@
 - hadolint lints the Dockerfile;
 - every kustomization renders (kubectl kustomize) and every rendered object
   validates offline against the Kubernetes schemas (kubernetes-validate);
-- the Deployment's probes use the gRPC port the broker listens on, and every
-  probe's service name is SERVING on a real broker (demo mode);
+- the Deployment's probes use the health-only gRPC listener
+  (CLERK_BROKER_HEALTH_LISTEN, with its own connection slots), which neither
+  a Service nor the NetworkPolicy exposes to other pods, and every probe's
+  service name is SERVING on a real broker (demo mode);
 - every environment variable the Deployment sets is one the broker reads
   (it appears in `clerk-broker serve --help`);
 - `/metrics` parses with Prometheus' own parser (prometheus-client), its
@@ -104,13 +106,21 @@ def check_probes_and_env(container, broker):
     for name, variable in [("http", "CLERK_BROKER_HTTP_LISTEN"), ("metrics", "CLERK_BROKER_METRICS_LISTEN")]:
         if variable in env and ports.get(name) != int(env[variable].rsplit(":", 1)[1]):
             fail(f"container port {name} {ports.get(name)} != {variable} {env[variable]}")
+    # Probes go to the health-only listener: on the main port, callers could
+    # hold every connection slot (--grpc-max-connections) and starve them.
+    if "CLERK_BROKER_HEALTH_LISTEN" not in env:
+        fail("the Deployment sets no CLERK_BROKER_HEALTH_LISTEN for its probes")
+    health_port = int(env["CLERK_BROKER_HEALTH_LISTEN"].rsplit(":", 1)[1])
+    if health_port == listen_port or ports.get("health") != health_port:
+        fail(f"container port health {ports.get('health')} != CLERK_BROKER_HEALTH_LISTEN port "
+             f"{health_port} (or it is the gRPC port)")
     services = set()
     for probe in ["startupProbe", "livenessProbe", "readinessProbe"]:
         grpc = container[probe].get("grpc")
         if grpc is None:
             fail(f"{probe} is not a native gRPC probe")
-        if grpc["port"] != listen_port:
-            fail(f"{probe} port {grpc['port']} != gRPC port {listen_port}")
+        if grpc["port"] != health_port:
+            fail(f"{probe} port {grpc['port']} != health-only port {health_port}")
         services.add(grpc.get("service", ""))
     help_text = run([broker, "serve", "--help"]) + run([broker, "--help"])
     known = set(re.findall(r"env: ([A-Z_]+)", help_text)) | {"CLERK_SECRET_KEY", "RUST_LOG"} | OTEL_STANDARD
@@ -122,8 +132,24 @@ def check_probes_and_env(container, broker):
     commented = set(re.findall(r"#\s*- name: ([A-Z_]+)", deployment))
     if sorted(commented - known):
         fail(f"the Deployment's comments name variables the broker does not read: {sorted(commented - known)}")
-    print(f"probes use port {listen_port}; env vars known to the broker: {sorted(env)}")
+    print(f"probes use the health-only port {health_port}; env vars known to the broker: {sorted(env)}")
     return services
+
+
+def check_health_port_private(objects, container):
+    """The health-only port is the kubelet's (from the node): no Service
+    routes to it and no NetworkPolicy rule lets other pods reach it."""
+    health = {"health", next(p["containerPort"] for p in container["ports"] if p["name"] == "health")}
+    for service in (o for o in objects if o["kind"] == "Service"):
+        for port in service["spec"]["ports"]:
+            if port.get("targetPort", port["port"]) in health:
+                fail(f"Service {service['metadata']['name']} exposes the health-only port")
+    for policy in (o for o in objects if o["kind"] == "NetworkPolicy"):
+        for rule in policy["spec"].get("ingress", []):
+            allowed = [p.get("port") for p in rule.get("ports", [])]
+            if not allowed or any(port in health for port in allowed):
+                fail(f"NetworkPolicy {policy['metadata']['name']} lets pods reach the health-only port")
+    print("the health-only port is in no Service and no NetworkPolicy rule")
 
 
 def free_port():
@@ -228,7 +254,9 @@ def main():
     hadolint()
     rendered = render_and_validate()
     for kustomization, objects in rendered.items():
-        services = check_probes_and_env(deployment_of(objects), broker)
+        container = deployment_of(objects)
+        services = check_probes_and_env(container, broker)
+        check_health_port_private(objects, container)
     check_services_served(services, broker)
     print("deploy check: ok")
 
