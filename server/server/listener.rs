@@ -23,7 +23,11 @@
 //!   response body is dropped (answered, reset, or its connection gone). The
 //!   same IO reads check the count: when the idle deadline passes with no
 //!   stream open, the read fails. The check runs only when it is due, so a
-//!   stream ending needs no wake-up of the connection.
+//!   stream ending needs no wake-up of the connection. hyper hands a stream
+//!   to the services (and so to the count) only after the read that found
+//!   nothing more to read, in the stream's own task: if that read comes due
+//!   after bytes were read, they may be a call's HEADERS not counted yet, so
+//!   the close is put off by one idle timeout, once.
 //! - **Silent peers and streams per connection** are hyper's: HTTP/2
 //!   keepalive pings every `keepalive_interval` (counted from the last frame
 //!   received), and a peer that does not acknowledge one within
@@ -32,8 +36,9 @@
 //!
 //! The idle close is abrupt (no GOAWAY: hyper's connection belongs to
 //! tonic, out of reach here). It happens only while no stream is open and
-//! no byte is waiting to be read, so only a call sent in that same instant
-//! can fail, with UNAVAILABLE; gRPC clients reconnect on their next call.
+//! no byte has arrived since the previous read that waited, so only a call
+//! whose first bytes arrive after the connection is closed can fail, with
+//! UNAVAILABLE; gRPC clients reconnect on their next call.
 
 use std::{
     convert::Infallible,
@@ -105,6 +110,11 @@ pub(crate) struct GrpcConn {
     idle_timeout: Duration,
     /// The preface deadline, then the next idle check.
     timer: Pin<Box<Sleep>>,
+    /// Whether bytes were read since the last read that waited.
+    fresh: bool,
+    /// Whether the idle close was put off for fresh bytes, with no check
+    /// since that found a stream open or the connection not idle long.
+    deferred: bool,
 }
 
 /// The part of the client's preface received so far.
@@ -143,13 +153,17 @@ impl GrpcConn {
             timer: Box::pin(tokio::time::sleep_until(
                 accepted + limits.handshake_timeout,
             )),
+            fresh: false,
+            deferred: false,
         }
     }
 
     /// Fails once a deadline has passed: the preface's, or the idle one
-    /// while no stream is open. Otherwise the timer is armed for the next
+    /// while no stream is open (put off once if bytes were read since the
+    /// last read that waited). Otherwise the timer is armed for the next
     /// check, with `cx`'s waker (the read that waits is woken by it).
     fn check_deadlines(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
+        let fresh = std::mem::take(&mut self.fresh);
         while self.timer.as_mut().poll(cx).is_ready() {
             if self.preface.is_some() {
                 return Err(io::Error::new(
@@ -160,14 +174,27 @@ impl GrpcConn {
             let now = Instant::now();
             let next = match self.streams.idle_since() {
                 // Streams are open: look again one idle timeout from now.
-                None => now + self.idle_timeout,
-                Some(since) if since + self.idle_timeout <= now => {
-                    return Err(io::Error::new(
-                        io::ErrorKind::TimedOut,
-                        "no stream for the idle timeout (--grpc-idle-timeout)",
-                    ));
+                None => {
+                    self.deferred = false;
+                    now + self.idle_timeout
                 }
-                Some(since) => since + self.idle_timeout,
+                Some(since) if since + self.idle_timeout <= now => {
+                    // The bytes just read may hold a call that hyper hands
+                    // to the count only after this read: give it time, once
+                    // (a peer sending frames but no call is still closed).
+                    if !fresh || self.deferred {
+                        return Err(io::Error::new(
+                            io::ErrorKind::TimedOut,
+                            "no stream for the idle timeout (--grpc-idle-timeout)",
+                        ));
+                    }
+                    self.deferred = true;
+                    now + self.idle_timeout
+                }
+                Some(since) => {
+                    self.deferred = false;
+                    since + self.idle_timeout
+                }
             };
             self.timer.as_mut().reset(next);
         }
@@ -202,6 +229,7 @@ impl AsyncRead for GrpcConn {
                 Err(error) => Poll::Ready(Err(error)),
             },
             Poll::Ready(Ok(())) => {
+                this.fresh |= buf.filled().len() > before;
                 if let Some(preface) = &mut this.preface
                     && preface.receive(&buf.filled()[before..])
                 {
@@ -408,6 +436,106 @@ mod tests {
         let mut counted = Preface::default();
         assert!(!counted.receive(MAGIC));
         assert!(counted.receive(&[0, 0, 0, 4, 0, 0, 0, 0, 0]));
+    }
+
+    /// A connection accepted on loopback that has sent its preface, and its
+    /// client; deadlines of an hour, but a minute's idle timeout.
+    async fn connection() -> (tokio::net::TcpStream, GrpcConn) {
+        use tokio::io::AsyncWriteExt as _;
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let mut incoming = Box::pin(tls::incoming(listener, Acceptor::Plain, None));
+        let mut client = tokio::net::TcpStream::connect(address).await.unwrap();
+        let Some(Ok(conn)) = incoming.next().await else {
+            panic!("no connection accepted");
+        };
+        let limits = GrpcLimits {
+            handshake_timeout: Duration::from_secs(3600),
+            idle_timeout: IDLE,
+            ..GrpcLimits::default()
+        };
+        let mut conn = GrpcConn::new(conn, &limits);
+        client.write_all(MAGIC).await.unwrap();
+        client.write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0]).await.unwrap();
+        read_some(&mut conn).await;
+        read_until_pending(&mut conn).unwrap();
+        assert!(conn.preface.is_none());
+        (client, conn)
+    }
+
+    const IDLE: Duration = Duration::from_secs(60);
+
+    /// Waits for a read of at least one byte (and at most one).
+    async fn read_some(conn: &mut GrpcConn) {
+        let mut byte = [0u8; 1];
+        std::future::poll_fn(|cx| {
+            let mut buf = ReadBuf::new(&mut byte);
+            match Pin::new(&mut *conn).poll_read(cx, &mut buf) {
+                Poll::Ready(Ok(())) if buf.filled().is_empty() => panic!("closed"),
+                other => other,
+            }
+        })
+        .await
+        .unwrap();
+    }
+
+    /// Reads as h2 does, until a read waits: the bytes read, or the error.
+    fn read_until_pending(conn: &mut GrpcConn) -> io::Result<usize> {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let mut bytes = [0u8; 256];
+        let mut total = 0;
+        loop {
+            let mut buf = ReadBuf::new(&mut bytes);
+            match Pin::new(&mut *conn).poll_read(&mut cx, &mut buf) {
+                Poll::Pending => return Ok(total),
+                Poll::Ready(Ok(())) if buf.filled().is_empty() => panic!("closed"),
+                Poll::Ready(Ok(())) => total += buf.filled().len(),
+                Poll::Ready(Err(error)) => return Err(error),
+            }
+        }
+    }
+
+    /// Moves the clock on by `by` (real time runs on after).
+    async fn jump(by: Duration) {
+        tokio::time::pause();
+        tokio::time::advance(by).await;
+        tokio::time::resume();
+    }
+
+    #[tokio::test]
+    async fn bytes_read_as_the_idle_deadline_passes_put_the_close_off_once() {
+        use tokio::io::AsyncWriteExt as _;
+        let (mut client, mut conn) = connection().await;
+        // A call's first frames arrive; the deadline passes before the read
+        // that waits (after which hyper would count the stream).
+        client.write_all(&[0; 20]).await.unwrap();
+        read_some(&mut conn).await;
+        jump(IDLE + Duration::from_secs(1)).await;
+        assert_eq!(read_until_pending(&mut conn).unwrap(), 19);
+        // The stream is counted: the connection stays, however long.
+        let open = conn.streams.open();
+        jump(IDLE * 3).await;
+        read_until_pending(&mut conn).unwrap();
+        // Idle again: closed by the next check, with no byte since.
+        drop(open);
+        jump(IDLE + Duration::from_secs(1)).await;
+        read_until_pending(&mut conn).unwrap_err();
+
+        // Frames but never a stream: put off once, then closed all the same.
+        let (mut client, mut conn) = connection().await;
+        for _ in 0..2 {
+            client.write_all(&[0; 20]).await.unwrap();
+            read_some(&mut conn).await;
+            jump(IDLE + Duration::from_secs(1)).await;
+            match read_until_pending(&mut conn) {
+                Ok(_) => {}
+                Err(error) => {
+                    assert_eq!(error.kind(), io::ErrorKind::TimedOut);
+                    return;
+                }
+            }
+        }
+        panic!("a connection sending frames but no call was never closed");
     }
 
     #[tokio::test(start_paused = true)]
