@@ -30,7 +30,10 @@ use std::{
 use http::HeaderMap;
 use opentelemetry::trace::{SpanContext, TraceContextExt as _, TracerProvider as _};
 use opentelemetry_otlp::WithExportConfig as _;
-use opentelemetry_sdk::{Resource, trace::SdkTracerProvider};
+use opentelemetry_sdk::{
+    Resource,
+    trace::{Sampler, SdkTracerProvider},
+};
 use prometheus::IntCounter;
 use tracing::{Span, field::Empty};
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
@@ -79,6 +82,9 @@ pub struct TracingConfig {
     pub delay: Duration,
     /// Longest one export request may take (`OTEL_BSP_EXPORT_TIMEOUT`, 10 s).
     pub export_timeout: Duration,
+    /// Which traces are kept (`OTEL_TRACES_SAMPLER` and `_ARG`; parent-based,
+    /// always on).
+    pub sampler: Sampler,
 }
 
 /// A tracing setting that could not be used.
@@ -91,6 +97,26 @@ pub enum TelemetryError {
         name: &'static str,
         /// What it held.
         value: String,
+    },
+    /// A sampler variable held no sampler (or ratio) the broker knows.
+    #[error("{name}={value:?} is not {expected}")]
+    Sampler {
+        /// The variable.
+        name: &'static str,
+        /// What it held.
+        value: String,
+        /// What it may hold.
+        expected: &'static str,
+    },
+    /// The endpoint is not a plaintext `http://` URL (the exporter is built
+    /// without TLS).
+    #[error(
+        "OTEL_EXPORTER_OTLP_ENDPOINT (--otlp-endpoint) {endpoint:?} is not an http:// URL such as \
+         http://otel-collector:4317 (OTLP/gRPC in plaintext: this build exports without TLS)"
+    )]
+    Endpoint {
+        /// The endpoint given.
+        endpoint: String,
     },
     /// The OTLP exporter could not be built (a malformed endpoint).
     #[error("cannot export traces to {endpoint:?}: {reason}")]
@@ -111,16 +137,28 @@ impl TracingConfig {
             max_batch: 512,
             delay: Duration::from_secs(1),
             export_timeout: Duration::from_secs(10),
+            sampler: Sampler::ParentBased(Box::new(Sampler::AlwaysOn)),
         }
     }
 
-    /// Export to `endpoint`, with the standard `OTEL_BSP_*` variables read
-    /// through `var` where set.
+    /// Export to `endpoint` (a plaintext `http://` URL), with the standard
+    /// `OTEL_BSP_*` and `OTEL_TRACES_SAMPLER`(`_ARG`) variables read through
+    /// `var` where set.
     pub fn from_env(
         endpoint: impl Into<String>,
         var: impl Fn(&str) -> Option<String>,
     ) -> Result<Self, TelemetryError> {
+        let endpoint = endpoint.into();
+        if !endpoint
+            .get(..7)
+            .is_some_and(|scheme| scheme.eq_ignore_ascii_case("http://"))
+        {
+            return Err(TelemetryError::Endpoint { endpoint });
+        }
         let mut config = Self::new(endpoint);
+        if let Some(name) = var("OTEL_TRACES_SAMPLER") {
+            config.sampler = sampler(&name, var("OTEL_TRACES_SAMPLER_ARG"))?;
+        }
         let number = |name: &'static str| -> Result<Option<u64>, TelemetryError> {
             var(name)
                 .map(|value| {
@@ -147,6 +185,41 @@ impl TracingConfig {
     }
 }
 
+/// The sampler `OTEL_TRACES_SAMPLER` names, with its ratio `arg` (in
+/// [0, 1], default 1) for the ratio samplers.
+fn sampler(name: &str, arg: Option<String>) -> Result<Sampler, TelemetryError> {
+    let ratio = || -> Result<f64, TelemetryError> {
+        let Some(value) = arg else {
+            return Ok(1.0);
+        };
+        match value.trim().parse::<f64>() {
+            Ok(ratio) if (0.0..=1.0).contains(&ratio) => Ok(ratio),
+            _ => Err(TelemetryError::Sampler {
+                name: "OTEL_TRACES_SAMPLER_ARG",
+                value,
+                expected: "a ratio between 0 and 1, such as 0.1",
+            }),
+        }
+    };
+    let parent_based = |root| Sampler::ParentBased(Box::new(root));
+    Ok(match name.trim().to_ascii_lowercase().as_str() {
+        "always_on" => Sampler::AlwaysOn,
+        "always_off" => Sampler::AlwaysOff,
+        "traceidratio" => Sampler::TraceIdRatioBased(ratio()?),
+        "parentbased_always_on" => parent_based(Sampler::AlwaysOn),
+        "parentbased_always_off" => parent_based(Sampler::AlwaysOff),
+        "parentbased_traceidratio" => parent_based(Sampler::TraceIdRatioBased(ratio()?)),
+        _ => {
+            return Err(TelemetryError::Sampler {
+                name: "OTEL_TRACES_SAMPLER",
+                value: name.to_owned(),
+                expected: "one of always_on, always_off, traceidratio, parentbased_always_on, \
+                           parentbased_always_off, parentbased_traceidratio",
+            });
+        }
+    })
+}
+
 /// Keeps the tracer provider alive; spans still queued are lost when it is
 /// dropped.
 #[derive(Debug)]
@@ -157,9 +230,8 @@ pub struct Tracing {
 /// The OTel layer for the process's subscriber, exporting to
 /// `config.endpoint` over OTLP/gRPC; from then on the span helpers here
 /// create spans. Must run inside a tokio runtime (the export task and the
-/// collector connection live there). The sampler follows
-/// `OTEL_TRACES_SAMPLER`/`OTEL_TRACES_SAMPLER_ARG` (default: parent-based,
-/// always on); the service name `OTEL_SERVICE_NAME` (default `clerk-broker`).
+/// collector connection live there). The sampler is `config.sampler`; the
+/// service name `OTEL_SERVICE_NAME` (default `clerk-broker`).
 pub fn layer<S>(
     config: &TracingConfig,
 ) -> Result<(impl Layer<S> + Send + Sync + 'static, Tracing), TelemetryError>
@@ -190,6 +262,7 @@ where
     let processor = export::QueueProcessor::spawn(exporter, batching, dropped_spans().clone());
     let provider = SdkTracerProvider::builder()
         .with_span_processor(processor)
+        .with_sampler(config.sampler.clone())
         .with_resource(resource)
         .build();
     let tracer = provider.tracer("clerk-broker");
@@ -441,4 +514,83 @@ pub async fn capture<F: Future>(work: F) -> (F::Output, Option<SpanContext>) {
             (output, request)
         })
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(env: &[(&str, &str)]) -> Result<TracingConfig, TelemetryError> {
+        TracingConfig::from_env("http://127.0.0.1:4317", |name| {
+            env.iter()
+                .find(|(key, _)| *key == name)
+                .map(|(_, value)| (*value).to_owned())
+        })
+    }
+
+    #[test]
+    fn the_sampler_is_the_one_named_and_bad_ones_are_refused() {
+        let sampler = |env: &[(&str, &str)]| format!("{:?}", config(env).unwrap().sampler);
+        assert_eq!(sampler(&[]), "ParentBased(AlwaysOn)");
+        assert_eq!(
+            sampler(&[("OTEL_TRACES_SAMPLER", "always_off")]),
+            "AlwaysOff"
+        );
+        assert_eq!(
+            sampler(&[
+                ("OTEL_TRACES_SAMPLER", "parentbased_traceidratio"),
+                ("OTEL_TRACES_SAMPLER_ARG", "0.1"),
+            ]),
+            "ParentBased(TraceIdRatioBased(0.1))"
+        );
+        assert_eq!(
+            sampler(&[("OTEL_TRACES_SAMPLER", "traceidratio")]),
+            "TraceIdRatioBased(1.0)"
+        );
+        // A ratio that does not apply is not read.
+        assert_eq!(
+            sampler(&[
+                ("OTEL_TRACES_SAMPLER", "parentbased_always_off"),
+                ("OTEL_TRACES_SAMPLER_ARG", "x"),
+            ]),
+            "ParentBased(AlwaysOff)"
+        );
+        for (env, named) in [
+            (
+                &[("OTEL_TRACES_SAMPLER", "sometimes")][..],
+                "OTEL_TRACES_SAMPLER=\"sometimes\"",
+            ),
+            (
+                &[
+                    ("OTEL_TRACES_SAMPLER", "traceidratio"),
+                    ("OTEL_TRACES_SAMPLER_ARG", "1.5"),
+                ],
+                "OTEL_TRACES_SAMPLER_ARG=\"1.5\"",
+            ),
+            (
+                &[
+                    ("OTEL_TRACES_SAMPLER", "parentbased_traceidratio"),
+                    ("OTEL_TRACES_SAMPLER_ARG", "ten percent"),
+                ],
+                "OTEL_TRACES_SAMPLER_ARG=\"ten percent\"",
+            ),
+        ] {
+            let error = config(env).unwrap_err().to_string();
+            assert!(error.starts_with(named), "{error}");
+        }
+    }
+
+    #[test]
+    fn only_plaintext_http_endpoints_are_taken() {
+        assert!(TracingConfig::from_env("HTTP://collector:4317", |_| None).is_ok());
+        for endpoint in ["https://collector:4317", "collector:4317", ""] {
+            let error = TracingConfig::from_env(endpoint, |_| None)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                error.starts_with("OTEL_EXPORTER_OTLP_ENDPOINT") && error.contains("http://"),
+                "{error}"
+            );
+        }
+    }
 }

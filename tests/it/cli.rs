@@ -58,25 +58,48 @@ fn help_exits_zero_and_names_every_mode() {
 fn bad_tracing_settings_exit_64_naming_the_setting() {
     let cases = [
         (
-            [
+            &[
                 ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4317"),
                 ("OTEL_BSP_MAX_QUEUE_SIZE", "lots"),
-            ],
+            ][..],
             "OTEL_BSP_MAX_QUEUE_SIZE",
         ),
         (
-            [
+            &[
                 ("OTEL_EXPORTER_OTLP_ENDPOINT", "not a url"),
                 ("OTEL_BSP_MAX_QUEUE_SIZE", "10"),
-            ],
+            ][..],
             "not a url",
+        ),
+        (
+            &[
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "https://127.0.0.1:4317"),
+                ("OTEL_BSP_MAX_QUEUE_SIZE", "10"),
+            ][..],
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+        ),
+        (
+            &[
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4317"),
+                ("OTEL_TRACES_SAMPLER", "parentbased_sometimes"),
+            ][..],
+            "OTEL_TRACES_SAMPLER=",
+        ),
+        (
+            &[
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4317"),
+                ("OTEL_TRACES_SAMPLER", "traceidratio"),
+                ("OTEL_TRACES_SAMPLER_ARG", "2"),
+            ][..],
+            "OTEL_TRACES_SAMPLER_ARG",
         ),
     ];
     for (env, expected) in cases {
+        // A setting taken for good fails on the listen address instead.
         let output = Command::new(env!("CARGO_BIN_EXE_clerk-broker"))
-            .args(["serve"])
+            .args(["serve", "--listen", "not-an-address"])
             .env("CLERK_SECRET_KEY", "sk_test_do_not_print_me_123")
-            .envs(env)
+            .envs(env.iter().copied())
             .output()
             .unwrap();
         let stderr = String::from_utf8_lossy(&output.stderr);
