@@ -231,6 +231,9 @@ impl ClerkClient {
         } else {
             self.observe_rejection(status, &answer_headers, &body);
         }
+        if !status.is_success() && telemetry::enabled() {
+            telemetry::record_clerk_trace_id(&envelope(&answer_headers, &body).1);
+        }
         Ok(Ok(Forwarded {
             status,
             headers: answer_headers,

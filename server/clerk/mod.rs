@@ -361,6 +361,7 @@ impl ClerkClient {
             return Ok(body);
         }
         let (code, trace_id) = envelope(&headers, &body);
+        telemetry::record_clerk_trace_id(&trace_id);
         if status == StatusCode::NOT_FOUND {
             tracing::debug!(?endpoint, %code, %trace_id, "Clerk has no such resource");
         } else {
@@ -459,12 +460,7 @@ fn envelope(headers: &HeaderMap, body: &[u8]) -> (String, String) {
         .map_or_else(|| "unknown".to_owned(), |entry| entry.code.clone());
     let trace_id = parsed
         .and_then(|envelope| envelope.clerk_trace_id)
-        .or_else(|| {
-            headers
-                .get("clerk-trace-id")
-                .and_then(|value| value.to_str().ok())
-                .map(str::to_owned)
-        })
+        .or_else(|| telemetry::clerk_trace_id(headers).map(str::to_owned))
         .unwrap_or_default();
     (code, trace_id)
 }
@@ -508,6 +504,11 @@ mod tests {
         assert_eq!(
             envelope(&headers, body),
             ("resource_not_found".into(), "t1".into())
+        );
+        headers.insert("x-clerk-trace-id", HeaderValue::from_static("t3"));
+        assert_eq!(
+            envelope(&headers, b"<html>"),
+            ("unknown".into(), "t3".into())
         );
         headers.insert("clerk-trace-id", HeaderValue::from_static("t2"));
         assert_eq!(

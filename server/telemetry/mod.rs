@@ -488,12 +488,26 @@ pub fn record_answer(status: u16, headers: &HeaderMap) {
     }
     let span = Span::current();
     span.record("status", status);
-    if let Some(trace) = headers
-        .get("clerk-trace-id")
-        .and_then(|value| value.to_str().ok())
-    {
+    if let Some(trace) = clerk_trace_id(headers) {
         span.record("clerk_trace_id", trace);
     }
+}
+
+/// Records on the current [`upstream_span`] the trace id of Clerk's error
+/// body (`clerk_trace_id`), which wins over its header's; none if empty.
+pub fn record_clerk_trace_id(trace: &str) {
+    if enabled() && !trace.is_empty() {
+        Span::current().record("clerk_trace_id", trace);
+    }
+}
+
+/// Clerk's trace id header: `Clerk-Trace-Id`, or `X-Clerk-Trace-Id`.
+pub fn clerk_trace_id(headers: &HeaderMap) -> Option<&str> {
+    ["clerk-trace-id", "x-clerk-trace-id"]
+        .into_iter()
+        .find_map(|name| headers.get(name))
+        .and_then(|value| value.to_str().ok())
+        .filter(|trace| !trace.is_empty())
 }
 
 tokio::task_local! {
@@ -578,6 +592,16 @@ mod tests {
             let error = config(env).unwrap_err().to_string();
             assert!(error.starts_with(named), "{error}");
         }
+    }
+
+    #[test]
+    fn clerks_trace_id_is_read_from_either_header() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(clerk_trace_id(&headers), None);
+        headers.insert("x-clerk-trace-id", "t2".parse().unwrap());
+        assert_eq!(clerk_trace_id(&headers), Some("t2"));
+        headers.insert("clerk-trace-id", "t1".parse().unwrap());
+        assert_eq!(clerk_trace_id(&headers), Some("t1"));
     }
 
     #[test]
