@@ -39,12 +39,17 @@ fn main() -> ExitCode {
         }
     };
     // The trace exporter's task and connection live on the runtime.
-    let _tracing = match runtime.block_on(async { logging(&cli) }) {
+    let tracing = match runtime.block_on(async { logging(&cli) }) {
         Ok(tracing) => tracing,
         Err(error) => return usage(&error),
     };
     clerk_broker::panics::log_panics();
-    runtime.block_on(run(cli.command))
+    let code = runtime.block_on(run(cli.command));
+    // The last spans (the drain's) are still queued: export them, briefly.
+    if let Some(tracing) = tracing {
+        runtime.block_on(tracing.shutdown());
+    }
+    code
 }
 
 /// Logs on stderr, and the OTel layer when an OTLP endpoint is set (the

@@ -6,7 +6,9 @@
 //! owns the queue. Ending a span never waits: a full queue drops the span, and
 //! a batch the collector refuses, or does not take within the export timeout,
 //! is dropped too, counted either way. A collector that is down therefore
-//! costs calls nothing but the `try_send` of each span.
+//! costs calls nothing but the `try_send` of each span. At shutdown
+//! ([`Flush::shutdown`]) the queue closes and what it holds is exported,
+//! within a bound.
 
 use std::time::Duration;
 
@@ -15,7 +17,13 @@ use opentelemetry_sdk::{
     trace::{Span, SpanData, SpanExporter, SpanProcessor},
 };
 use prometheus::IntCounter;
-use tokio::sync::mpsc::{self, Receiver, Sender, error::TryRecvError};
+use tokio::{
+    sync::{
+        mpsc::{self, Receiver, Sender, error::TryRecvError},
+        oneshot,
+    },
+    task::JoinHandle,
+};
 
 /// Where ended spans go: the queue of the export task.
 #[derive(Debug)]
@@ -37,16 +45,36 @@ pub(super) struct Batching {
     pub(super) timeout: Duration,
 }
 
+/// Ends the export task: closes the queue and exports what it holds.
+/// Dropped without [`Self::shutdown`], the task does the same on its own.
+#[derive(Debug)]
+pub(super) struct Flush {
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<()>,
+}
+
+impl Flush {
+    /// Closes the queue (spans ended from now on are dropped and counted)
+    /// and waits, at most `bound`, for the spans it held to be exported.
+    pub(super) async fn shutdown(self, bound: Duration) {
+        let _ = self.stop.send(());
+        if tokio::time::timeout(bound, self.task).await.is_err() {
+            tracing::debug!("spans still queued at exit were not all exported in time");
+        }
+    }
+}
+
 impl QueueProcessor {
     /// Starts the export task on the current tokio runtime.
     pub(super) fn spawn<E: SpanExporter + 'static>(
         exporter: E,
         batching: Batching,
         dropped: IntCounter,
-    ) -> Self {
+    ) -> (Self, Flush) {
         let (queue, spans) = mpsc::channel(batching.queue.max(1));
-        tokio::spawn(drain(spans, exporter, batching, dropped.clone()));
-        Self { queue, dropped }
+        let (stop, stopped) = oneshot::channel();
+        let task = tokio::spawn(drain(spans, exporter, batching, dropped.clone(), stopped));
+        (Self { queue, dropped }, Flush { stop, task })
     }
 }
 
@@ -73,19 +101,32 @@ impl SpanProcessor for QueueProcessor {
 
 /// The export loop: waits for a first span, gathers more for at most
 /// `delay` (or until a batch is full), exports them, repeats; ends when
-/// every processor handle is gone.
+/// every processor handle is gone, or at `stop` (or its [`Flush`] dropped),
+/// after exporting what the queue holds.
 async fn drain<E: SpanExporter>(
     mut spans: Receiver<SpanData>,
     exporter: E,
     batching: Batching,
     dropped: IntCounter,
+    mut stop: oneshot::Receiver<()>,
 ) {
     let max = batching.max_batch.max(1);
-    while let Some(first) = spans.recv().await {
+    loop {
+        let first = tokio::select! {
+            biased;
+            span = spans.recv() => match span {
+                Some(span) => span,
+                None => return,
+            },
+            _ = &mut stop => break,
+        };
         let mut batch = Vec::with_capacity(max);
         batch.push(first);
-        let close = tokio::time::Instant::now() + batching.delay;
+        // One timer per batch, not one per span received.
+        let close = tokio::time::sleep(batching.delay);
+        tokio::pin!(close);
         let mut open = true;
+        let mut stopping = false;
         while open && batch.len() < max {
             tokio::select! {
                 biased;
@@ -93,18 +134,40 @@ async fn drain<E: SpanExporter>(
                     Some(span) => batch.push(span),
                     None => open = false,
                 },
-                () = tokio::time::sleep_until(close) => {
-                    while batch.len() < max {
-                        match spans.try_recv() {
-                            Ok(span) => batch.push(span),
-                            Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
-                        }
-                    }
+                () = &mut close => {
+                    take_ready(&mut spans, &mut batch, max);
+                    open = false;
+                }
+                _ = &mut stop => {
+                    stopping = true;
                     open = false;
                 }
             }
         }
         export(&exporter, batch, &batching, &dropped).await;
+        if stopping {
+            break;
+        }
+    }
+    // Shutting down: nothing more is queued, what is queued goes.
+    spans.close();
+    loop {
+        let mut batch = Vec::with_capacity(max);
+        take_ready(&mut spans, &mut batch, max);
+        if batch.is_empty() {
+            return;
+        }
+        export(&exporter, batch, &batching, &dropped).await;
+    }
+}
+
+/// Moves spans already queued into `batch`, up to `max` in it.
+fn take_ready(spans: &mut Receiver<SpanData>, batch: &mut Vec<SpanData>, max: usize) {
+    while batch.len() < max {
+        match spans.try_recv() {
+            Ok(span) => batch.push(span),
+            Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
+        }
     }
 }
 
@@ -207,7 +270,7 @@ mod tests {
         let recorder = Recorder::default();
         let batches = recorder.batches.clone();
         let dropped = counter();
-        let processor = QueueProcessor::spawn(recorder, batching(100), dropped.clone());
+        let (processor, _flush) = QueueProcessor::spawn(recorder, batching(100), dropped.clone());
         for _ in 0..6 {
             processor.on_end(span(true));
         }
@@ -224,7 +287,7 @@ mod tests {
             fail: true,
             ..Recorder::default()
         };
-        let processor = QueueProcessor::spawn(recorder, batching(3), dropped.clone());
+        let (processor, _flush) = QueueProcessor::spawn(recorder, batching(3), dropped.clone());
         // The task has not run yet: three fit, two are dropped at once.
         for _ in 0..5 {
             processor.on_end(span(true));
@@ -232,5 +295,28 @@ mod tests {
         assert_eq!(dropped.get(), 2);
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert_eq!(dropped.get(), 5, "the refused batch counts too");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn shutdown_exports_what_is_queued_and_takes_no_more() {
+        let recorder = Recorder::default();
+        let batches = recorder.batches.clone();
+        let dropped = counter();
+        let slow = Batching {
+            delay: Duration::from_secs(3600),
+            ..batching(100)
+        };
+        let (processor, flush) = QueueProcessor::spawn(recorder, slow, dropped.clone());
+        for _ in 0..6 {
+            processor.on_end(span(true));
+        }
+        // The task takes the first span and waits for the batch to fill.
+        tokio::task::yield_now().await;
+        let started = tokio::time::Instant::now();
+        flush.shutdown(Duration::from_secs(2)).await;
+        assert!(started.elapsed() < Duration::from_secs(2));
+        assert_eq!(*batches.lock().unwrap(), [4, 2]);
+        processor.on_end(span(true));
+        assert_eq!(dropped.get(), 1, "a span ended after shutdown is dropped");
     }
 }

@@ -220,11 +220,23 @@ fn sampler(name: &str, arg: Option<String>) -> Result<Sampler, TelemetryError> {
     })
 }
 
-/// Keeps the tracer provider alive; spans still queued are lost when it is
-/// dropped.
+/// Longest [`Tracing::shutdown`] waits for the queued spans' export.
+pub const SHUTDOWN_FLUSH: Duration = Duration::from_secs(2);
+
+/// Keeps the tracer provider alive; [`Self::shutdown`] exports the spans
+/// still queued before the process exits.
 #[derive(Debug)]
 pub struct Tracing {
     _provider: SdkTracerProvider,
+    flush: export::Flush,
+}
+
+impl Tracing {
+    /// Closes the span queue (later spans are dropped, and counted) and
+    /// waits at most [`SHUTDOWN_FLUSH`] for what it held to be exported.
+    pub async fn shutdown(self) {
+        self.flush.shutdown(SHUTDOWN_FLUSH).await;
+    }
 }
 
 /// The OTel layer for the process's subscriber, exporting to
@@ -259,7 +271,8 @@ where
         delay: config.delay,
         timeout: config.export_timeout,
     };
-    let processor = export::QueueProcessor::spawn(exporter, batching, dropped_spans().clone());
+    let (processor, flush) =
+        export::QueueProcessor::spawn(exporter, batching, dropped_spans().clone());
     let provider = SdkTracerProvider::builder()
         .with_span_processor(processor)
         .with_sampler(config.sampler.clone())
@@ -294,6 +307,7 @@ where
         layer,
         Tracing {
             _provider: provider,
+            flush,
         },
     ))
 }
