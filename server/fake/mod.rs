@@ -99,6 +99,9 @@ pub struct FakeStats {
     pub max_in_window: u64,
     /// The last `Clerk-API-Version` header seen.
     pub last_api_version: Option<String>,
+    /// Requests that carried a W3C trace context (`traceparent` or
+    /// `tracestate`); Clerk must never be sent one.
+    pub trace_context_requests: u64,
     /// Requests per route template (e.g. `"PATCH /v1/users/{user_id}/metadata"`), whatever
     /// their outcome; requests to no known route count under `"other"`.
     pub route_requests: BTreeMap<String, u64>,

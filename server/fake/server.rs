@@ -189,6 +189,9 @@ impl FakeClerk {
         if let Some(version) = version {
             stats.last_api_version = Some(version.to_owned());
         }
+        if headers.contains_key("traceparent") || headers.contains_key("tracestate") {
+            stats.trace_context_requests += 1;
+        }
         if let Err(rejection) = self.authenticate(headers, trace) {
             stats.unauthorized += 1;
             return Err(rejection);

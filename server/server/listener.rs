@@ -456,7 +456,10 @@ mod tests {
         };
         let mut conn = GrpcConn::new(conn, &limits);
         client.write_all(MAGIC).await.unwrap();
-        client.write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0]).await.unwrap();
+        client
+            .write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0])
+            .await
+            .unwrap();
         read_some(&mut conn).await;
         read_until_pending(&mut conn).unwrap();
         assert!(conn.preface.is_none());

@@ -43,7 +43,6 @@ use tracing_subscriber::{
     registry::LookupSpan,
 };
 
-
 pub use propagation::HEADERS as TRACE_CONTEXT_HEADERS;
 
 /// Set once the OTel layer is built: the helpers below then create spans.

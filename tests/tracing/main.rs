@@ -367,3 +367,50 @@ async fn a_front_request_is_a_child_of_the_callers_traceparent() {
     assert_eq!(attr(&http, "status").unwrap(), "200");
     assert_eq!(attr(&http, "method").unwrap(), "GET");
 }
+
+#[tokio::test]
+async fn the_callers_trace_context_never_reaches_clerk() {
+    let _collector = Collector::get();
+    let _up = RECEIVER.read().await;
+    let harness = Harness::start(Options::default()).await;
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let caller = Caller::new();
+    let traceparent = format!("00-{:032x}-{:016x}-01", caller.trace, caller.span);
+    // A front request forwarded as sent (an API version the broker does
+    // not serve itself), and one the broker answers with its own lookup.
+    for version in ["2021-02-05", "2025-11-10"] {
+        let before = harness.fake.stats().requests;
+        let response = reqwest::Client::new()
+            .get(format!(
+                "http://{}/v1/users/{}",
+                harness.front_addr,
+                harness.ids[if version == "2021-02-05" { 1 } else { 2 }]
+            ))
+            .bearer_auth("sk_test_any_caller")
+            .header("clerk-api-version", version)
+            .header("traceparent", &traceparent)
+            .header("tracestate", "vendor=value")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{version}");
+        assert!(
+            harness.fake.stats().requests > before,
+            "{version}: no request reached Clerk"
+        );
+    }
+    // A gRPC lookup (a miss) with the caller's trace context.
+    let before = harness.fake.stats().requests;
+    let mut request = caller.request(GetUserRequest {
+        user_id: harness.ids[3].clone(),
+    });
+    request
+        .metadata_mut()
+        .insert("tracestate", "vendor=value".parse().unwrap());
+    harness.users().await.get_user(request).await.unwrap();
+    assert!(
+        harness.fake.stats().requests > before,
+        "no lookup reached Clerk"
+    );
+    assert_eq!(harness.fake.stats().trace_context_requests, 0);
+}
