@@ -372,15 +372,16 @@ pub fn inherited() -> Span {
     }
 }
 
-/// The wait of a queued permit: `position` requests of equal or higher
-/// standing were ahead of it. Ends when dropped; see [`waited`].
+/// The wait of a queued permit: `units_ahead` units of cost (not
+/// requests) were likely to be served before it, given everyone's shares.
+/// Ends when dropped; see [`waited`].
 /// (`priority` is the demand's, by name.)
 pub fn admission_span(
     budget: &str,
     caller: &str,
     priority: &'static str,
     cost: u32,
-    position: u64,
+    units_ahead: u64,
 ) -> Span {
     if !enabled() {
         return Span::none();
@@ -391,7 +392,7 @@ pub fn admission_span(
         caller = %caller,
         priority,
         cost,
-        position,
+        units_ahead,
         waited_ms = Empty
     )
 }

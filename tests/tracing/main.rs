@@ -207,7 +207,7 @@ async fn a_permit_that_waited_shows_its_wait() {
     assert_eq!(wait.parent_span_id, rpc.span_id);
     assert_eq!(attr(&wait, "caller").unwrap(), "anonymous");
     assert_eq!(attr(&wait, "priority").unwrap(), "interactive");
-    assert_eq!(attr(&wait, "position").unwrap(), "0");
+    assert_eq!(attr(&wait, "units_ahead").unwrap(), "0");
     assert!(!attr(&wait, "budget").unwrap().is_empty());
     let waited_ms: f64 = attr(&wait, "waited_ms").unwrap().parse().unwrap();
     assert!(waited_ms > 0.0, "{waited_ms}");
