@@ -70,6 +70,11 @@ impl ClerkUser {
         &self.id
     }
 
+    /// The same id, shared.
+    pub fn shared_id(&self) -> Arc<str> {
+        self.id.clone()
+    }
+
     /// The object's text exactly as Clerk sent it.
     pub fn text(&self) -> &str {
         &self.text

@@ -28,7 +28,14 @@ pub(crate) use super::violations::Violations;
 
 /// Checks one user id; `field` names it in the violation.
 pub(crate) fn check_user_id(field: &str, id: &str, violations: &mut Violations) {
-    let problem = if id.is_empty() {
+    if let Some(problem) = user_id_problem(id) {
+        violations.push((field.to_owned(), problem.to_owned()));
+    }
+}
+
+/// What is wrong with a user id, if anything.
+pub(crate) fn user_id_problem(id: &str) -> Option<&'static str> {
+    Some(if id.is_empty() {
         "is required: pass a Clerk user id such as user_2abc…"
     } else if id.len() > MAX_USER_ID_LEN {
         "is longer than 128 characters: pass a Clerk user id such as user_2abc…"
@@ -38,9 +45,8 @@ pub(crate) fn check_user_id(field: &str, id: &str, violations: &mut Violations) 
     {
         "may contain only letters, digits, '_' and '-': pass a Clerk user id such as user_2abc…"
     } else {
-        return;
-    };
-    violations.push((field.to_owned(), problem.to_owned()));
+        return None;
+    })
 }
 
 /// Validates and converts a filter (`None` is "all users").

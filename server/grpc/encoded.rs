@@ -129,7 +129,7 @@ impl EncodedUsers {
         }
         let encoded = EncodedUser::new(&convert::user(user, visibility));
         memo.insert(
-            user.id().into(),
+            user.shared_id(),
             Memo {
                 text,
                 encoded: encoded.clone(),

@@ -154,10 +154,14 @@ impl UserService for UserApi {
         let visibility = convert::Visibility::of(&auth::caller(&request));
         let requested = request.into_inner().user_ids;
         let mut violations = convert::Violations::new();
-        let mut seen = HashSet::new();
+        // Each id once, in the order first asked for, without copying any.
+        let mut seen = HashSet::with_capacity(requested.len());
+        let first: Vec<bool> = requested.iter().map(|id| seen.insert(&**id)).collect();
+        drop(seen);
         let ids: Vec<String> = requested
             .into_iter()
-            .filter(|id| seen.insert(id.clone()))
+            .zip(first)
+            .filter_map(|(id, first)| first.then_some(id))
             .collect();
         if ids.is_empty() || ids.len() > MAX_BATCH_IDS {
             violations.push((
@@ -169,7 +173,9 @@ impl UserService for UserApi {
             ));
         }
         for (i, id) in ids.iter().enumerate().take(MAX_BATCH_IDS + 1) {
-            convert::check_user_id(&format!("user_ids[{i}]"), id, &mut violations);
+            if let Some(problem) = convert::user_id_problem(id) {
+                violations.push_with(|| (format!("user_ids[{i}]"), problem.to_owned()));
+            }
         }
         status::check(violations)?;
         let batch = self

@@ -216,8 +216,12 @@ where
             {
                 crate::telemetry::record_cache(&span, result);
             }
-            span.record("code", CODE_NAMES[code]);
-            tracing::debug!(parent: &span, elapsed = ?started.elapsed(), "call answered");
+            // Read by the "call answered" line and by traces only: logs at
+            // info format no field they would not show.
+            if tracing::enabled!(tracing::Level::DEBUG) || crate::telemetry::enabled() {
+                span.record("code", CODE_NAMES[code]);
+                tracing::debug!(parent: &span, elapsed = ?started.elapsed(), "call answered");
+            }
             response
         })
     }

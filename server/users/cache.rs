@@ -59,6 +59,8 @@ impl Cached {
 /// A cached answer as stored: compact.
 #[derive(Clone, Debug)]
 struct Stored {
+    /// The id, shared with the entry's key (a hit hands it on uncopied).
+    id: Arc<str>,
     /// The user's JSON text as Clerk sent it, or `None`: no such user.
     json: Option<Arc<str>>,
     /// The entry's time, Unix ms: the user's `updated_at`, or when "no such
@@ -76,11 +78,11 @@ struct Stored {
 impl Stored {
     /// The entry as served (the user's text is parsed only if a field is
     /// read: it was a user's text when it was stored).
-    fn load(&self, id: &str) -> Option<Cached> {
+    fn load(&self) -> Option<Cached> {
         let user = self
             .json
             .as_ref()
-            .map(|text| ClerkUser::known(id.into(), text.clone()));
+            .map(|text| ClerkUser::known(self.id.clone(), text.clone()));
         Some(Cached {
             user,
             fresh_until: self.fresh_until,
@@ -178,7 +180,7 @@ impl UserCache {
 
     /// The entry for `id`, fresh or not (it may still serve as stale).
     pub async fn get(&self, id: &str) -> Option<Cached> {
-        self.entries.get(id).await?.load(id)
+        self.entries.get(id).await?.load()
     }
 
     /// Whether `entry` may still be served as stale at `now`: it expired
@@ -199,14 +201,14 @@ impl UserCache {
 
     /// A new entry for what Clerk said about `id` (`None`: no such user,
     /// learnt at `missing_since`, Unix ms).
-    fn entry(&self, id: &str, user: Option<&ClerkUser>, missing_since: Option<i64>) -> Stored {
+    fn entry(&self, id: &Arc<str>, user: Option<&ClerkUser>, missing_since: Option<i64>) -> Stored {
         self.entry_for(id, user, missing_since, self.ttl(user.is_some()))
     }
 
     /// A new entry fresh for `lifetime`.
     fn entry_for(
         &self,
-        id: &str,
+        id: &Arc<str>,
         user: Option<&ClerkUser>,
         missing_since: Option<i64>,
         lifetime: Duration,
@@ -214,6 +216,7 @@ impl UserCache {
         let json = user.map(ClerkUser::shared_text);
         let size = entry_size(id, json.as_deref());
         Stored {
+            id: id.clone(),
             weight: u32::try_from(size)
                 .unwrap_or(u32::MAX)
                 .max(self.weight_floor),
@@ -268,10 +271,11 @@ impl UserCache {
     /// updated later or the user's deletion (webhooks can arrive late and out
     /// of order).
     pub async fn store_newer(&self, user: &ClerkUser) {
-        let entry = self.entry(user.id(), Some(user), None);
+        let id = user.shared_id();
+        let entry = self.entry(&id, Some(user), None);
         let updated_at = entry.as_of;
         self.entries
-            .entry(user.id().into())
+            .entry(id)
             .and_compute_with(|current| async move {
                 match current {
                     Some(current) if current.value().outranks(updated_at) => Op::Nop,
@@ -303,9 +307,10 @@ impl UserCache {
     /// and the longer the deletion is held, the later an update can come and
     /// still be recognized as older.
     pub async fn store_missing(&self, id: &str, at: i64) {
-        let entry = self.entry_for(id, None, Some(at), self.deletion_ttl());
+        let id: Arc<str> = id.into();
+        let entry = self.entry_for(&id, None, Some(at), self.deletion_ttl());
         self.entries
-            .entry(id.into())
+            .entry(id)
             .and_compute_with(|_| async move { Op::Put(entry) })
             .await;
     }
@@ -370,7 +375,7 @@ mod tests {
     /// What one user weighs in a cache without a floor.
     fn cache_weight(user: &ClerkUser) -> usize {
         let cache = UserCache::new(&config(1, 1));
-        cache.entry(user.id(), Some(user), None).weight as usize
+        cache.entry(&user.shared_id(), Some(user), None).weight as usize
     }
 
     async fn fill(cache: &UserCache, users: &[ClerkUser]) {
