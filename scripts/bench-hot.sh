@@ -16,6 +16,9 @@
 #   BENCH_CALLS="permit get batch" (default: all three; pick some)
 #   BENCH_REDIS=1: also AcquirePermit with the budget in Redis, against the
 #                  in-memory budget (needs redis-server; Redis on core 1)
+#   BENCH_TRACING=1: also AcquirePermit and GetUser on a broker exporting
+#                  traces (OTLP to a sink on core 1, 1 % of calls sampled),
+#                  against the broker with tracing off
 #
 # Installs h2load (Debian's nghttp2-client) when missing; builds the release
 # binaries. The broker runs as `serve` with production defaults (logs at info,
@@ -212,6 +215,21 @@ if [ "${BENCH_REDIS:-0}" = 1 ]; then
   for _ in $(seq 50); do redis-cli -p "$redis_port" ping >/dev/null 2>&1 && break; sleep 0.1; done
   start_broker redis --redis-url "redis://127.0.0.1:$redis_port"
   compare "AcquirePermit, budget in Redis vs in memory" "$broker_redis" "$broker" permit
+fi
+
+if [ "${BENCH_TRACING:-0}" = 1 ]; then
+  # The collector: a bare server answering every export with an empty message.
+  sink_port=$(free_port)
+  exec {sink_fd}< <(exec taskset -c 1 "$bin/bench-bare-grpc" serve "127.0.0.1:$sink_port" /dev/null)
+  pids+=($!)
+  read -r _ <&"$sink_fd"
+  OTEL_TRACES_SAMPLER=traceidratio OTEL_TRACES_SAMPLER_ARG=0.01 \
+    start_broker tracing --otlp-endpoint "http://127.0.0.1:$sink_port"
+  for call in permit get; do
+    "$bin/bench-bare-grpc" call "$broker_tracing" "${paths[$call]}" "$work/$call.msg" \
+      /dev/null "$token" >/dev/null
+    compare "$call, tracing on (1 % sampled) vs off" "$broker_tracing" "$broker" "$call"
+  done
 fi
 
 echo "summary (medians of $rounds rounds; load average now $(cut -d' ' -f1-3 /proc/loadavg)):"

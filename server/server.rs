@@ -25,7 +25,7 @@ use crate::{
     config::{Config, HttpLimits},
     front::{self, Front},
     grpc::{
-        AdminApi, Authenticate, QuotaApi, UserApi,
+        AdminApi, Authenticate, DEFAULT_ENCODED_BYTES, QuotaApi, UserApi,
         wire::{
             admin_service_server::AdminServiceServer, quota_service_server::QuotaServiceServer,
             user_service_server::UserServiceServer,
@@ -328,7 +328,9 @@ pub async fn run(
                         draining.clone(),
                     )
                     .with_max_stream_lifetime(config.max_stream_lifetime)
-                    .with_encoded_bytes(config.lookup.cache_max_bytes / 4),
+                    .with_encoded_bytes(
+                        (config.lookup.cache_max_bytes / 4).min(DEFAULT_ENCODED_BYTES),
+                    ),
                 )
                 .max_decoding_message_size(MAX_REQUEST_BYTES),
             ),

@@ -114,9 +114,15 @@ impl EncodedUsers {
     }
 
     /// `user` as a caller with `visibility` sees it, encoded: remembered if
-    /// this text of the user was encoded before, encoded (and remembered)
-    /// otherwise.
-    pub(crate) async fn get(&self, user: &ClerkUser, visibility: Visibility) -> EncodedUser {
+    /// this text of the user was encoded before, encoded otherwise, and then
+    /// remembered if it was served from the cache (`hit`): a user fetched
+    /// once and never asked for again takes no memory here.
+    pub(crate) async fn get(
+        &self,
+        user: &ClerkUser,
+        visibility: Visibility,
+        hit: bool,
+    ) -> EncodedUser {
         let memo = match visibility {
             Visibility::Full => &self.memos[0],
             Visibility::WithoutPrivateMetadata => &self.memos[1],
@@ -128,6 +134,9 @@ impl EncodedUsers {
             return known.encoded;
         }
         let encoded = EncodedUser::new(&convert::user(user, visibility));
+        if !hit {
+            return encoded;
+        }
         memo.insert(
             user.shared_id(),
             Memo {
@@ -139,15 +148,17 @@ impl EncodedUsers {
         encoded
     }
 
-    /// Users of a batch, encoded as [`EncodedUsers::get`] does.
+    /// Users of a batch, encoded as [`EncodedUsers::get`] does (`hit`: all
+    /// were served from the cache).
     pub(crate) async fn get_all(
         &self,
         users: &[ClerkUser],
         visibility: Visibility,
+        hit: bool,
     ) -> Vec<EncodedUser> {
         let mut encoded = Vec::with_capacity(users.len());
         for user in users {
-            encoded.push(self.get(user, visibility).await);
+            encoded.push(self.get(user, visibility, hit).await);
         }
         encoded
     }
@@ -186,16 +197,29 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn only_users_served_from_the_cache_are_remembered() {
+        let users = EncodedUsers::new(1 << 20);
+        let alice = user(ALICE);
+        users.get(&alice, Visibility::Full, false).await;
+        users.memos[0].run_pending_tasks().await;
+        assert_eq!(users.memos[0].entry_count(), 0);
+        users.get(&alice, Visibility::Full, true).await;
+        users.memos[0].run_pending_tasks().await;
+        assert_eq!(users.memos[0].entry_count(), 1);
+        assert_eq!(users.memos[1].entry_count(), 0);
+    }
+
+    #[tokio::test]
     async fn the_memo_serves_the_encoding_of_the_same_text_only() {
         let users = EncodedUsers::new(1 << 20);
         let alice = user(ALICE);
         for visibility in [Visibility::Full, Visibility::WithoutPrivateMetadata] {
             let expected = EncodedUser::new(&convert::user(&alice, visibility));
-            assert_eq!(users.get(&alice, visibility).await, expected);
-            assert_eq!(users.get(&alice, visibility).await, expected);
+            assert_eq!(users.get(&alice, visibility, true).await, expected);
+            assert_eq!(users.get(&alice, visibility, true).await, expected);
         }
         let hidden = users
-            .get(&alice, Visibility::WithoutPrivateMetadata)
+            .get(&alice, Visibility::WithoutPrivateMetadata, true)
             .await
             .decode()
             .unwrap();
@@ -204,7 +228,11 @@ mod tests {
         // Alice changed: her new text is encoded again, in both memos.
         let renamed = user(r#"{"id":"user_a","first_name":"Alicia","private_metadata":{"k":2}}"#);
         for visibility in [Visibility::Full, Visibility::WithoutPrivateMetadata] {
-            let served = users.get(&renamed, visibility).await.decode().unwrap();
+            let served = users
+                .get(&renamed, visibility, true)
+                .await
+                .decode()
+                .unwrap();
             assert_eq!(served.first_name.as_deref(), Some("Alicia"));
             assert_eq!(served, convert::user(&renamed, visibility));
         }

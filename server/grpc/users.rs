@@ -77,8 +77,8 @@ impl UserApi {
     }
 }
 
-/// Bytes of encoded users remembered by default: a quarter of the user
-/// cache's default bound.
+/// Most bytes of encoded users remembered: a quarter of the user cache's
+/// default bound (and at most a quarter of a smaller one).
 pub const DEFAULT_ENCODED_BYTES: u64 = 64 << 20;
 
 /// How long a `ListUsers` stream stays open by default: an export of a
@@ -125,7 +125,11 @@ impl UserService for UserApi {
                 user: Some(user),
                 cache,
             }) => Ok(with_cache_header(
-                Response::new(self.encoded.get(&user, visibility).await),
+                Response::new(
+                    self.encoded
+                        .get(&user, visibility, cache == CacheStatus::Hit)
+                        .await,
+                ),
                 cache,
             )),
             Ok(Lookup { user: None, cache }) => {
@@ -184,7 +188,10 @@ impl UserService for UserApi {
             .await
             .map_err(|error| status::upstream(&error))?;
         let reply = wire::BatchGetUsersResponse {
-            users: self.encoded.get_all(&batch.found, visibility).await,
+            users: self
+                .encoded
+                .get_all(&batch.found, visibility, batch.cache == CacheStatus::Hit)
+                .await,
             missing_user_ids: batch.missing,
         };
         Ok(with_cache_header(Response::new(reply), batch.cache))
@@ -265,7 +272,7 @@ impl UserService for UserApi {
             .await
         {
             Ok(user) => Ok(Response::new(wire::UpdateUserMetadataResponse {
-                user: Some(self.encoded.get(&user, visibility).await),
+                user: Some(self.encoded.get(&user, visibility, false).await),
             })),
             Err(UpstreamError::NotFound(_)) => Err(not_found(&update.user_id)),
             Err(UpstreamError::Rejected { code }) => Err(Status::invalid_argument(format!(
