@@ -107,3 +107,43 @@ impl HotWatch {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FAILED: Option<(Code, &str)> = Some((Code::Unavailable, "down"));
+
+    #[test]
+    fn a_failure_is_a_violation_only_while_the_last_fetch_is_servable() {
+        let watch = HotWatch::new(Duration::from_secs(20), Duration::from_secs(60));
+        let t0 = Instant::now();
+        let at = |secs: u64| t0 + Duration::from_secs(secs);
+        assert_eq!(watch.record("a", at(0), None, FAILED, "5xx"), Verdict::Cold);
+        let found = watch.record("a", at(1), Some("miss"), None, "calm");
+        assert_eq!(found, Verdict::Answered);
+        // A hit or a stale answer does not renew the entry.
+        watch.record("a", at(70), Some("hit"), None, "calm");
+        watch.record("a", at(75), Some("stale"), None, "calm");
+        let not_found = Some((Code::NotFound, "gone"));
+        assert_eq!(
+            watch.record("a", at(5), None, not_found, "calm"),
+            Verdict::Answered
+        );
+        assert_eq!(
+            watch.record("a", at(80), None, FAILED, "5xx"),
+            Verdict::Violation
+        );
+        assert_eq!(
+            watch.record("a", at(81), None, FAILED, "5xx"),
+            Verdict::Cold
+        );
+        assert_eq!(
+            watch.record("b", at(10), None, FAILED, "5xx"),
+            Verdict::Cold
+        );
+        let (cold, violations, details) = watch.report();
+        assert_eq!((cold, violations, details.len()), (3, 1, 1));
+        assert!(details[0].contains("id=a") && details[0].contains("Unavailable"));
+    }
+}
