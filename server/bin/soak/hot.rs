@@ -34,6 +34,8 @@ struct Inner {
     cold: u64,
     violations: u64,
     details: Vec<String>,
+    /// The first cold failures in full.
+    cold_details: Vec<String>,
 }
 
 /// What the watch concluded of one answer.
@@ -82,22 +84,30 @@ impl HotWatch {
             .fetched
             .get(id)
             .is_some_and(|fetched| sent < *fetched + self.ttl + self.max_stale);
-        if !servable {
-            inner.cold += 1;
-            return Verdict::Cold;
+        let at = sent.duration_since(self.started).as_secs_f64();
+        let fetched = match inner.fetched.get(id) {
+            Some(fetched) => format!(
+                "fetched {:.1}s before",
+                sent.duration_since(*fetched).as_secs_f64()
+            ),
+            None => "never fetched".to_owned(),
+        };
+        let detail = format!("t={at:.1}s phase={phase} id={id} {fetched}: {code:?} {message}");
+        let inner = &mut *inner;
+        let (verdict, count, details) = if servable {
+            (
+                Verdict::Violation,
+                &mut inner.violations,
+                &mut inner.details,
+            )
+        } else {
+            (Verdict::Cold, &mut inner.cold, &mut inner.cold_details)
+        };
+        *count += 1;
+        if details.len() < KEPT {
+            details.push(detail);
         }
-        inner.violations += 1;
-        if inner.details.len() < KEPT {
-            let at = sent.duration_since(self.started).as_secs_f64();
-            let age = inner
-                .fetched
-                .get(id)
-                .map_or(0.0, |fetched| sent.duration_since(*fetched).as_secs_f64());
-            inner.details.push(format!(
-                "t={at:.1}s phase={phase} id={id} fetched {age:.1}s before: {code:?} {message}"
-            ));
-        }
-        Verdict::Violation
+        verdict
     }
 
     /// Failures of cold ids, violations, and the first violations in full.
@@ -105,6 +115,13 @@ impl HotWatch {
         self.inner.lock().map_or((0, 0, Vec::new()), |inner| {
             (inner.cold, inner.violations, inner.details.clone())
         })
+    }
+
+    /// The first failures of cold ids in full.
+    pub(crate) fn cold_details(&self) -> Vec<String> {
+        self.inner
+            .lock()
+            .map_or_else(|_| Vec::new(), |inner| inner.cold_details.clone())
     }
 }
 
@@ -145,5 +162,7 @@ mod tests {
         let (cold, violations, details) = watch.report();
         assert_eq!((cold, violations, details.len()), (3, 1, 1));
         assert!(details[0].contains("id=a") && details[0].contains("Unavailable"));
+        let cold = watch.cold_details();
+        assert!(cold[0].contains("never fetched") && cold[1].contains("fetched 80.0s before"));
     }
 }

@@ -313,6 +313,9 @@ async fn soak(args: Args) -> SoakResult<bool> {
     println!(
         "hot ids failed with no servable entry (never fetched yet, or past max_stale): {cold}"
     );
+    for detail in watch.cold_details() {
+        println!("  {detail}");
+    }
     println!("hot ids failed while their entry was fresh or within max_stale: {violations}");
     for detail in details {
         println!("  {detail}");
