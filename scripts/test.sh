@@ -30,6 +30,12 @@ cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked
 
+# Chaos run, short: three replicas (the debug broker `cargo test` built) and
+# one redis-server under load while replicas are SIGKILLed, Redis restarts or
+# pauses, and the fake Clerk fails (README: Operations). Exits 1 on any
+# violation; `--minutes 10` on a release build for the full run.
+cargo run --locked --bin chaos -- --minutes 1.5
+
 # Fuzz targets (fuzz/, cargo-fuzz installed if missing): 30 s each here to
 # keep the suite's time in bounds; ./scripts/fuzz.sh alone runs 60 s each.
 FUZZ_SECONDS="${FUZZ_SECONDS:-30}" ./scripts/fuzz.sh

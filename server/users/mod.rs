@@ -378,15 +378,29 @@ impl Users {
     }
 
     /// Waits for `flight` until `deadline`. If Clerk could not answer in
-    /// time, an entry that expired less than `max_stale` ago is served.
+    /// time, an entry that expired less than `max_stale` ago is served. With
+    /// such an entry in hand, the flight is awaited only half the time left:
+    /// a stale answer sent at the very deadline would reach a busy caller
+    /// after it gave up (the flight goes on and lands in the cache).
     async fn settle(
         &self,
         flight: &Flight,
         deadline: Instant,
         retained: Option<Cached>,
     ) -> Result<Lookup, UpstreamError> {
+        let now = Instant::now();
+        let wait_until = match &retained {
+            Some(entry) if self.shared.cache.is_servable_stale(entry, now) => {
+                now + deadline.saturating_duration_since(now) / 2
+            }
+            _ => deadline,
+        };
         let waiting = telemetry::flight_span(flight.id());
-        let outcome = flight.wait(deadline).instrument(waiting.clone()).await;
+        let mut outcome = flight.wait(wait_until).instrument(waiting.clone()).await;
+        if outcome.is_none() && self.fallback(flight.id(), retained.clone()).await.is_none() {
+            // The entry ran out meanwhile: wait for Clerk after all.
+            outcome = flight.wait(deadline).instrument(waiting.clone()).await;
+        }
         flight.answered_by().link(&waiting);
         let error = match outcome {
             Some(Ok(user)) => {
@@ -399,16 +413,22 @@ impl Users {
             Some(Err(error)) => error,
             None => UpstreamError::DeadlineExceeded,
         };
+        self.fallback(flight.id(), retained).await.ok_or(error)
+    }
+
+    /// The answer when Clerk's is not there: the entry for `id` (or
+    /// `retained`), if fresh or servable as stale now.
+    async fn fallback(&self, id: &str, retained: Option<Cached>) -> Option<Lookup> {
         let now = Instant::now();
         // A webhook may have written the entry while the flight was out.
-        let latest = self.shared.cache.get(flight.id()).await.or(retained);
+        let latest = self.shared.cache.get(id).await.or(retained);
         match latest {
-            Some(entry) if entry.is_fresh(now) => Ok(hit(&entry)),
-            Some(entry) if self.shared.cache.is_servable_stale(&entry, now) => Ok(Lookup {
+            Some(entry) if entry.is_fresh(now) => Some(hit(&entry)),
+            Some(entry) if self.shared.cache.is_servable_stale(&entry, now) => Some(Lookup {
                 user: entry.user,
                 cache: CacheStatus::Stale,
             }),
-            _ => Err(error),
+            _ => None,
         }
     }
 }

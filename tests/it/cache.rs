@@ -240,6 +240,33 @@ async fn when_clerk_fails_a_recent_entry_is_served_stale() {
     assert_eq!((healed.unwrap().id, cache.as_str()), (id, "miss"));
 }
 
+/// A stale answer sent at the very deadline reaches a busy caller after it
+/// gave up: with a recent entry in hand, the broker waits for a slow Clerk
+/// only half the call's time (the refresh goes on and lands in the cache).
+#[tokio::test]
+async fn when_clerk_is_slow_a_recent_entry_is_served_stale_by_half_the_deadline() {
+    let harness = Harness::start(short_ttl(Options::default().rate)).await;
+    let mut client = harness.users().await;
+    let id = harness.ids[9].clone();
+    let (fresh, cache) = get(&mut client, &id, Duration::from_secs(5)).await;
+    assert_eq!(cache, "miss");
+    let fresh = fresh.unwrap();
+    let_entries_expire().await;
+    harness.fake.set_faults(Faults {
+        latency: Duration::from_secs(30),
+        ..Faults::default()
+    });
+    let deadline = Duration::from_secs(6);
+    let started = Instant::now();
+    let (stale, cache) = get(&mut client, &id, deadline).await;
+    let took = started.elapsed();
+    assert_eq!((stale.unwrap(), cache.as_str()), (fresh, "stale"));
+    assert!(
+        took >= deadline / 2 - Duration::from_millis(100) && took < deadline * 3 / 4,
+        "served stale at half the deadline, not at its end: {took:?}"
+    );
+}
+
 #[tokio::test]
 async fn when_the_budget_cannot_serve_a_miss_in_time_a_recent_entry_is_served_stale() {
     let rate = Rate {

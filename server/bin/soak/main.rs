@@ -7,8 +7,11 @@
 //! fake enforces the broker's own budget. At the end it prints calls made,
 //! failures by status, p50/p99 latency, upstream requests, the 429s the fake
 //! sent (injected blocks included), the most requests the fake saw in any
-//! window against the limit, and the process's peak RSS (`VmHWM`). Exits 1 if
-//! the budget was exceeded or a call outlived its deadline by more than 1 s.
+//! window against the limit, and the process's peak RSS (`VmHWM`); resident
+//! memory (`VmRSS`) is printed every minute. Exits 1 if the budget was
+//! exceeded, a call outlived its deadline by more than 1 s, or a hot id was
+//! answered anything but a value or NOT_FOUND while its entry was fresh or
+//! within `max_stale` (see `soak/hot.rs`).
 //!
 //! Run: `cargo run --release --bin soak -- --minutes 10` (on demand, not in CI).
 
@@ -21,6 +24,8 @@ use std::{
     },
     time::{Duration, Instant},
 };
+
+mod hot;
 
 use clap::Parser;
 use clerk_broker::{
@@ -37,6 +42,11 @@ use clerk_broker::{
 };
 use tokio::net::TcpListener;
 use tonic::{Code, transport::Channel};
+
+use hot::{HotWatch, Verdict};
+
+/// How many ids (the first of the fake's users) are hot.
+const HOT: usize = 200;
 
 /// The key the fake accepts and the broker holds.
 const KEY: &str = "sk_test_soak_0000000000000000";
@@ -175,9 +185,13 @@ async fn soak(args: Args) -> SoakResult<bool> {
         max_attempts: 4,
     };
     let mut config = Config::with_defaults("127.0.0.1:0".parse()?, clerk, rate);
+    // Room for every user: an entry is then dropped only past `max_stale`,
+    // so a hot id fetched once always has an answer to give (with a smaller
+    // cache, moka may evict a hot entry for size, and the watch could not
+    // tell a lost entry from a broker that failed to serve one).
     config.lookup = LookupConfig {
         cache_ttl: Duration::from_secs(20),
-        cache_max_entries: 5_000,
+        cache_max_entries: 2 * args.users as u64,
         ..LookupConfig::default()
     };
     let listeners = Listeners {
@@ -188,6 +202,10 @@ async fn soak(args: Args) -> SoakResult<bool> {
         front: None,
     };
     let addr = listeners.grpc.local_addr()?;
+    let watch = Arc::new(HotWatch::new(
+        config.lookup.cache_ttl,
+        config.lookup.max_stale,
+    ));
     tokio::spawn(server::run(listeners, config, std::future::pending()));
     let channel = Channel::from_shared(format!("http://{addr}"))?
         .connect()
@@ -200,13 +218,18 @@ async fn soak(args: Args) -> SoakResult<bool> {
     );
     let stop = Arc::new(AtomicBool::new(false));
     let tally = Arc::new(Mutex::new(Tally::default()));
+    let phase = Arc::new(Mutex::new("calm"));
+    let started = Instant::now();
     let switcher = {
-        let (fake, stop) = (fake.clone(), stop.clone());
+        let (fake, stop, phase) = (fake.clone(), stop.clone(), phase.clone());
         let every = Duration::from_secs(args.switch_every.max(1));
         tokio::spawn(async move {
             for (name, faults, block) in modes().into_iter().cycle() {
                 if stop.load(Ordering::Relaxed) {
                     break;
+                }
+                if let Ok(mut phase) = phase.lock() {
+                    *phase = name;
                 }
                 println!("  faults: {name}");
                 fake.set_faults(faults);
@@ -218,13 +241,29 @@ async fn soak(args: Args) -> SoakResult<bool> {
             fake.set_faults(Faults::default());
         })
     };
+    let memory = tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_secs(60));
+        every.tick().await;
+        loop {
+            every.tick().await;
+            println!(
+                "  t={:.0} min: VmRSS {} MiB",
+                started.elapsed().as_secs_f64() / 60.0,
+                status_kib("VmRSS:") / 1024
+            );
+        }
+    });
     let mut callers = Vec::new();
     for client in 0..args.clients {
-        let (channel, ids, stop, tally) =
-            (channel.clone(), ids.clone(), stop.clone(), tally.clone());
-        callers.push(tokio::spawn(async move {
-            caller(client, channel, &ids, &stop, &tally).await;
-        }));
+        let caller = Caller {
+            channel: channel.clone(),
+            ids: ids.clone(),
+            stop: stop.clone(),
+            tally: tally.clone(),
+            phase: phase.clone(),
+            watch: watch.clone(),
+        };
+        callers.push(tokio::spawn(async move { caller.run(client).await }));
     }
     tokio::time::sleep(run_for).await;
     stop.store(true, Ordering::Relaxed);
@@ -232,6 +271,7 @@ async fn soak(args: Args) -> SoakResult<bool> {
         caller.await?;
     }
     switcher.await?;
+    memory.abort();
 
     let tally = tally.lock().map_err(|_| "a caller panicked")?;
     let mut latencies = tally.latencies_us.clone();
@@ -269,103 +309,168 @@ async fn soak(args: Args) -> SoakResult<bool> {
         "most requests in any {:?} window: {} (limit {})",
         rate.window, stats.max_in_window, rate.limit
     );
-    println!("peak RSS: {} MiB", peak_rss_kib() / 1024);
-    let ok = stats.max_in_window <= u64::from(rate.limit) && tally.overdue == 0;
+    let (cold, violations, details) = watch.report();
+    println!(
+        "hot ids failed with no servable entry (never fetched yet, or past max_stale): {cold}"
+    );
+    for detail in watch.cold_details() {
+        println!("  {detail}");
+    }
+    println!("hot ids failed while their entry was fresh or within max_stale: {violations}");
+    for detail in details {
+        println!("  {detail}");
+    }
+    println!(
+        "RSS: {} MiB now, peak {} MiB",
+        status_kib("VmRSS:") / 1024,
+        status_kib("VmHWM:") / 1024
+    );
+    let ok = stats.max_in_window <= u64::from(rate.limit) && tally.overdue == 0 && violations == 0;
     println!("{}", if ok { "PASS" } else { "FAIL" });
     Ok(ok)
 }
 
 /// One caller: a mix of hits (a small hot set), misses (anywhere), batches,
 /// short exports and permits, until `stop`.
-async fn caller(
-    client: usize,
+struct Caller {
     channel: Channel,
-    ids: &[String],
-    stop: &AtomicBool,
-    tally: &Mutex<Tally>,
-) {
-    let mut users = UserServiceClient::new(channel.clone());
-    let mut quota = QuotaServiceClient::new(channel);
-    let mut turn = client;
-    while !stop.load(Ordering::Relaxed) {
-        turn += 1;
-        let deadline = Duration::from_millis(1_000);
-        let started = Instant::now();
-        let (kind, code) = match turn % 10 {
-            0..=4 => {
-                let id = ids[fastrand::usize(..ids.len().min(200))].clone();
-                let code = code_of(
-                    users
-                        .get_user(timed(GetUserRequest { user_id: id }, deadline))
-                        .await,
-                );
-                ("GetUser hot", code)
-            }
-            5 | 6 => {
-                let id = ids[fastrand::usize(..ids.len())].clone();
-                let code = code_of(
-                    users
-                        .get_user(timed(GetUserRequest { user_id: id }, deadline))
-                        .await,
-                );
-                ("GetUser any", code)
-            }
-            7 => {
-                let user_ids = (0..20)
-                    .map(|_| ids[fastrand::usize(..ids.len())].clone())
-                    .collect();
-                let request = timed(BatchGetUsersRequest { user_ids }, deadline);
-                (
-                    "BatchGetUsers",
-                    code_of(users.batch_get_users(request).await),
-                )
-            }
-            8 => {
-                let request = timed(
-                    AcquirePermitRequest {
-                        cost: 1,
-                        ..Default::default()
-                    },
-                    deadline,
-                );
-                (
-                    "AcquirePermit",
-                    code_of(quota.acquire_permit(request).await),
-                )
-            }
-            _ => {
-                let request = timed(
-                    ListUsersRequest {
-                        page_size: 100,
-                        max_users: 300,
-                        ..Default::default()
-                    },
-                    Duration::from_secs(5),
-                );
-                let code = match users.list_users(request).await {
-                    Ok(response) => {
-                        let mut stream = response.into_inner();
-                        loop {
-                            match stream.message().await {
-                                Ok(Some(_)) => {}
-                                Ok(None) => break Code::Ok,
-                                Err(status) => break status.code(),
+    ids: Arc<Vec<String>>,
+    stop: Arc<AtomicBool>,
+    tally: Arc<Mutex<Tally>>,
+    /// The fault phase now.
+    phase: Arc<Mutex<&'static str>>,
+    watch: Arc<HotWatch>,
+}
+
+impl Caller {
+    async fn run(self, client: usize) {
+        let Self {
+            channel,
+            ids,
+            stop,
+            tally,
+            ..
+        } = &self;
+        let mut users = UserServiceClient::new(channel.clone());
+        let mut quota = QuotaServiceClient::new(channel.clone());
+        let mut turn = client;
+        while !stop.load(Ordering::Relaxed) {
+            turn += 1;
+            let deadline = Duration::from_millis(1_000);
+            let started = Instant::now();
+            let (kind, code) = match turn % 10 {
+                0..=4 => {
+                    let id = ids[fastrand::usize(..ids.len().min(HOT))].clone();
+                    ("GetUser hot", self.hot(&mut users, id, deadline).await)
+                }
+                5 | 6 => {
+                    let id = ids[fastrand::usize(..ids.len())].clone();
+                    let code = code_of(
+                        users
+                            .get_user(timed(GetUserRequest { user_id: id }, deadline))
+                            .await,
+                    );
+                    ("GetUser any", code)
+                }
+                7 => {
+                    let user_ids = (0..20)
+                        .map(|_| ids[fastrand::usize(..ids.len())].clone())
+                        .collect();
+                    let request = timed(BatchGetUsersRequest { user_ids }, deadline);
+                    (
+                        "BatchGetUsers",
+                        code_of(users.batch_get_users(request).await),
+                    )
+                }
+                8 => {
+                    let request = timed(
+                        AcquirePermitRequest {
+                            cost: 1,
+                            ..Default::default()
+                        },
+                        deadline,
+                    );
+                    (
+                        "AcquirePermit",
+                        code_of(quota.acquire_permit(request).await),
+                    )
+                }
+                _ => {
+                    let request = timed(
+                        ListUsersRequest {
+                            page_size: 100,
+                            max_users: 300,
+                            ..Default::default()
+                        },
+                        Duration::from_secs(5),
+                    );
+                    let code = match users.list_users(request).await {
+                        Ok(response) => {
+                            let mut stream = response.into_inner();
+                            loop {
+                                match stream.message().await {
+                                    Ok(Some(_)) => {}
+                                    Ok(None) => break Code::Ok,
+                                    Err(status) => break status.code(),
+                                }
                             }
                         }
-                    }
-                    Err(status) => status.code(),
-                };
-                ("ListUsers", code)
+                        Err(status) => status.code(),
+                    };
+                    ("ListUsers", code)
+                }
+            };
+            let limit = if kind == "ListUsers" {
+                Duration::from_secs(5)
+            } else {
+                deadline
+            };
+            if let Ok(mut tally) = tally.lock() {
+                tally.record(kind, code, started.elapsed(), limit);
             }
-        };
-        let limit = if kind == "ListUsers" {
-            Duration::from_secs(5)
-        } else {
-            deadline
-        };
-        if let Ok(mut tally) = tally.lock() {
-            tally.record(kind, code, started.elapsed(), limit);
         }
+    }
+
+    /// A `GetUser` of hot `id`, judged by the watch.
+    async fn hot(
+        &self,
+        users: &mut UserServiceClient<Channel>,
+        id: String,
+        deadline: Duration,
+    ) -> Code {
+        let sent = Instant::now();
+        let answer = users
+            .get_user(timed(
+                GetUserRequest {
+                    user_id: id.clone(),
+                },
+                deadline,
+            ))
+            .await;
+        let phase = self.phase.lock().map_or("?", |phase| *phase);
+        let (code, verdict) = match &answer {
+            Ok(response) => {
+                let cache = response
+                    .metadata()
+                    .get("x-cache")
+                    .and_then(|v| v.to_str().ok());
+                (Code::Ok, self.watch.record(&id, sent, cache, None, phase))
+            }
+            Err(status) => (
+                status.code(),
+                self.watch.record(
+                    &id,
+                    sent,
+                    None,
+                    Some((status.code(), status.message())),
+                    phase,
+                ),
+            ),
+        };
+        if verdict == Verdict::Violation {
+            eprintln!("soak: hot id {id} answered {code:?} while its entry was servable");
+        }
+        code
     }
 }
 
@@ -379,14 +484,15 @@ fn code_of<T>(result: Result<T, tonic::Status>) -> Code {
     result.map_or_else(|status| status.code(), |_| Code::Ok)
 }
 
-/// The process's peak resident set (`VmHWM` of `/proc/self/status`), in KiB.
-fn peak_rss_kib() -> u64 {
+/// A field of `/proc/self/status` in KiB (`VmRSS:` resident now, `VmHWM:`
+/// its peak); 0 where unknown.
+fn status_kib(field: &str) -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|status| {
             status
                 .lines()
-                .find_map(|line| line.strip_prefix("VmHWM:"))
+                .find_map(|line| line.strip_prefix(field))
                 .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
         })
         .unwrap_or(0)
