@@ -18,31 +18,9 @@ rounds=${1:-3}
 requests=${2:-100000}
 connections=${3:-16}
 
-if ! command -v h2load >/dev/null 2>&1; then
-  echo "installing h2load (apt nghttp2-client)"
-  if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq nghttp2-client >/dev/null
-fi
-cargo build --release --locked --quiet --bin clerk-broker --bin bench-bare-http
-bin=target/release
-
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-
-# The fake Clerk, on core 1 (it is asked once: the benchmark reads cached users).
-exec 3< <(CLERK_SECRET_KEY=sk_test_fake exec taskset -c 1 "$bin/clerk-broker" fake-clerk \
-  --listen 127.0.0.1:0 --users 1000)
-pids+=($!)
-read -r banner <&3
-fake=$(sed -n 's#^fake Clerk: \(http://[^ ]*\)/v1 .*#\1#p' <<<"$banner")
+BENCH_BINS="clerk-broker bench-bare-http"
+# shellcheck source=scripts/bench-common.sh
+source scripts/bench-common.sh
 id=$(curl -s -H 'Authorization: Bearer sk_test_fake' "$fake/v1/users?limit=1" |
   python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["id"])')
 
