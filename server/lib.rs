@@ -20,6 +20,7 @@ pub mod export;
 pub mod fake;
 pub mod front;
 pub mod grpc;
+pub mod guarded;
 pub mod http;
 pub mod json;
 pub mod metrics;

@@ -33,13 +33,13 @@ use std::{
 };
 
 use futures_util::FutureExt as _;
-use http_body::{Body as HttpBody, Frame, SizeHint};
 use tonic::{Request, Status, body::Body, server::NamedService};
 use tonic_types::{ErrorDetails, StatusExt};
 
 use super::standing::Standing;
 use crate::{
     callers::{Caller, PolicyStore, Scope, Scopes, Slot, SlotKind, Slots},
+    guarded::Guarded,
     tls::Peer,
 };
 
@@ -206,7 +206,8 @@ where
                 Ok(response) => response?,
                 Err(_) => return Ok(panicked().into_http()),
             };
-            Ok(response.map(|body| Body::new(Holding { body, _slot: slot })))
+            // The slot is held until the response body ends or is dropped.
+            Ok(response.map(|body| Body::new(Guarded::new(body, slot))))
         })
     }
 }
@@ -217,32 +218,6 @@ fn panicked() -> Status {
         "the broker hit a bug answering this call (it is logged); retry, and report it if it \
          persists",
     )
-}
-
-/// A response body that keeps its call's slot until it ends or is dropped.
-struct Holding {
-    body: Body,
-    _slot: Slot,
-}
-
-impl HttpBody for Holding {
-    type Data = bytes::Bytes;
-    type Error = Status;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        Pin::new(&mut self.get_mut().body).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
-    }
 }
 
 /// The caller a request was admitted as; a request that passed no gate is

@@ -50,7 +50,7 @@ use std::{
     time::Duration,
 };
 
-use http_body::{Body, Frame, SizeHint};
+use http_body::Body;
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
     net::TcpListener,
@@ -61,6 +61,7 @@ use tonic::transport::{Server, server::Connected};
 
 use crate::{
     config::GrpcLimits,
+    guarded::Guarded,
     tls::{self, Acceptor, Conn, ConnectionLimits, Peer},
 };
 
@@ -325,7 +326,7 @@ impl Streams {
 
 /// One open stream, counted until dropped.
 #[derive(Debug)]
-struct OpenStream(Arc<Streams>);
+pub(crate) struct OpenStream(Arc<Streams>);
 
 impl Drop for OpenStream {
     fn drop(&mut self) {
@@ -362,7 +363,7 @@ where
     S::Future: Send + 'static,
     R: Body + Unpin,
 {
-    type Response = http::Response<Counted<R>>;
+    type Response = http::Response<Guarded<R, Option<OpenStream>>>;
     type Error = S::Error;
     type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
 
@@ -381,35 +382,8 @@ where
         let response = self.inner.call(request);
         Box::pin(async move {
             let response = response.await?;
-            Ok(response.map(|body| Counted { body, _open: open }))
+            Ok(response.map(|body| Guarded::new(body, open)))
         })
-    }
-}
-
-/// A response body that holds its stream open in the count.
-#[derive(Debug)]
-pub(crate) struct Counted<R> {
-    body: R,
-    _open: Option<OpenStream>,
-}
-
-impl<R: Body + Unpin> Body for Counted<R> {
-    type Data = R::Data;
-    type Error = R::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        Pin::new(&mut self.get_mut().body).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
     }
 }
 
