@@ -259,13 +259,8 @@ impl Metrics {
         }
     }
 
-    /// The `method` label of a call to `path`: the path itself if it is one
-    /// of the broker's methods, else [`UNKNOWN_METHOD`].
-    pub fn method_label(&self, path: &str) -> Arc<str> {
-        self.method(path).name().clone()
-    }
-
-    /// The series of calls to `path`: its method's, or those of
+    /// The series of calls to `path`: its method's (labelled with the path
+    /// itself) if it is one of the broker's methods, else those of
     /// [`UNKNOWN_METHOD`].
     pub fn method(&self, path: &str) -> &Arc<MethodMetrics> {
         self.known_methods.get(path).unwrap_or(&self.unknown_method)
