@@ -23,6 +23,7 @@ pub mod grpc;
 pub mod guarded;
 pub mod http;
 pub mod json;
+pub mod logs;
 pub mod metrics;
 pub mod panics;
 pub mod reload;

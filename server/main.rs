@@ -12,6 +12,7 @@ use clerk_broker::{
     config::{Cli, Command, Config, FakeClerkArgs, LogFormat, default_margin},
     demo,
     fake::{FakeClerk, FakeClerkConfig, seed},
+    logs::CallFormat,
     server, telemetry,
 };
 use tokio::net::TcpListener;
@@ -60,13 +61,26 @@ fn main() -> ExitCode {
 /// Logs on stderr, and the OTel layer when an OTLP endpoint is set (the
 /// tracing layer is not installed at all otherwise).
 fn logging(cli: &Cli) -> Result<Option<telemetry::Tracing>, telemetry::TelemetryError> {
+    use tracing_subscriber::fmt::format;
     use tracing_subscriber::{Layer as _, layer::SubscriberExt as _, util::SubscriberInitExt as _};
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    // Spans made for traces stay out of the logs: a line names its call
+    // through `logs::in_call`, traced or not.
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "info".into())
+        .add_directive(
+            format!("{}=off", telemetry::TRACE_TARGET)
+                .parse()
+                .expect("a valid directive"),
+        );
     let logs = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
     let logs = match cli.log_format {
-        LogFormat::Text => logs.boxed(),
-        LogFormat::Json => logs.json().with_current_span(true).boxed(),
+        LogFormat::Text => logs
+            .event_format(CallFormat::text(format().without_time().with_level(false)))
+            .boxed(),
+        LogFormat::Json => logs
+            .json()
+            .event_format(CallFormat::json(format().json().with_current_span(true)))
+            .boxed(),
     };
     let registry = tracing_subscriber::registry().with(logs.with_filter(filter));
     match cli

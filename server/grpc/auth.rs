@@ -101,7 +101,8 @@ impl Authenticate {
             (header, _) => policy.authenticate(header),
         }
         .map_err(|error| Status::unauthenticated(error.to_string()))?;
-        tracing::Span::current().record("caller", &*caller.name);
+        crate::logs::record_caller(&caller.name);
+        crate::telemetry::record_caller(&caller.name);
         if !caller.may(scope) {
             return Err(Status::permission_denied(format!(
                 "caller {:?} lacks the scope {:?} this service needs: ask an operator to add it \

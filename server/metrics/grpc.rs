@@ -191,11 +191,13 @@ where
         // The label, not the path: logs of made-up paths stay short too.
         let method = self.metrics.method(request.uri().path()).clone();
         let started = Instant::now();
-        // One span per call (a child of the caller's `traceparent` when
-        // tracing is on); the interceptor fills in the caller.
+        // Log lines name the call (the gate records its caller); a traced
+        // call also gets a span, a child of the caller's `traceparent`.
+        let call = crate::logs::Call::new(method.name.clone());
         let span = crate::telemetry::call_span(&method.name, request.headers());
-        let response = span.in_scope(|| self.inner.call(request));
-        Box::pin(async move {
+        let response =
+            crate::logs::in_call_sync(call.clone(), || span.in_scope(|| self.inner.call(request)));
+        Box::pin(crate::logs::in_call(call, async move {
             let response = response.instrument(span.clone()).await;
             let code = match &response {
                 Ok(response) => response
@@ -216,14 +218,10 @@ where
             {
                 crate::telemetry::record_cache(&span, result);
             }
-            // Read by the "call answered" line and by traces only: logs at
-            // info format no field they would not show.
-            if tracing::enabled!(tracing::Level::DEBUG) || crate::telemetry::enabled() {
-                span.record("code", CODE_NAMES[code]);
-                tracing::debug!(parent: &span, elapsed = ?started.elapsed(), "call answered");
-            }
+            crate::telemetry::record_code(&span, CODE_NAMES[code]);
+            tracing::debug!(code = CODE_NAMES[code], elapsed = ?started.elapsed(), "call answered");
             response
-        })
+        }))
     }
 }
 

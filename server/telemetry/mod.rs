@@ -1,22 +1,25 @@
 //! Distributed tracing: OTLP export of the broker's spans, the caller's
 //! W3C trace context as their parent, and the spans that explain a call.
 //!
-//! Off by default. When on ([`layer`], installed once by `main`), every call
-//! gets an `rpc` (gRPC) or `http` (front) span parented to the caller's
-//! `traceparent`, and the work behind it gets spans of its own: the
-//! admission wait (`admission.wait`), the batch (`lookup.batch`, a trace of
-//! its own since it serves many callers), the fill-once wait of each id
-//! (`lookup.wait`), the wait for another replica's fill
-//! (`lookup.replica_wait`), and each upstream request (`clerk.request`).
-//! A caller whose answer came from a batch links to the request that
-//! answered it (a span link), so its trace shows that request.
+//! Off by default. When on ([`layer`], installed once by `main`), a call
+//! whose trace is sampled (decided at the call, `sampling`) gets an `rpc`
+//! (gRPC) or `http` (front) span parented to the caller's `traceparent`,
+//! and the work behind it gets spans of its own: the admission wait
+//! (`admission.wait`), the fill-once wait of each id (`lookup.wait`), the
+//! wait for another replica's fill (`lookup.replica_wait`), and each
+//! upstream request (`clerk.request`). A batch (`lookup.batch`) is a trace
+//! of its own, sampled on its own, since it serves many callers; a caller
+//! whose answer came from a batch links to the request that answered it (a
+//! span link), so its trace shows that request.
 //!
-//! When off, no layer is installed and each helper here costs one relaxed
-//! atomic load: the spans it would create are `Span::none()`, and the `rpc`
-//! span is the one logs always had.
+//! An unsampled call makes no span at all. Every span here has the target
+//! [`TRACE_TARGET`], which logs leave out: a log line names its call through
+//! `logs`, traced or not. When off, no layer is installed and each helper
+//! costs one relaxed atomic load.
 
 mod export;
 mod propagation;
+mod sampling;
 
 use std::{
     future::Future,
@@ -28,7 +31,7 @@ use std::{
 };
 
 use http::HeaderMap;
-use opentelemetry::trace::{SpanContext, TraceContextExt as _, TracerProvider as _};
+use opentelemetry::trace::{SpanContext, SpanKind, TraceContextExt as _, TracerProvider as _};
 use opentelemetry_otlp::WithExportConfig as _;
 use opentelemetry_sdk::{
     Resource,
@@ -45,6 +48,9 @@ use tracing_subscriber::{
 
 pub use propagation::HEADERS as TRACE_CONTEXT_HEADERS;
 
+/// The target of every span made for traces (logs leave them out).
+pub const TRACE_TARGET: &str = "clerk_broker::trace";
+
 /// Set once the OTel layer is built: the helpers below then create spans.
 static ENABLED: AtomicBool = AtomicBool::new(false);
 
@@ -52,6 +58,13 @@ static ENABLED: AtomicBool = AtomicBool::new(false);
 #[inline]
 pub fn enabled() -> bool {
     ENABLED.load(Ordering::Relaxed)
+}
+
+/// Whether the work under way is traced: tracing is on and a sampled span
+/// (its call's, or its batch's) is current. Spans made inside untraced
+/// work would start traces of their own.
+fn traced() -> bool {
+    enabled() && !Span::current().is_none()
 }
 
 /// Spans dropped before reaching the collector: the queue was full, or the
@@ -272,9 +285,12 @@ where
     };
     let (processor, flush) =
         export::QueueProcessor::spawn(exporter, batching, dropped_spans().clone());
+    // Sampled where a trace begins (`call_span`, `batch_span`): every span
+    // the layer sees is kept.
+    sampling::install(config.sampler.clone());
     let provider = SdkTracerProvider::builder()
         .with_span_processor(processor)
-        .with_sampler(config.sampler.clone())
+        .with_sampler(Sampler::AlwaysOn)
         .with_resource(resource)
         .build();
     let tracer = provider.tracer("clerk-broker");
@@ -311,13 +327,19 @@ where
     ))
 }
 
-/// The span of one gRPC call (`method` is its label); when tracing is on,
-/// its parent is the caller's `traceparent` if the metadata carries one.
+/// The span of one gRPC call (`method` is its label) if its trace is
+/// sampled, a child of the caller's `traceparent` if the metadata carries
+/// one; none otherwise.
 pub fn call_span(method: &str, headers: &HeaderMap) -> Span {
     if !enabled() {
-        return tracing::info_span!("rpc", method = %method, caller = Empty, code = Empty);
+        return Span::none();
+    }
+    let parent = propagation::remote_parent(headers);
+    if !sampling::sampled(parent.as_ref(), "rpc", SpanKind::Server) {
+        return Span::none();
     }
     let span = tracing::info_span!(
+        target: TRACE_TARGET,
         "rpc",
         method = %method,
         caller = Empty,
@@ -325,24 +347,43 @@ pub fn call_span(method: &str, headers: &HeaderMap) -> Span {
         cache = Empty,
         otel.kind = "server"
     );
-    adopt(&span, headers);
+    adopt(&span, parent);
     span
+}
+
+/// Records on the current [`call_span`], if any, its caller.
+pub fn record_caller(caller: &str) {
+    if traced() {
+        Span::current().record("caller", caller);
+    }
 }
 
 /// Records on a [`call_span`] how the cache served the call (`x-cache`).
 pub fn record_cache(span: &Span, result: &str) {
-    if enabled() {
+    if !span.is_none() {
         span.record("cache", result);
     }
 }
 
-/// The span of one request to the Clerk-compatible front, parented to the
-/// caller's `traceparent` (none when tracing is off).
+/// Records on a [`call_span`] the call's status code.
+pub fn record_code(span: &Span, code: &str) {
+    if !span.is_none() {
+        span.record("code", code);
+    }
+}
+
+/// The span of one request to the Clerk-compatible front if its trace is
+/// sampled, parented to the caller's `traceparent`; none otherwise.
 pub fn front_span(method: &http::Method, route: &str, headers: &HeaderMap) -> Span {
     if !enabled() {
         return Span::none();
     }
+    let parent = propagation::remote_parent(headers);
+    if !sampling::sampled(parent.as_ref(), "http", SpanKind::Server) {
+        return Span::none();
+    }
     let span = tracing::info_span!(
+        target: TRACE_TARGET,
         "http",
         method = %method,
         route = %route,
@@ -350,13 +391,13 @@ pub fn front_span(method: &http::Method, route: &str, headers: &HeaderMap) -> Sp
         status = Empty,
         otel.kind = "server"
     );
-    adopt(&span, headers);
+    adopt(&span, parent);
     span
 }
 
 /// Makes the caller's trace context, if any, the parent of `span`.
-fn adopt(span: &Span, headers: &HeaderMap) {
-    if let Some(parent) = propagation::remote_parent(headers) {
+fn adopt(span: &Span, parent: Option<opentelemetry::Context>) {
+    if let Some(parent) = parent {
         // Only fails for a span that is disabled or already started.
         let _ = span.set_parent(parent);
     }
@@ -365,7 +406,7 @@ fn adopt(span: &Span, headers: &HeaderMap) {
 /// The current span, for a task spawned to do the call's work (an export's
 /// pages), when tracing is on; none otherwise.
 pub fn inherited() -> Span {
-    if enabled() {
+    if traced() {
         Span::current()
     } else {
         Span::none()
@@ -383,10 +424,11 @@ pub fn admission_span(
     cost: u32,
     units_ahead: u64,
 ) -> Span {
-    if !enabled() {
+    if !traced() {
         return Span::none();
     }
     tracing::info_span!(
+        target: TRACE_TARGET,
         "admission.wait",
         budget = %budget,
         caller = %caller,
@@ -404,31 +446,31 @@ pub fn waited(span: &Span, waited: Duration) {
     }
 }
 
-/// The span of one lookup batch: a trace of its own (it serves many
-/// callers, each of whom links to its upstream request).
+/// The span of one lookup batch, if sampled: a trace of its own (it serves
+/// many callers, each of whom links to its upstream request).
 pub fn batch_span<'a>(ids: impl ExactSizeIterator<Item = &'a str>) -> Span {
-    if !enabled() {
+    if !enabled() || !sampling::sampled(None, "lookup.batch", SpanKind::Internal) {
         return Span::none();
     }
     let size = ids.len();
     let ids = ids.collect::<Vec<_>>().join(",");
-    tracing::info_span!(parent: None, "lookup.batch", size, ids = %ids)
+    tracing::info_span!(target: TRACE_TARGET, parent: None, "lookup.batch", size, ids = %ids)
 }
 
 /// The wait for other replicas' fill of `ids` ids.
 pub fn replica_wait_span(ids: usize) -> Span {
-    if !enabled() {
+    if !traced() {
         return Span::none();
     }
-    tracing::info_span!("lookup.replica_wait", ids)
+    tracing::info_span!(target: TRACE_TARGET, "lookup.replica_wait", ids)
 }
 
 /// A caller's wait for the one flight (fill-once) of `id`.
 pub fn flight_span(id: &str) -> Span {
-    if !enabled() {
+    if !traced() {
         return Span::none();
     }
-    tracing::info_span!("lookup.wait", id = %id)
+    tracing::info_span!(target: TRACE_TARGET, "lookup.wait", id = %id)
 }
 
 /// The upstream request a lookup's answer came from; set by the batch
@@ -455,7 +497,7 @@ impl AnsweredBy {
 /// Links the current span (the caller's call) to each distinct request
 /// that answered one of its lookups.
 pub fn link_current<'a>(answers: impl IntoIterator<Item = &'a AnsweredBy>) {
-    if !enabled() {
+    if !traced() {
         return;
     }
     let current = Span::current();
@@ -470,10 +512,11 @@ pub fn link_current<'a>(answers: impl IntoIterator<Item = &'a AnsweredBy>) {
 
 /// One request to Clerk (all its attempts), with its route template.
 pub fn upstream_span(route: &str) -> Span {
-    if !enabled() {
+    if !traced() {
         return Span::none();
     }
     let span = tracing::info_span!(
+        target: TRACE_TARGET,
         "clerk.request",
         route = %route,
         attempt = Empty,
@@ -489,7 +532,7 @@ pub fn upstream_span(route: &str) -> Span {
 
 /// Records on the current [`upstream_span`] which attempt is under way.
 pub fn record_attempt(attempt: u32) {
-    if enabled() {
+    if traced() {
         Span::current().record("attempt", attempt);
     }
 }
@@ -497,7 +540,7 @@ pub fn record_attempt(attempt: u32) {
 /// Records on the current [`upstream_span`] Clerk's answer: the HTTP status
 /// and Clerk's trace id header, if it sent one.
 pub fn record_answer(status: u16, headers: &HeaderMap) {
-    if !enabled() {
+    if !traced() {
         return;
     }
     let span = Span::current();
@@ -510,7 +553,7 @@ pub fn record_answer(status: u16, headers: &HeaderMap) {
 /// Records on the current [`upstream_span`] the trace id of Clerk's error
 /// body (`clerk_trace_id`), which wins over its header's; none if empty.
 pub fn record_clerk_trace_id(trace: &str) {
-    if enabled() && !trace.is_empty() {
+    if !trace.is_empty() && traced() {
         Span::current().record("clerk_trace_id", trace);
     }
 }
