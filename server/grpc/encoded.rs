@@ -7,18 +7,31 @@
 //! written into the answer as they are. The bytes on the wire are the same as
 //! for the `pb::User` they were made from.
 //!
-//! [`EncodedUsers`] remembers the encoding of recently served users, one memo
-//! per [`Visibility`], bounded by bytes. An entry is the encoding of one exact
-//! text of the user (Clerk's JSON): it is used only for that very text, so a
-//! user changed by Clerk, a webhook or a write is encoded again on its next
-//! answer, and the memo needs no invalidation of its own. The user cache
+//! [`EncodedUsers`] remembers the encoding of recently served users (by id
+//! and [`Visibility`]), bounded by bytes. An entry is the encoding of one
+//! exact text of the user (Clerk's JSON): it is used only for that very text,
+//! so a user changed by Clerk, a webhook or a write is encoded again on its
+//! next answer, and the memo needs no invalidation of its own. The user cache
 //! still decides what is served (fresh, stale, missing); the memo only saves
 //! the work of turning it into a message.
+//!
+//! The memo is a table of slots, each holding at most one encoding: the slot
+//! of a user is picked by hashing its id and visibility, and a user served
+//! from the cache takes its slot over. A lookup is a hash, an uncontended
+//! lock and a pointer comparison — a batch of 100 does it 100 times, where a
+//! concurrent cache's lookup (its read log, its clock) cost as much as the
+//! rest of the batch's work. Two hot users sharing a slot take turns; with a
+//! slot per 2 KiB of the bound, that is rare.
 
-use std::sync::Arc;
+use std::{
+    hash::BuildHasher as _,
+    sync::{
+        Arc, Mutex, PoisonError,
+        atomic::{AtomicU64, Ordering},
+    },
+};
 
 use bytes::{BufMut, Bytes};
-use moka::future::Cache;
 use prost::Message;
 
 use super::convert::{self, Visibility};
@@ -79,37 +92,57 @@ impl Message for EncodedUser {
     }
 }
 
-/// Bytes counted per memo entry on top of the encoding: the key, the shared
-/// text's handle and moka's bookkeeping.
-const MEMO_OVERHEAD: usize = 160;
+/// Bytes counted per remembered encoding on top of its bytes and id: the
+/// handles to its id and text.
+const MEMO_OVERHEAD: usize = 64;
 
-/// One remembered encoding: of this exact text of the user.
-#[derive(Clone, Debug)]
+/// Bytes of the bound per slot of the table: about one encoded user.
+const BYTES_PER_SLOT: u64 = 2 << 10;
+
+/// Most slots of a table (80 MiB of them).
+const MAX_SLOTS: u64 = 1 << 20;
+
+/// One remembered encoding: of this exact text of the user, as callers with
+/// this visibility see it.
+#[derive(Debug)]
 struct Memo {
+    id: Arc<str>,
+    visibility: Visibility,
     text: Arc<str>,
     encoded: EncodedUser,
 }
 
-/// Encoded users, remembered for the users served most (see the module docs).
+impl Memo {
+    /// The bytes it is counted for.
+    fn size(&self) -> u64 {
+        (self.id.len() + self.encoded.len() + MEMO_OVERHEAD) as u64
+    }
+}
+
+/// Encoded users, remembered for the users served recently (see the module
+/// docs).
 #[derive(Debug)]
 pub(crate) struct EncodedUsers {
-    /// One memo per visibility: `Full`, then `WithoutPrivateMetadata`.
-    memos: [Cache<Arc<str>, Memo>; 2],
+    /// A power of two of them.
+    slots: Box<[Mutex<Option<Memo>>]>,
+    hasher: std::hash::RandomState,
+    /// Bytes of the memos held, never over `max_bytes`.
+    held: AtomicU64,
+    max_bytes: u64,
 }
 
 impl EncodedUsers {
-    /// Memos holding at most `max_bytes` of encodings in all.
+    /// A memo holding at most `max_bytes` of encodings (and their ids), in
+    /// a table of one slot per 2 KiB of it.
     pub(crate) fn new(max_bytes: u64) -> Self {
-        let memo = || {
-            Cache::builder()
-                .max_capacity((max_bytes / 2).max(1))
-                .weigher(|id: &Arc<str>, memo: &Memo| {
-                    u32::try_from(id.len() + memo.encoded.len() + MEMO_OVERHEAD).unwrap_or(u32::MAX)
-                })
-                .build()
-        };
+        let slots = (max_bytes / BYTES_PER_SLOT)
+            .clamp(1, MAX_SLOTS)
+            .next_power_of_two();
         Self {
-            memos: [memo(), memo()],
+            slots: (0..slots).map(|_| Mutex::new(None)).collect(),
+            hasher: std::hash::RandomState::new(),
+            held: AtomicU64::new(0),
+            max_bytes,
         }
     }
 
@@ -117,51 +150,92 @@ impl EncodedUsers {
     /// this text of the user was encoded before, encoded otherwise, and then
     /// remembered if it was served from the cache (`hit`): a user fetched
     /// once and never asked for again takes no memory here.
-    pub(crate) async fn get(
-        &self,
-        user: &ClerkUser,
-        visibility: Visibility,
-        hit: bool,
-    ) -> EncodedUser {
-        let memo = match visibility {
-            Visibility::Full => &self.memos[0],
-            Visibility::WithoutPrivateMetadata => &self.memos[1],
-        };
+    pub(crate) fn get(&self, user: &ClerkUser, visibility: Visibility, hit: bool) -> EncodedUser {
+        let id = user.id();
+        let slot = self.slot(id, visibility);
         let text = user.shared_text();
-        if let Some(known) = memo.get(user.id()).await
+        if let Some(known) = &*lock(slot)
+            && known.visibility == visibility
+            && *known.id == *id
             && (Arc::ptr_eq(&known.text, &text) || known.text == text)
         {
-            return known.encoded;
+            return known.encoded.clone();
         }
         let encoded = EncodedUser::new(&convert::user(user, visibility));
-        if !hit {
-            return encoded;
+        if hit {
+            self.remember(
+                slot,
+                Memo {
+                    id: user.shared_id(),
+                    visibility,
+                    text,
+                    encoded: encoded.clone(),
+                },
+            );
         }
-        memo.insert(
-            user.shared_id(),
-            Memo {
-                text,
-                encoded: encoded.clone(),
-            },
-        )
-        .await;
         encoded
     }
 
     /// Users of a batch, encoded as [`EncodedUsers::get`] does (`hit`: all
     /// were served from the cache).
-    pub(crate) async fn get_all(
+    pub(crate) fn get_all(
         &self,
         users: &[ClerkUser],
         visibility: Visibility,
         hit: bool,
     ) -> Vec<EncodedUser> {
-        let mut encoded = Vec::with_capacity(users.len());
-        for user in users {
-            encoded.push(self.get(user, visibility, hit).await);
-        }
-        encoded
+        users
+            .iter()
+            .map(|user| self.get(user, visibility, hit))
+            .collect()
     }
+
+    /// The slot of `id` seen with `visibility`.
+    fn slot(&self, id: &str, visibility: Visibility) -> &Mutex<Option<Memo>> {
+        let hash = self.hasher.hash_one((id, visibility == Visibility::Full));
+        // A power of two of slots: the low bits pick one.
+        &self.slots[hash as usize & (self.slots.len() - 1)]
+    }
+
+    /// Puts `memo` in `slot`, in place of what it held, unless the bytes
+    /// held would then pass the bound (the slot then keeps what it had).
+    fn remember(&self, slot: &Mutex<Option<Memo>>, memo: Memo) {
+        let mut held = lock(slot);
+        let freed = held.as_ref().map_or(0, Memo::size);
+        let added = memo.size();
+        // Under the slot's lock, `freed` is this slot's own: the sum stays
+        // exact whatever other slots do meanwhile.
+        let fits = self
+            .held
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |total| {
+                let total = total - freed + added;
+                (total <= self.max_bytes).then_some(total)
+            });
+        if fits.is_ok() {
+            *held = Some(memo);
+        }
+    }
+
+    /// Bytes of the encodings remembered now.
+    #[cfg(test)]
+    fn held_bytes(&self) -> u64 {
+        self.held.load(Ordering::Relaxed)
+    }
+
+    /// Encodings remembered now.
+    #[cfg(test)]
+    fn remembered(&self) -> usize {
+        self.slots
+            .iter()
+            .filter(|slot| lock(slot).is_some())
+            .count()
+    }
+}
+
+/// The memo a slot holds (a panic while it was held left it whole: a slot
+/// is only ever replaced as a whole).
+fn lock(slot: &Mutex<Option<Memo>>) -> std::sync::MutexGuard<'_, Option<Memo>> {
+    slot.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 #[cfg(test)]
@@ -196,31 +270,65 @@ mod tests {
         );
     }
 
-    #[tokio::test]
-    async fn only_users_served_from_the_cache_are_remembered() {
+    #[test]
+    fn only_users_served_from_the_cache_are_remembered() {
         let users = EncodedUsers::new(1 << 20);
         let alice = user(ALICE);
-        users.get(&alice, Visibility::Full, false).await;
-        users.memos[0].run_pending_tasks().await;
-        assert_eq!(users.memos[0].entry_count(), 0);
-        users.get(&alice, Visibility::Full, true).await;
-        users.memos[0].run_pending_tasks().await;
-        assert_eq!(users.memos[0].entry_count(), 1);
-        assert_eq!(users.memos[1].entry_count(), 0);
+        users.get(&alice, Visibility::Full, false);
+        assert_eq!(users.remembered(), 0);
+        users.get(&alice, Visibility::Full, true);
+        assert_eq!(users.remembered(), 1);
+        users.get(&alice, Visibility::WithoutPrivateMetadata, true);
+        assert_eq!(users.remembered(), 2);
     }
 
-    #[tokio::test]
-    async fn the_memo_serves_the_encoding_of_the_same_text_only() {
+    #[test]
+    fn the_memo_never_holds_more_than_its_bound() {
+        let users: Vec<ClerkUser> = (0..200)
+            .map(|i| {
+                let name = "x".repeat(3000 + i);
+                user(&format!(r#"{{"id":"user_{i}","first_name":"{name}"}}"#))
+            })
+            .collect();
+        let one = EncodedUser::new(&convert::user(&users[199], Visibility::Full)).len() as u64;
+        let bound = 20 * (one + 64);
+        let memo = EncodedUsers::new(bound);
+        for round in 0..3 {
+            for user in &users {
+                let served = memo.get(user, Visibility::Full, true);
+                assert_eq!(
+                    served,
+                    EncodedUser::new(&convert::user(user, Visibility::Full))
+                );
+                assert!(
+                    memo.held_bytes() <= bound,
+                    "round {round}: {}",
+                    memo.held_bytes()
+                );
+            }
+        }
+        // Bytes bind before slots do (users of over 3 KB, a slot per 2 KiB):
+        // full, or nearly, and what it holds is counted exactly.
+        let counted: u64 = memo
+            .slots
+            .iter()
+            .filter_map(|slot| lock(slot).as_ref().map(Memo::size))
+            .sum();
+        assert_eq!(counted, memo.held_bytes());
+        assert!(memo.remembered() >= 10, "{}", memo.remembered());
+    }
+
+    #[test]
+    fn the_memo_serves_the_encoding_of_the_same_text_only() {
         let users = EncodedUsers::new(1 << 20);
         let alice = user(ALICE);
         for visibility in [Visibility::Full, Visibility::WithoutPrivateMetadata] {
             let expected = EncodedUser::new(&convert::user(&alice, visibility));
-            assert_eq!(users.get(&alice, visibility, true).await, expected);
-            assert_eq!(users.get(&alice, visibility, true).await, expected);
+            assert_eq!(users.get(&alice, visibility, true), expected);
+            assert_eq!(users.get(&alice, visibility, true), expected);
         }
         let hidden = users
             .get(&alice, Visibility::WithoutPrivateMetadata, true)
-            .await
             .decode()
             .unwrap();
         assert!(hidden.private_metadata.is_none());
@@ -228,11 +336,7 @@ mod tests {
         // Alice changed: her new text is encoded again, in both memos.
         let renamed = user(r#"{"id":"user_a","first_name":"Alicia","private_metadata":{"k":2}}"#);
         for visibility in [Visibility::Full, Visibility::WithoutPrivateMetadata] {
-            let served = users
-                .get(&renamed, visibility, true)
-                .await
-                .decode()
-                .unwrap();
+            let served = users.get(&renamed, visibility, true).decode().unwrap();
             assert_eq!(served.first_name.as_deref(), Some("Alicia"));
             assert_eq!(served, convert::user(&renamed, visibility));
         }

@@ -127,8 +127,7 @@ impl UserService for UserApi {
             }) => Ok(with_cache_header(
                 Response::new(
                     self.encoded
-                        .get(&user, visibility, cache == CacheStatus::Hit)
-                        .await,
+                        .get(&user, visibility, cache == CacheStatus::Hit),
                 ),
                 cache,
             )),
@@ -190,8 +189,7 @@ impl UserService for UserApi {
         let reply = wire::BatchGetUsersResponse {
             users: self
                 .encoded
-                .get_all(&batch.found, visibility, batch.cache == CacheStatus::Hit)
-                .await,
+                .get_all(&batch.found, visibility, batch.cache == CacheStatus::Hit),
             missing_user_ids: batch.missing,
         };
         Ok(with_cache_header(Response::new(reply), batch.cache))
@@ -272,7 +270,7 @@ impl UserService for UserApi {
             .await
         {
             Ok(user) => Ok(Response::new(wire::UpdateUserMetadataResponse {
-                user: Some(self.encoded.get(&user, visibility, false).await),
+                user: Some(self.encoded.get(&user, visibility, false)),
             })),
             Err(UpstreamError::NotFound(_)) => Err(not_found(&update.user_id)),
             Err(UpstreamError::Rejected { code }) => Err(Status::invalid_argument(format!(
