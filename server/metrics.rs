@@ -40,7 +40,8 @@ pub struct Metrics {
     registry: Registry,
     /// The series of the gRPC paths (`/package.Service/Method`) labelled by
     /// name.
-    known_methods: HashMap<Arc<str>, Arc<MethodMetrics>>,
+    /// Looked up on every call (keys fixed at start: no hash flooding).
+    known_methods: HashMap<Arc<str>, Arc<MethodMetrics>, foldhash::fast::RandomState>,
     /// The series of every other path.
     unknown_method: Arc<MethodMetrics>,
     front_requests: IntCounterVec,

@@ -33,16 +33,26 @@ pub(crate) fn check_user_id(field: &str, id: &str, violations: &mut Violations) 
     }
 }
 
+/// The bytes a user id may hold: letters, digits, '_' and '-' (a table: a
+/// batch checks 100 ids byte by byte).
+static ID_BYTES: [bool; 256] = {
+    let mut allowed = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let byte = b as u8;
+        allowed[b] = byte.is_ascii_alphanumeric() || byte == b'_' || byte == b'-';
+        b += 1;
+    }
+    allowed
+};
+
 /// What is wrong with a user id, if anything.
 pub(crate) fn user_id_problem(id: &str) -> Option<&'static str> {
     Some(if id.is_empty() {
         "is required: pass a Clerk user id such as user_2abc…"
     } else if id.len() > MAX_USER_ID_LEN {
         "is longer than 128 characters: pass a Clerk user id such as user_2abc…"
-    } else if !id
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-    {
+    } else if !id.bytes().all(|b| ID_BYTES[usize::from(b)]) {
         "may contain only letters, digits, '_' and '-': pass a Clerk user id such as user_2abc…"
     } else {
         return None;

@@ -125,7 +125,7 @@ impl Memo {
 pub(crate) struct EncodedUsers {
     /// A power of two of them.
     slots: Box<[Mutex<Option<Memo>>]>,
-    hasher: std::hash::RandomState,
+    hasher: foldhash::fast::RandomState,
     /// Bytes of the memos held, never over `max_bytes`.
     held: AtomicU64,
     max_bytes: u64,
@@ -140,7 +140,7 @@ impl EncodedUsers {
             .next_power_of_two();
         Self {
             slots: (0..slots).map(|_| Mutex::new(None)).collect(),
-            hasher: std::hash::RandomState::new(),
+            hasher: foldhash::fast::RandomState::default(),
             held: AtomicU64::new(0),
             max_bytes,
         }

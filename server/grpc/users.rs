@@ -158,7 +158,10 @@ impl UserService for UserApi {
         let requested = request.into_inner().user_ids;
         let mut violations = convert::Violations::new();
         // Each id once, in the order first asked for, without copying any.
-        let mut seen = HashSet::with_capacity(requested.len());
+        let mut seen = HashSet::with_capacity_and_hasher(
+            requested.len(),
+            foldhash::fast::RandomState::default(),
+        );
         let first: Vec<bool> = requested.iter().map(|id| seen.insert(&**id)).collect();
         drop(seen);
         let ids: Vec<String> = requested
