@@ -19,6 +19,12 @@
 #   BENCH_TRACING=1: also AcquirePermit and GetUser on a broker exporting
 #                  traces (OTLP to a sink on core 1, 1 % of calls sampled),
 #                  against the broker with tracing off
+#   BENCH_INSTRUCTIONS=1: also each call's user-space instructions per call,
+#                  broker and baseline each run under callgrind (installs
+#                  valgrind if missing): deterministic, so a change's effect
+#                  shows even when the machine's noise hides it in RPC/s
+#                  (kernel time, cache misses and SHA extensions are not in
+#                  it: valgrind hashes tokens in software)
 #
 # Installs h2load (Debian's nghttp2-client) when missing; builds the release
 # binaries. The broker runs as `serve` with production defaults (logs at info,
@@ -76,13 +82,15 @@ start_broker() {
   local name=$1 port
   shift
   port=$(free_port)
-  CLERK_SECRET_KEY=sk_test_fake RUST_LOG=info taskset -c 0 "$bin/clerk-broker" serve \
+  # shellcheck disable=SC2086 # $under: a command and its flags, or nothing
+  CLERK_SECRET_KEY=sk_test_fake RUST_LOG=info taskset -c 0 ${under:-} "$bin/clerk-broker" serve \
     --clerk-api-url "$fake/v1" --listen "127.0.0.1:$port" --config "$work/policy.toml" \
     --http-listen "127.0.0.1:$(free_port)" --clerk-api-listen "127.0.0.1:$(free_port)" \
     --upstream-rate 1000000/1ms --cache-ttl 1h "$@" 2>"$work/broker-$name.log" &
   pids+=($!)
   pid_of["127.0.0.1:$port"]=$!
-  for _ in $(seq 100); do
+  # Up to 10 s (a minute under valgrind) to start.
+  for _ in $(seq "${start_tries:-100}"); do
     "$bin/bench-bare-grpc" call "127.0.0.1:$port" "${paths[permit]}" "$work/permit.msg" \
       /dev/null "$token" >/dev/null 2>&1 && break
     sleep 0.1
@@ -207,6 +215,55 @@ if [ "${BENCH_TRACING:-0}" = 1 ]; then
     "$bin/bench-bare-grpc" call "$broker_tracing" "${paths[$call]}" "$work/$call.msg" \
       /dev/null "$token" >/dev/null
     compare "$call, tracing on (1 % sampled) vs off" "$broker_tracing" "$broker" "$call"
+  done
+fi
+
+if [ "${BENCH_INSTRUCTIONS:-0}" = 1 ]; then
+  if ! command -v valgrind >/dev/null 2>&1; then
+    echo "installing valgrind (apt valgrind)"
+    if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq valgrind >/dev/null
+  fi
+  # instructions ADDRESS CALL N: instructions per call of the server at
+  # ADDRESS (under callgrind) over N calls, after N warm-up calls.
+  instructions() {
+    local pid=${pid_of[$1]}
+    run "$1" "$2" "$3" >/dev/null
+    callgrind_control -d "$pid" >/dev/null
+    run "$1" "$2" "$3" >/dev/null
+    callgrind_control -d "$pid" >/dev/null
+    # The second dump holds the measured calls only (a dump zeroes).
+    for _ in $(seq 50); do
+      [ "$(find "$work" -name "cg.$pid.*" | wc -l)" -ge 2 ] && break
+      sleep 0.2
+    done
+    python3 - "$3" $(ls -v "$work"/cg."$pid".*) <<'PY'
+import sys
+n, dumps = int(sys.argv[1]), sys.argv[2:]
+totals = [l for l in open(dumps[-1]) if l.startswith("totals:")]
+print(f"{int(totals[0].split()[1]) / n:.0f}")
+PY
+  }
+  cg=(valgrind --tool=callgrind "--callgrind-out-file=$work/cg.%p")
+  under="${cg[*]}" start_tries=600 start_broker instructions
+  for call in $calls; do
+    n=2000
+    [ "$call" = batch ] && n=500
+    "$bin/bench-bare-grpc" call "$broker_instructions" "${paths[$call]}" "$work/$call.msg" \
+      /dev/null "$token" >/dev/null
+    port=$(free_port)
+    exec {fd}< <(exec taskset -c 0 "${cg[@]}" "$bin/bench-bare-grpc" serve "127.0.0.1:$port" \
+      "$work/$call.answer" 2>/dev/null)
+    pids+=($!)
+    pid_of["127.0.0.1:$port"]=$!
+    read -r _ <&"$fd"
+    t=$(instructions "$broker_instructions" "$call" "$n")
+    b=$(instructions "127.0.0.1:$port" "$call" "$n")
+    kill "${pid_of[127.0.0.1:$port]}" 2>/dev/null || true
+    line=$(python3 -c "print(f'$call, instructions per call (callgrind): broker $t vs baseline $b = {$b / $t:.2f}x')")
+    echo "  $line"
+    summary+=("$line")
   done
 fi
 
