@@ -13,6 +13,7 @@
 //! priorities and outcomes are the broker's constants.
 
 mod grpc;
+mod permits;
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
@@ -49,8 +50,7 @@ pub struct Metrics {
     upstream_requests: IntCounterVec,
     upstream_duration: HistogramVec,
     upstream_rate_limited: IntCounter,
-    permits: IntCounterVec,
-    permit_wait: HistogramVec,
+    permits: permits::PermitMetrics,
     budget_pauses: IntCounterVec,
     redis_degraded: IntGaugeVec,
     budget_limit: IntGaugeVec,
@@ -206,15 +206,17 @@ impl Metrics {
                 &["endpoint"],
             ),
             upstream_rate_limited,
-            permits: counter(
-                "clerk_broker_permits_total",
-                "Admission decisions by budget, caller, priority and outcome (granted/refused).",
-                &["budget", "caller", "priority", "outcome"],
-            ),
-            permit_wait: histogram(
-                "clerk_broker_permit_wait_seconds",
-                "Time granted requests waited in the budget's queue.",
-                &["budget", "caller", "priority"],
+            permits: permits::PermitMetrics::new(
+                counter(
+                    "clerk_broker_permits_total",
+                    "Admission decisions by budget, caller, priority and outcome (granted/refused).",
+                    &["budget", "caller", "priority", "outcome"],
+                ),
+                histogram(
+                    "clerk_broker_permit_wait_seconds",
+                    "Time granted requests waited in the budget's queue.",
+                    &["budget", "caller", "priority"],
+                ),
             ),
             budget_pauses: counter(
                 "clerk_broker_budget_pauses_total",
@@ -347,19 +349,15 @@ impl Default for Metrics {
 
 impl AdmissionEvents for Metrics {
     fn granted(&self, budget: &str, demand: &Demand, cost: u32, waited: Duration) {
-        let priority = demand.priority.as_str();
-        self.permits
-            .with_label_values(&[budget, &demand.caller, priority, "granted"])
-            .inc_by(u64::from(cost));
-        self.permit_wait
-            .with_label_values(&[budget, &demand.caller, priority])
-            .observe(waited.as_secs_f64());
+        let series = self.permits.series(budget, &demand.caller, demand.priority);
+        series.granted.inc_by(u64::from(cost));
+        series.wait.observe(waited.as_secs_f64());
     }
 
     fn refused(&self, budget: &str, demand: &Demand, cost: u32) {
-        let priority = demand.priority.as_str();
         self.permits
-            .with_label_values(&[budget, &demand.caller, priority, "refused"])
+            .series(budget, &demand.caller, demand.priority)
+            .refused
             .inc_by(u64::from(cost));
     }
 

@@ -80,7 +80,7 @@ impl Authenticate {
         peer: Option<&Peer>,
         scope: Scope,
     ) -> Result<Arc<Caller>, Status> {
-        let mut entries = headers.get_all("authorization").iter();
+        let mut entries = headers.get_all(http::header::AUTHORIZATION).iter();
         let header = entries.next().map(|value| value.as_bytes());
         // Two credentials on one call are ambiguous (which one is the
         // caller?), whatever they hold: refused, rather than letting the
@@ -186,7 +186,7 @@ where
                 &caller,
                 request
                     .headers()
-                    .get("authorization")
+                    .get(http::header::AUTHORIZATION)
                     .map(|value| value.as_bytes()),
                 request
                     .extensions()

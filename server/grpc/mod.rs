@@ -58,7 +58,9 @@ const REPLY_MARGIN: Duration = Duration::from_millis(50);
 /// `grpc-timeout`, less a little time (a tenth, at most 50 ms) to deliver the
 /// answer before the caller gives up.
 pub(crate) fn call_deadline(metadata: &MetadataMap) -> Option<Instant> {
-    let value = metadata.get("grpc-timeout")?.to_str().ok()?;
+    // Named once: a name given as text is parsed on each lookup.
+    static GRPC_TIMEOUT: http::HeaderName = http::HeaderName::from_static("grpc-timeout");
+    let value = metadata.as_ref().get(&GRPC_TIMEOUT)?.to_str().ok()?;
     let timeout = parse_grpc_timeout(value)?;
     Some(Instant::now() + timeout - (timeout / 10).min(REPLY_MARGIN))
 }

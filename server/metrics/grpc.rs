@@ -41,6 +41,11 @@ const CODE_NAMES: [&str; 18] = [
     "Transport",
 ];
 
+/// Headers read on every answer, named once (a name given as text is
+/// parsed on each lookup).
+static GRPC_STATUS: http::HeaderName = http::HeaderName::from_static("grpc-status");
+static X_CACHE: http::HeaderName = http::HeaderName::from_static("x-cache");
+
 /// Where a call that failed in transport is counted in [`CODE_NAMES`].
 const TRANSPORT: usize = 17;
 
@@ -202,7 +207,7 @@ where
             let code = match &response {
                 Ok(response) => response
                     .headers()
-                    .get("grpc-status")
+                    .get(&GRPC_STATUS)
                     .and_then(|value| value.to_str().ok())
                     .and_then(|value| value.parse::<i32>().ok())
                     .map_or(Code::Ok, Code::from) as usize,
@@ -213,7 +218,7 @@ where
             if let Some(x_cache) = response
                 .as_ref()
                 .ok()
-                .and_then(|response| response.headers().get("x-cache"))
+                .and_then(|response| response.headers().get(&X_CACHE))
                 && let Some(result) = method.record_cache(x_cache.as_bytes())
             {
                 crate::telemetry::record_cache(&span, result);
