@@ -227,7 +227,9 @@ const WRITE_USER_ROUTES: [&str; 3] = [
 #[derive(Clone, Debug)]
 pub struct Policy {
     /// Callers by the SHA-256 of their token; empty: anonymous mode.
-    by_token: HashMap<[u8; 32], Arc<Caller>>,
+    /// Looked up on every call; keys are the policy's digests (a fast
+    /// hash: lookups cannot flood it).
+    by_token: HashMap<[u8; 32], Arc<Caller>, foldhash::fast::RandomState>,
     /// Callers by the identity their client certificate names.
     by_tls_identity: HashMap<String, Arc<Caller>>,
     /// The caller of every call in anonymous mode.
@@ -245,7 +247,7 @@ impl Policy {
     /// No file: one anonymous caller allowed everything, no extra budgets.
     pub fn anonymous() -> Self {
         Self {
-            by_token: HashMap::new(),
+            by_token: HashMap::default(),
             by_tls_identity: HashMap::new(),
             anonymous: Some(Arc::new(Caller::anonymous())),
             budgets: Vec::new(),

@@ -106,7 +106,7 @@ impl Policy {
                 });
             }
         }
-        let mut by_token = HashMap::new();
+        let mut by_token = HashMap::default();
         let mut by_tls_identity = HashMap::new();
         let mut caller_names = HashSet::new();
         for (i, entry) in file.callers.into_iter().enumerate() {

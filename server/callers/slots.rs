@@ -21,8 +21,9 @@ pub const IN_FLIGHT_RETRY: Duration = Duration::from_millis(50);
 pub const STREAM_RETRY: Duration = Duration::from_secs(1);
 
 /// The slots every caller holds; one per broker, shared by every listener.
+/// (Keyed by the policy's caller names: a fast hash, no flooding.)
 #[derive(Debug, Default)]
-pub struct Slots(DashMap<CallerName, Arc<Held>>);
+pub struct Slots(DashMap<CallerName, Arc<Held>, foldhash::fast::RandomState>);
 
 /// What one caller holds now.
 #[derive(Debug, Default)]
