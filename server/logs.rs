@@ -57,11 +57,8 @@ pub fn in_call_sync<R>(call: Arc<Call>, work: impl FnOnce() -> R) -> R {
     CALL.sync_scope(call, work)
 }
 
-/// A future whose polls are part of a call.
-pub type InCall<F> = tokio::task::futures::TaskLocalFuture<Arc<Call>, F>;
-
 /// `future`, whose polls are part of `call`.
-pub fn in_call<F: Future>(call: Arc<Call>, future: F) -> InCall<F> {
+pub fn in_call<F: Future>(call: Arc<Call>, future: F) -> impl Future<Output = F::Output> {
     CALL.scope(call, future)
 }
 

@@ -13,7 +13,7 @@ use std::{
 use prometheus::{Histogram, HistogramVec, IntCounter, IntCounterVec};
 use prost::Message as _;
 use tonic::Code;
-use tracing::{Instrument as _, instrument::Instrumented};
+use tracing::Instrument as _;
 
 use super::Metrics;
 
@@ -182,10 +182,11 @@ pub struct GrpcMetrics<S> {
 impl<S, B, R> tower::Service<http::Request<B>> for GrpcMetrics<S>
 where
     S: tower::Service<http::Request<B>, Response = http::Response<R>>,
+    S::Future: Send + 'static,
 {
     type Response = S::Response;
     type Error = S::Error;
-    type Future = crate::logs::InCall<Counted<S::Future>>;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -201,61 +202,31 @@ where
         let span = crate::telemetry::call_span(&method.name, request.headers());
         let response =
             crate::logs::in_call_sync(call.clone(), || span.in_scope(|| self.inner.call(request)));
-        crate::logs::in_call(
-            call,
-            Counted {
-                inner: response.instrument(span.clone()),
-                method,
-                started,
-                span,
-            },
-        )
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// A call's answer, counted when it comes.
-    pub struct Counted<F> {
-        #[pin]
-        inner: Instrumented<F>,
-        method: Arc<MethodMetrics>,
-        started: Instant,
-        span: tracing::Span,
-    }
-}
-
-impl<F, R, E> Future for Counted<F>
-where
-    F: Future<Output = Result<http::Response<R>, E>>,
-{
-    type Output = F::Output;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let response = std::task::ready!(this.inner.poll(cx));
-        let (method, span) = (&**this.method, &*this.span);
-        let code = match &response {
-            Ok(response) => response
-                .headers()
-                .get(&GRPC_STATUS)
-                .and_then(|value| value.to_str().ok())
-                .and_then(|value| value.parse::<i32>().ok())
-                .map_or(Code::Ok, Code::from) as usize,
-            Err(_) => TRANSPORT,
-        };
-        method.record(code, this.started.elapsed());
-        // Lookups say how the cache served them in the `x-cache` header.
-        if let Some(x_cache) = response
-            .as_ref()
-            .ok()
-            .and_then(|response| response.headers().get(&X_CACHE))
-            && let Some(result) = method.record_cache(x_cache.as_bytes())
-        {
-            crate::telemetry::record_cache(span, result);
-        }
-        crate::telemetry::record_code(span, CODE_NAMES[code]);
-        tracing::debug!(code = CODE_NAMES[code], elapsed = ?this.started.elapsed(), "call answered");
-        Poll::Ready(response)
+        Box::pin(crate::logs::in_call(call, async move {
+            let response = response.instrument(span.clone()).await;
+            let code = match &response {
+                Ok(response) => response
+                    .headers()
+                    .get(&GRPC_STATUS)
+                    .and_then(|value| value.to_str().ok())
+                    .and_then(|value| value.parse::<i32>().ok())
+                    .map_or(Code::Ok, Code::from) as usize,
+                Err(_) => TRANSPORT,
+            };
+            method.record(code, started.elapsed());
+            // Lookups say how the cache served them in the `x-cache` header.
+            if let Some(x_cache) = response
+                .as_ref()
+                .ok()
+                .and_then(|response| response.headers().get(&X_CACHE))
+                && let Some(result) = method.record_cache(x_cache.as_bytes())
+            {
+                crate::telemetry::record_cache(&span, result);
+            }
+            crate::telemetry::record_code(&span, CODE_NAMES[code]);
+            tracing::debug!(code = CODE_NAMES[code], elapsed = ?started.elapsed(), "call answered");
+            response
+        }))
     }
 }
 

@@ -380,7 +380,7 @@ where
 {
     type Response = http::Response<Guarded<R, Option<OpenStream>>>;
     type Error = S::Error;
-    type Future = Counted<S::Future>;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -394,33 +394,11 @@ where
                 request.extensions_mut().insert(connection.peer);
                 connection.streams.open()
             });
-        Counted {
-            inner: self.inner.call(request),
-            open,
-        }
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// The answer of a counted call, whose body holds the count.
-    pub(crate) struct Counted<F> {
-        #[pin]
-        inner: F,
-        open: Option<OpenStream>,
-    }
-}
-
-impl<F, R, E> Future for Counted<F>
-where
-    F: Future<Output = Result<http::Response<R>, E>>,
-{
-    type Output = Result<http::Response<Guarded<R, Option<OpenStream>>>, E>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let response = std::task::ready!(this.inner.poll(cx))?;
-        let open = this.open.take();
-        Poll::Ready(Ok(response.map(|body| Guarded::new(body, open))))
+        let response = self.inner.call(request);
+        Box::pin(async move {
+            let response = response.await?;
+            Ok(response.map(|body| Guarded::new(body, open)))
+        })
     }
 }
 
