@@ -46,7 +46,7 @@ use std::{
     io,
     pin::Pin,
     sync::{Arc, Mutex, PoisonError},
-    task::{Context, Poll, Waker},
+    task::{Context, Poll},
     time::Duration,
 };
 
@@ -111,10 +111,6 @@ pub(crate) struct GrpcConn {
     idle_timeout: Duration,
     /// The preface deadline, then the next idle check.
     timer: Pin<Box<Sleep>>,
-    /// The waker the timer was last polled with, since its last reset:
-    /// until it elapses, polling it again with that waker changes nothing
-    /// (and a read that waits does it once per few calls).
-    armed: Option<Waker>,
     /// Whether bytes were read since the last read that waited.
     fresh: bool,
     /// Whether the idle close was put off for fresh bytes, with no check
@@ -158,7 +154,6 @@ impl GrpcConn {
             timer: Box::pin(tokio::time::sleep_until(
                 accepted + limits.handshake_timeout,
             )),
-            armed: None,
             fresh: false,
             deferred: false,
         }
@@ -170,14 +165,6 @@ impl GrpcConn {
     /// check, with `cx`'s waker (the read that waits is woken by it).
     fn check_deadlines(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
         let fresh = std::mem::take(&mut self.fresh);
-        if !self.timer.is_elapsed()
-            && self
-                .armed
-                .as_ref()
-                .is_some_and(|waker| waker.will_wake(cx.waker()))
-        {
-            return Ok(());
-        }
         while self.timer.as_mut().poll(cx).is_ready() {
             if self.preface.is_some() {
                 return Err(io::Error::new(
@@ -212,7 +199,6 @@ impl GrpcConn {
             };
             self.timer.as_mut().reset(next);
         }
-        self.armed = Some(cx.waker().clone());
         Ok(())
     }
 }
@@ -252,7 +238,6 @@ impl AsyncRead for GrpcConn {
                     // The idle clock runs from accept: re-armed on the next
                     // read that waits.
                     this.timer.as_mut().reset(Instant::now());
-                    this.armed = None;
                 }
                 Poll::Ready(Ok(()))
             }
