@@ -331,24 +331,17 @@ where
 /// sampled, a child of the caller's `traceparent` if the metadata carries
 /// one; none otherwise.
 pub fn call_span(method: &str, headers: &HeaderMap) -> Span {
-    if !enabled() {
-        return Span::none();
-    }
-    let parent = propagation::remote_parent(headers);
-    if !sampling::sampled(parent.as_ref(), "rpc", SpanKind::Server) {
-        return Span::none();
-    }
-    let span = tracing::info_span!(
-        target: TRACE_TARGET,
-        "rpc",
-        method = %method,
-        caller = Empty,
-        code = Empty,
-        cache = Empty,
-        otel.kind = "server"
-    );
-    adopt(&span, parent);
-    span
+    server_span(headers, "rpc", || {
+        tracing::info_span!(
+            target: TRACE_TARGET,
+            "rpc",
+            method = %method,
+            caller = Empty,
+            code = Empty,
+            cache = Empty,
+            otel.kind = "server"
+        )
+    })
 }
 
 /// Records on the current [`call_span`], if any, its caller.
@@ -375,32 +368,36 @@ pub fn record_code(span: &Span, code: &str) {
 /// The span of one request to the Clerk-compatible front if its trace is
 /// sampled, parented to the caller's `traceparent`; none otherwise.
 pub fn front_span(method: &http::Method, route: &str, headers: &HeaderMap) -> Span {
+    server_span(headers, "http", || {
+        tracing::info_span!(
+            target: TRACE_TARGET,
+            "http",
+            method = %method,
+            route = %route,
+            caller = Empty,
+            status = Empty,
+            otel.kind = "server"
+        )
+    })
+}
+
+/// The span `make` builds (named `name`) for a request with these headers,
+/// a child of the caller's `traceparent` if it has one, when tracing is on
+/// and the sampler keeps it; none otherwise (and `make` does not run).
+fn server_span(headers: &HeaderMap, name: &str, make: impl FnOnce() -> Span) -> Span {
     if !enabled() {
         return Span::none();
     }
     let parent = propagation::remote_parent(headers);
-    if !sampling::sampled(parent.as_ref(), "http", SpanKind::Server) {
+    if !sampling::sampled(parent.as_ref(), name, SpanKind::Server) {
         return Span::none();
     }
-    let span = tracing::info_span!(
-        target: TRACE_TARGET,
-        "http",
-        method = %method,
-        route = %route,
-        caller = Empty,
-        status = Empty,
-        otel.kind = "server"
-    );
-    adopt(&span, parent);
-    span
-}
-
-/// Makes the caller's trace context, if any, the parent of `span`.
-fn adopt(span: &Span, parent: Option<opentelemetry::Context>) {
+    let span = make();
     if let Some(parent) = parent {
         // Only fails for a span that is disabled or already started.
         let _ = span.set_parent(parent);
     }
+    span
 }
 
 /// The current span, for a task spawned to do the call's work (an export's
@@ -573,9 +570,10 @@ tokio::task_local! {
 }
 
 /// Runs `work` and returns, with its output, the context of the first
-/// upstream request it made (when tracing is on).
+/// upstream request it made (when the current span is traced: otherwise
+/// [`upstream_span`] makes none).
 pub async fn capture<F: Future>(work: F) -> (F::Output, Option<SpanContext>) {
-    if !enabled() {
+    if !traced() {
         return (work.await, None);
     }
     REQUEST
