@@ -18,6 +18,8 @@ use clerk_broker::pb::{
 };
 use tonic::{Code, transport::Channel};
 
+use crate::calls::{code_of, timed};
+
 /// Deadline of every unary call.
 const DEADLINE: Duration = Duration::from_millis(1_000);
 /// Deadline of one `ListUsers` call (a resumed export makes a new one).
@@ -59,16 +61,6 @@ impl Tally {
             self.overdue += 1;
         }
     }
-}
-
-fn timed<T>(message: T, timeout: Duration) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    request.set_timeout(timeout);
-    request
-}
-
-fn code_of<T>(result: Result<T, tonic::Status>) -> Code {
-    result.map_or_else(|status| status.code(), |_| Code::Ok)
 }
 
 /// One caller: a mix of hits (a hot set), misses, batches and permits on

@@ -20,6 +20,8 @@
 //! Run: `cargo run --release --bin chaos -- --minutes 10` (needs
 //! `redis-server`; the broker binary next to this one, or `--broker`).
 
+#[path = "../shared/calls.rs"]
+mod calls;
 mod load;
 mod procs;
 

@@ -25,7 +25,11 @@ use std::{
     time::{Duration, Instant},
 };
 
+#[path = "../shared/calls.rs"]
+mod calls;
 mod hot;
+
+use calls::{code_of, timed};
 
 use clap::Parser;
 use clerk_broker::{
@@ -472,16 +476,6 @@ impl Caller {
         }
         code
     }
-}
-
-fn timed<T>(message: T, timeout: Duration) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    request.set_timeout(timeout);
-    request
-}
-
-fn code_of<T>(result: Result<T, tonic::Status>) -> Code {
-    result.map_or_else(|status| status.code(), |_| Code::Ok)
 }
 
 /// A field of `/proc/self/status` in KiB (`VmRSS:` resident now, `VmHWM:`
