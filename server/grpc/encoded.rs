@@ -15,13 +15,16 @@
 //! still decides what is served (fresh, stale, missing); the memo only saves
 //! the work of turning it into a message.
 //!
-//! The memo is a table of slots, each holding at most one encoding: the slot
-//! of a user is picked by hashing its id and visibility, and a user served
-//! from the cache takes its slot over. A lookup is a hash, an uncontended
-//! lock and a pointer comparison — a batch of 100 does it 100 times, where a
-//! concurrent cache's lookup (its read log, its clock) cost as much as the
-//! rest of the batch's work. Two hot users sharing a slot take turns; with a
-//! slot per 2 KiB of the bound, that is rare.
+//! The memo is a table of buckets of four slots (one slot per 2 KiB of the
+//! bound): the bucket of a user is picked by hashing its id and visibility,
+//! and a user served from the cache takes a slot of its bucket, the least
+//! recently used one when all four are taken. A lookup is a hash, an
+//! uncontended lock and a few comparisons — a batch of 100 does it 100
+//! times, where a concurrent cache's lookup (its read log, its clock) cost as
+//! much as the rest of the batch's work. Hot users sharing a bucket keep
+//! their encodings unless more than four of them do (with one slot per
+//! user, two hot users sharing a slot took turns: in one run of `bench-hot`
+//! in seven, two of the batch's 100 users were encoded again on every call).
 
 use std::{
     hash::BuildHasher as _,
@@ -99,8 +102,11 @@ const MEMO_OVERHEAD: usize = 64;
 /// Bytes of the bound per slot of the table: about one encoded user.
 const BYTES_PER_SLOT: u64 = 2 << 10;
 
-/// Most slots of a table (80 MiB of them).
-const MAX_SLOTS: u64 = 1 << 20;
+/// Slots per bucket.
+const WAYS: usize = 4;
+
+/// Most buckets of a table (80 MiB of slots).
+const MAX_BUCKETS: u64 = 1 << 18;
 
 /// One remembered encoding: of this exact text of the user, as callers with
 /// this visibility see it.
@@ -117,14 +123,23 @@ impl Memo {
     fn size(&self) -> u64 {
         (self.id.len() + self.encoded.len() + MEMO_OVERHEAD) as u64
     }
+
+    /// Whether it is an encoding of `id` as seen with `visibility`.
+    fn is_of(&self, id: &str, visibility: Visibility) -> bool {
+        self.visibility == visibility && *self.id == *id
+    }
 }
+
+/// The slots of one bucket, the most recently used first (taken slots
+/// before empty ones).
+type Bucket = [Option<Memo>; WAYS];
 
 /// Encoded users, remembered for the users served recently (see the module
 /// docs).
 #[derive(Debug)]
 pub(crate) struct EncodedUsers {
     /// A power of two of them.
-    slots: Box<[Mutex<Option<Memo>>]>,
+    buckets: Box<[Mutex<Bucket>]>,
     hasher: foldhash::fast::RandomState,
     /// Bytes of the memos held, never over `max_bytes`.
     held: AtomicU64,
@@ -135,11 +150,11 @@ impl EncodedUsers {
     /// A memo holding at most `max_bytes` of encodings (and their ids), in
     /// a table of one slot per 2 KiB of it.
     pub(crate) fn new(max_bytes: u64) -> Self {
-        let slots = (max_bytes / BYTES_PER_SLOT)
-            .clamp(1, MAX_SLOTS)
+        let buckets = (max_bytes / BYTES_PER_SLOT / WAYS as u64)
+            .clamp(1, MAX_BUCKETS)
             .next_power_of_two();
         Self {
-            slots: (0..slots).map(|_| Mutex::new(None)).collect(),
+            buckets: (0..buckets).map(|_| Mutex::default()).collect(),
             hasher: foldhash::fast::RandomState::default(),
             held: AtomicU64::new(0),
             max_bytes,
@@ -152,19 +167,24 @@ impl EncodedUsers {
     /// once and never asked for again takes no memory here.
     pub(crate) fn get(&self, user: &ClerkUser, visibility: Visibility, hit: bool) -> EncodedUser {
         let id = user.id();
-        let slot = self.slot(id, visibility);
+        let bucket = self.bucket(id, visibility);
         let text = user.shared_text();
-        if let Some(known) = &*lock(slot)
-            && known.visibility == visibility
-            && *known.id == *id
-            && (Arc::ptr_eq(&known.text, &text) || known.text == text)
         {
-            return known.encoded.clone();
+            let mut slots = lock(bucket);
+            if let Some(at) = position(&slots, id, visibility)
+                && let Some(known) = &slots[at]
+                && (Arc::ptr_eq(&known.text, &text) || known.text == text)
+            {
+                let encoded = known.encoded.clone();
+                // Now the most recently used.
+                slots[..=at].rotate_right(1);
+                return encoded;
+            }
         }
         let encoded = EncodedUser::new(&convert::user(user, visibility));
         if hit {
             self.remember(
-                slot,
+                bucket,
                 Memo {
                     id: user.shared_id(),
                     visibility,
@@ -190,21 +210,24 @@ impl EncodedUsers {
             .collect()
     }
 
-    /// The slot of `id` seen with `visibility`.
-    fn slot(&self, id: &str, visibility: Visibility) -> &Mutex<Option<Memo>> {
+    /// The bucket of `id` seen with `visibility`.
+    fn bucket(&self, id: &str, visibility: Visibility) -> &Mutex<Bucket> {
         let hash = self.hasher.hash_one((id, visibility == Visibility::Full));
-        // A power of two of slots: the low bits pick one.
-        &self.slots[hash as usize & (self.slots.len() - 1)]
+        // A power of two of buckets: the low bits pick one.
+        &self.buckets[hash as usize & (self.buckets.len() - 1)]
     }
 
-    /// Puts `memo` in `slot`, in place of what it held, unless the bytes
-    /// held would then pass the bound (the slot then keeps what it had).
-    fn remember(&self, slot: &Mutex<Option<Memo>>, memo: Memo) {
-        let mut held = lock(slot);
-        let freed = held.as_ref().map_or(0, Memo::size);
+    /// Puts `memo` first in `bucket`, in place of the user's older encoding
+    /// if the bucket holds one, else of the least recently used slot; unless
+    /// the bytes held would then pass the bound (the bucket then keeps what
+    /// it had).
+    fn remember(&self, bucket: &Mutex<Bucket>, memo: Memo) {
+        let mut slots = lock(bucket);
+        let at = position(&slots, &memo.id, memo.visibility).unwrap_or(WAYS - 1);
+        let freed = slots[at].as_ref().map_or(0, Memo::size);
         let added = memo.size();
-        // Under the slot's lock, `freed` is this slot's own: the sum stays
-        // exact whatever other slots do meanwhile.
+        // Under the bucket's lock, `freed` is this bucket's own: the sum
+        // stays exact whatever other buckets do meanwhile.
         let fits = self
             .held
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |total| {
@@ -212,7 +235,8 @@ impl EncodedUsers {
                 (total <= self.max_bytes).then_some(total)
             });
         if fits.is_ok() {
-            *held = Some(memo);
+            slots[at] = Some(memo);
+            slots[..=at].rotate_right(1);
         }
     }
 
@@ -222,20 +246,39 @@ impl EncodedUsers {
         self.held.load(Ordering::Relaxed)
     }
 
-    /// Encodings remembered now.
+    /// The encodings remembered now.
+    #[cfg(test)]
+    fn memos(&self) -> Vec<(Arc<str>, Visibility, u64)> {
+        self.buckets
+            .iter()
+            .flat_map(|bucket| {
+                lock(bucket)
+                    .iter()
+                    .flatten()
+                    .map(|memo| (memo.id.clone(), memo.visibility, memo.size()))
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
+    /// How many encodings are remembered now.
     #[cfg(test)]
     fn remembered(&self) -> usize {
-        self.slots
-            .iter()
-            .filter(|slot| lock(slot).is_some())
-            .count()
+        self.memos().len()
     }
 }
 
-/// The memo a slot holds (a panic while it was held left it whole: a slot
-/// is only ever replaced as a whole).
-fn lock(slot: &Mutex<Option<Memo>>) -> std::sync::MutexGuard<'_, Option<Memo>> {
-    slot.lock().unwrap_or_else(PoisonError::into_inner)
+/// Where `slots` hold an encoding of `id` seen with `visibility`.
+fn position(slots: &Bucket, id: &str, visibility: Visibility) -> Option<usize> {
+    slots
+        .iter()
+        .position(|slot| slot.as_ref().is_some_and(|memo| memo.is_of(id, visibility)))
+}
+
+/// The slots of a bucket (a panic while it was held left them whole: a slot
+/// is only ever replaced as a whole, and slots only move by a rotation).
+fn lock(bucket: &Mutex<Bucket>) -> std::sync::MutexGuard<'_, Bucket> {
+    bucket.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 #[cfg(test)]
@@ -309,13 +352,43 @@ mod tests {
         }
         // Bytes bind before slots do (users of over 3 KB, a slot per 2 KiB):
         // full, or nearly, and what it holds is counted exactly.
-        let counted: u64 = memo
-            .slots
-            .iter()
-            .filter_map(|slot| lock(slot).as_ref().map(Memo::size))
-            .sum();
+        let counted: u64 = memo.memos().iter().map(|(_, _, size)| size).sum();
         assert_eq!(counted, memo.held_bytes());
         assert!(memo.remembered() >= 10, "{}", memo.remembered());
+    }
+
+    #[test]
+    fn users_sharing_a_bucket_keep_their_encodings_and_the_least_recent_goes() {
+        // 8 KiB: one bucket of four slots, and bytes for more than five users.
+        let memo = EncodedUsers::new(8 << 10);
+        assert_eq!(memo.buckets.len(), 1);
+        let users: Vec<ClerkUser> = ["a", "b", "c", "d", "e"]
+            .iter()
+            .map(|name| user(&format!(r#"{{"id":"user_{name}","first_name":"{name}"}}"#)))
+            .collect();
+        let first: Vec<EncodedUser> = users[..4]
+            .iter()
+            .map(|user| memo.get(user, Visibility::Full, true))
+            .collect();
+        // All four served from the memo: the very bytes encoded first.
+        for _ in 0..3 {
+            for (user, first) in users[..4].iter().zip(&first) {
+                let served = memo.get(user, Visibility::Full, true);
+                assert_eq!(served.0.as_ptr(), first.0.as_ptr(), "{}", user.id());
+            }
+        }
+        // "a" served again is the most recent; a fifth user takes the slot
+        // of the least recently served, "b".
+        memo.get(&users[0], Visibility::Full, true);
+        memo.get(&users[4], Visibility::Full, true);
+        let mut held: Vec<String> = memo.memos().iter().map(|(id, ..)| id.to_string()).collect();
+        held.sort();
+        assert_eq!(held, ["user_a", "user_c", "user_d", "user_e"]);
+        let counted: u64 = memo.memos().iter().map(|(_, _, size)| size).sum();
+        assert_eq!(counted, memo.held_bytes());
+        let again = memo.get(&users[1], Visibility::Full, true);
+        assert_ne!(again.0.as_ptr(), first[1].0.as_ptr());
+        assert_eq!(again, first[1]);
     }
 
     #[test]
