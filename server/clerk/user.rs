@@ -9,7 +9,8 @@ use serde_json::{Map, Value, value::RawValue};
 /// spacing, number spellings and escapes reach callers unchanged, and fields
 /// Clerk adds later are passed on), and the parsed object for reading fields,
 /// parsed from the text on first use (a cache hit that only passes the text
-/// on never parses it). Cheap to clone.
+/// on never parses it, nor allocates for it). Cheap to clone; a clone made
+/// after the parse shares it.
 #[derive(Clone, Debug)]
 pub struct ClerkUser {
     /// The user's id (the object's `id` field).
@@ -17,7 +18,7 @@ pub struct ClerkUser {
     /// The object's text as Clerk wrote it; the cache keeps only this.
     text: Arc<str>,
     /// The whole object, parsed from `text` when first read.
-    json: Arc<OnceLock<Map<String, Value>>>,
+    json: OnceLock<Arc<Map<String, Value>>>,
 }
 
 impl PartialEq for ClerkUser {
@@ -51,7 +52,7 @@ impl ClerkUser {
         Some(Self {
             id,
             text,
-            json: Arc::new(OnceLock::from(json)),
+            json: OnceLock::from(Arc::new(json)),
         })
     }
 
@@ -61,7 +62,7 @@ impl ClerkUser {
         Self {
             id,
             text,
-            json: Arc::default(),
+            json: OnceLock::new(),
         }
     }
 
@@ -89,7 +90,7 @@ impl ClerkUser {
     /// checked when it entered the broker always parses).
     pub fn json(&self) -> &Map<String, Value> {
         self.json
-            .get_or_init(|| serde_json::from_str(&self.text).unwrap_or_default())
+            .get_or_init(|| Arc::new(serde_json::from_str(&self.text).unwrap_or_default()))
     }
 
     /// A string field, if present and a string.
