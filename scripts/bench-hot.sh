@@ -177,8 +177,16 @@ compare() {
   read -r _ hb50 hb99 _ _ _ < <(run "$base" "$call" "$n" "$half")
   read -r _ ht50 ht99 _ _ _ < <(run "$target" "$call" "$n" "$half")
   echo "  at half the baseline's rate ($((half * 4)) RPC/s): baseline p50 $hb50 ms p99 $hb99 ms; broker p50 $ht50 ms p99 $ht99 ms"
+  # Each round's ratio (its two runs are a few seconds apart, so a slow
+  # change in the machine's load moves both), and their median.
+  local ratios
+  ratios=$(python3 -c 'import statistics, sys
+n = len(sys.argv) // 2
+r = [float(t) / float(b) for b, t in zip(sys.argv[1:n + 1], sys.argv[n + 1:])]
+print(" ".join(f"{x:.2f}" for x in r), f"(median {statistics.median(r):.2f}x)")' \
+    "${b_rps[@]}" "${t_rps[@]}")
   local line
-  line=$(python3 -c "print(f'$label: broker {$target_rps:.0f} RPC/s vs baseline {$base_rps:.0f} = {$target_rps / $base_rps:.2f}x; CPU/call {$target_cpu} vs {$base_cpu} us = {$base_cpu / max($target_cpu, 0.001):.2f}x; p99 at half rate {$ht99} vs {$hb99} ms = {$ht99 / max($hb99, 0.001):.2f}x')")
+  line=$(python3 -c "print(f'$label: broker {$target_rps:.0f} RPC/s vs baseline {$base_rps:.0f} = {$target_rps / $base_rps:.2f}x (per round: $ratios); CPU/call {$target_cpu} vs {$base_cpu} us = {$base_cpu / max($target_cpu, 0.001):.2f}x; p99 at half rate {$ht99} vs {$hb99} ms = {$ht99 / max($hb99, 0.001):.2f}x')")
   echo "  $line"
   summary+=("$line")
 }
