@@ -30,7 +30,7 @@ pub use query::{
     ExactField, ListQuery, MAX_FILTER_VALUES, MAX_PAGE, OrderBy, OrderByParseError, OrderField,
     PartialField, TimeField, UserFilter,
 };
-pub use user::ClerkUser;
+pub use user::{ClerkUser, PackedText};
 
 use crate::{
     admission::{Admission, AdmissionError, Demand},

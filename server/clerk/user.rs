@@ -1,6 +1,9 @@
 //! `ClerkUser`: a user object exactly as Clerk sent it.
 
-use std::sync::{Arc, OnceLock};
+use std::{
+    fmt,
+    sync::{Arc, OnceLock},
+};
 
 use serde_json::{Map, Value, value::RawValue};
 
@@ -9,22 +12,92 @@ use serde_json::{Map, Value, value::RawValue};
 /// spacing, number spellings and escapes reach callers unchanged, and fields
 /// Clerk adds later are passed on), and the parsed object for reading fields,
 /// parsed from the text on first use (a cache hit that only passes the text
-/// on never parses it, nor allocates for it). Cheap to clone; a clone made
-/// after the parse shares it.
-#[derive(Clone, Debug)]
+/// on never parses it, nor allocates for it). A user read from the cache
+/// holds its text packed ([`PackedText`]) and unpacks it on first read (a hit
+/// whose encoding is remembered never does). Cheap to clone; a clone made
+/// after the parse or the unpacking shares it.
+#[derive(Clone)]
 pub struct ClerkUser {
     /// The user's id (the object's `id` field).
     id: Arc<str>,
-    /// The object's text as Clerk wrote it; the cache keeps only this.
-    text: Arc<str>,
-    /// The whole object, parsed from `text` when first read.
+    /// The object's text as Clerk wrote it.
+    text: Text,
+    /// The whole object, parsed from the text when first read.
     json: OnceLock<Arc<Map<String, Value>>>,
+}
+
+/// A user's text, as read or as the cache keeps it.
+#[derive(Clone)]
+enum Text {
+    /// As read from Clerk (an answer or a webhook).
+    Plain(Arc<str>),
+    /// Packed, from the cache; unpacked when first read.
+    Packed(PackedText, OnceLock<String>),
+}
+
+/// A user's text, compressed (an LZ4 block, its length first): what the cache
+/// keeps of a user (Clerk's user objects, with their repeated keys, pack to
+/// about half). Unpacking gives back the very bytes packed. Cheap to clone.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PackedText(Arc<[u8]>);
+
+impl PackedText {
+    /// `text`, packed.
+    pub fn pack(text: &str) -> Self {
+        Self(lz4_flex::block::compress_prepend_size(text.as_bytes()).into())
+    }
+
+    /// The text again, byte for byte.
+    pub fn unpack(&self) -> String {
+        let mut bytes = Vec::new();
+        self.unpack_into(&mut bytes);
+        // Packed from a `str`: the same bytes are UTF-8.
+        String::from_utf8(bytes).expect("packed from a str")
+    }
+
+    /// Appends the text, byte for byte, to `out` (UTF-8: it was a `str`).
+    pub fn unpack_into(&self, out: &mut Vec<u8>) {
+        // Only `pack` makes these bytes: they always unpack. A failure is a
+        // bug, answered INTERNAL (a gRPC call's gate, the front's handler).
+        let (size, block) =
+            lz4_flex::block::uncompressed_size(&self.0).expect("packed by PackedText::pack");
+        let start = out.len();
+        out.resize(start + size, 0);
+        let written = lz4_flex::block::decompress_into(block, &mut out[start..])
+            .expect("packed by PackedText::pack");
+        out.truncate(start + written);
+    }
+
+    /// Its size, in bytes.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether it packs the empty text (never, for a user's).
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Whether `other` packs the same text: the same bytes, shared or not
+    /// (packing is deterministic).
+    pub fn is_same(&self, other: &PackedText) -> bool {
+        Arc::ptr_eq(&self.0, &other.0) || self.0 == other.0
+    }
+}
+
+impl fmt::Debug for ClerkUser {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClerkUser")
+            .field("id", &self.id)
+            .field("text", &self.text())
+            .finish()
+    }
 }
 
 impl PartialEq for ClerkUser {
     /// Two users are equal when Clerk sent the same text.
     fn eq(&self, other: &Self) -> bool {
-        self.id == other.id && self.text == other.text
+        self.id == other.id && self.text() == other.text()
     }
 }
 
@@ -51,17 +124,18 @@ impl ClerkUser {
         let id = json.get("id")?.as_str()?.into();
         Some(Self {
             id,
-            text,
+            text: Text::Plain(text),
             json: OnceLock::from(Arc::new(json)),
         })
     }
 
-    /// A user whose `text` was read by [`ClerkUser::from_text`] before
-    /// (the cache's entries), with its `id`: not parsed until a field is read.
-    pub(crate) fn known(id: Arc<str>, text: Arc<str>) -> Self {
+    /// A user whose text was read by [`ClerkUser::from_text`] before and
+    /// then packed (the cache's entries), with its `id`: not unpacked until
+    /// its text is read, nor parsed until a field is.
+    pub(crate) fn packed(id: Arc<str>, text: PackedText) -> Self {
         Self {
             id,
-            text,
+            text: Text::Packed(text, OnceLock::new()),
             json: OnceLock::new(),
         }
     }
@@ -78,19 +152,47 @@ impl ClerkUser {
 
     /// The object's text exactly as Clerk sent it.
     pub fn text(&self) -> &str {
-        &self.text
+        match &self.text {
+            Text::Plain(text) => text,
+            Text::Packed(packed, plain) => plain.get_or_init(|| packed.unpack()),
+        }
     }
 
-    /// The same text, shared (what the cache stores).
-    pub fn shared_text(&self) -> Arc<str> {
-        self.text.clone()
+    /// Appends the text to `out`: as [`ClerkUser::text`], without keeping
+    /// an unpacked copy.
+    pub fn write_text(&self, out: &mut Vec<u8>) {
+        match &self.text {
+            Text::Plain(text) => out.extend_from_slice(text.as_bytes()),
+            Text::Packed(packed, plain) => match plain.get() {
+                Some(text) => out.extend_from_slice(text.as_bytes()),
+                None => packed.unpack_into(out),
+            },
+        }
+    }
+
+    /// The text packed, as the cache keeps it (packed now if it was read
+    /// from Clerk).
+    pub fn pack(&self) -> PackedText {
+        match &self.text {
+            Text::Plain(text) => PackedText::pack(text),
+            Text::Packed(packed, _) => packed.clone(),
+        }
+    }
+
+    /// The packed text of a user read from the cache; `None` for a user read
+    /// from Clerk.
+    pub fn packed_text(&self) -> Option<&PackedText> {
+        match &self.text {
+            Text::Plain(_) => None,
+            Text::Packed(packed, _) => Some(packed),
+        }
     }
 
     /// The complete object (parsed now if it was not yet; text that was
     /// checked when it entered the broker always parses).
     pub fn json(&self) -> &Map<String, Value> {
         self.json
-            .get_or_init(|| Arc::new(serde_json::from_str(&self.text).unwrap_or_default()))
+            .get_or_init(|| Arc::new(serde_json::from_str(self.text()).unwrap_or_default()))
     }
 
     /// A string field, if present and a string.
@@ -161,8 +263,38 @@ mod tests {
     fn cached_text_reads_back_to_the_same_numbers() {
         let body = br#"{"id":"user_1","public_metadata":{"score":368934.4073709551616,"n":84467.4073709551616}}"#;
         let user = ClerkUser::parse_one(body).unwrap();
-        let again = ClerkUser::from_text(user.shared_text()).unwrap();
+        let again = ClerkUser::from_text(user.text()).unwrap();
         assert_eq!(again, user);
+    }
+
+    /// The cache keeps texts packed: unpacked, they are the very bytes, and
+    /// a user read back from its packed text is the same user.
+    #[test]
+    fn a_packed_text_unpacks_to_the_same_bytes() {
+        let text = r#"{"id":"user_1","s":"\u00e9\/ é 🦀","n":1.50E+3,"a":"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"}"#;
+        let user = ClerkUser::from_text(text).unwrap();
+        assert!(user.packed_text().is_none());
+        let packed = user.pack();
+        assert_eq!(packed.unpack(), text);
+        let mut out = b"[".to_vec();
+        packed.unpack_into(&mut out);
+        assert_eq!(out, format!("[{text}").into_bytes());
+        let again = ClerkUser::packed(user.shared_id(), packed.clone());
+        assert!(again.packed_text().unwrap().is_same(&packed));
+        assert!(again.pack().is_same(&packed));
+        let mut written = Vec::new();
+        again.write_text(&mut written);
+        assert_eq!(written, text.as_bytes());
+        assert_eq!(again.text(), text);
+        assert_eq!(again, user);
+        assert_eq!(again.str("s"), Some("é/ é 🦀"));
+        assert!(PackedText::pack(text).is_same(&packed));
+        assert!(!PackedText::pack(&text.replace("1.50", "1.5")).is_same(&packed));
+        // Users' repeated keys and values pack well.
+        for user in crate::fake::seed::synthetic_users(3, 7) {
+            let text = serde_json::to_string(&user).unwrap();
+            assert!(PackedText::pack(&text).len() < text.len() * 3 / 4, "{text}");
+        }
     }
 
     /// Clerk's bytes, not a re-serialization: key order, spacing, number

@@ -246,23 +246,24 @@ fn user_answer(
     private_metadata: bool,
     cache: CacheStatus,
 ) -> Response {
-    let mut body = String::new();
+    // UTF-8 throughout: JSON punctuation and users' texts.
+    let mut body = Vec::new();
     if list {
-        body.push('[');
+        body.push(b'[');
     }
     for (index, user) in users.iter().enumerate() {
         if index > 0 {
-            body.push(',');
+            body.push(b',');
         }
-        let text = user.text();
         if private_metadata {
-            body.push_str(text);
+            user.write_text(&mut body);
         } else {
-            body.push_str(&crate::json::without_key(text, "private_metadata"));
+            let text = crate::json::without_key(user.text(), "private_metadata");
+            body.extend_from_slice(text.as_bytes());
         }
     }
     if list {
-        body.push(']');
+        body.push(b']');
     }
     with_cache(reply::json(StatusCode::OK, body), cache)
 }

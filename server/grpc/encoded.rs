@@ -38,7 +38,10 @@ use bytes::{BufMut, Bytes};
 use prost::Message;
 
 use super::convert::{self, Visibility};
-use crate::{clerk::ClerkUser, pb};
+use crate::{
+    clerk::{ClerkUser, PackedText},
+    pb,
+};
 
 /// A `User` message, already encoded.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -114,7 +117,8 @@ const MAX_BUCKETS: u64 = 1 << 18;
 struct Memo {
     id: Arc<str>,
     visibility: Visibility,
-    text: Arc<str>,
+    /// The text as the cache keeps it.
+    text: PackedText,
     encoded: EncodedUser,
 }
 
@@ -166,14 +170,18 @@ impl EncodedUsers {
     /// remembered if it was served from the cache (`hit`): a user fetched
     /// once and never asked for again takes no memory here.
     pub(crate) fn get(&self, user: &ClerkUser, visibility: Visibility, hit: bool) -> EncodedUser {
+        // Users served from the cache hold their text packed, as the memo
+        // keeps it; a user just read from Clerk is encoded.
+        let Some(text) = user.packed_text() else {
+            return EncodedUser::new(&convert::user(user, visibility));
+        };
         let id = user.id();
         let bucket = self.bucket(id, visibility);
-        let text = user.shared_text();
         {
             let mut slots = lock(bucket);
             if let Some(at) = position(&slots, id, visibility)
                 && let Some(known) = &slots[at]
-                && (Arc::ptr_eq(&known.text, &text) || known.text == text)
+                && known.text.is_same(text)
             {
                 let encoded = known.encoded.clone();
                 // Now the most recently used.
@@ -188,7 +196,7 @@ impl EncodedUsers {
                 Memo {
                     id: user.shared_id(),
                     visibility,
-                    text,
+                    text: text.clone(),
                     encoded: encoded.clone(),
                 },
             );
@@ -285,8 +293,10 @@ fn lock(bucket: &Mutex<Bucket>) -> std::sync::MutexGuard<'_, Bucket> {
 mod tests {
     use super::*;
 
+    /// A user as the cache serves it: its text packed.
     fn user(text: &str) -> ClerkUser {
-        ClerkUser::from_text(text).unwrap()
+        let read = ClerkUser::from_text(text).unwrap();
+        ClerkUser::packed(read.shared_id(), read.pack())
     }
 
     const ALICE: &str = r#"{"id":"user_a","first_name":"Alice","private_metadata":{"k":1}}"#;
@@ -322,6 +332,15 @@ mod tests {
         users.get(&alice, Visibility::Full, true);
         assert_eq!(users.remembered(), 1);
         users.get(&alice, Visibility::WithoutPrivateMetadata, true);
+        assert_eq!(users.remembered(), 2);
+        // A user read from Clerk (its text not packed by the cache) is
+        // encoded, the same, and not remembered.
+        let read = ClerkUser::from_text(r#"{"id":"user_b","first_name":"Bob"}"#).unwrap();
+        let encoded = users.get(&read, Visibility::Full, true);
+        assert_eq!(
+            encoded,
+            EncodedUser::new(&convert::user(&read, Visibility::Full))
+        );
         assert_eq!(users.remembered(), 2);
     }
 

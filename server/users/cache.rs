@@ -32,13 +32,14 @@ use moka::{
 use tokio::time::Instant;
 
 use super::LookupConfig;
-use crate::clerk::ClerkUser;
+use crate::clerk::{ClerkUser, PackedText};
 
-/// Bytes counted for every entry on top of its text and key: moka's
+/// Bytes counted for every entry on top of its packed text and key: moka's
 /// bookkeeping (hash table slot, deque and timer nodes), the `Arc`s, and the
 /// allocator's rounding: calibrated so that entries weigh what
-/// `bench-lookups` measures in resident memory (~1.8 KB per typical user).
-const ENTRY_OVERHEAD: usize = 560;
+/// `bench-lookups` measures in resident memory (~1.8 KB for the fake's users
+/// of 1.8 KB of JSON, packed to 1.0 KB).
+const ENTRY_OVERHEAD: usize = 720;
 
 /// A cached answer about one id, as served.
 #[derive(Clone, Debug)]
@@ -61,8 +62,9 @@ impl Cached {
 struct Stored {
     /// The id, shared with the entry's key (a hit hands it on uncopied).
     id: Arc<str>,
-    /// The user's JSON text as Clerk sent it, or `None`: no such user.
-    json: Option<Arc<str>>,
+    /// The user's JSON text as Clerk sent it, packed, or `None`: no such
+    /// user.
+    json: Option<PackedText>,
     /// The entry's time, Unix ms: the user's `updated_at`, or when "no such
     /// user" was learnt. `None`: unknown (a user without `updated_at`, or an
     /// entry shared by an older version without it).
@@ -76,13 +78,14 @@ struct Stored {
 }
 
 impl Stored {
-    /// The entry as served (the user's text is parsed only if a field is
-    /// read: it was a user's text when it was stored).
+    /// The entry as served (the user's text is unpacked only if it is read,
+    /// and parsed only if a field is: it was a user's text when it was
+    /// stored).
     fn load(&self) -> Option<Cached> {
         let user = self
             .json
             .as_ref()
-            .map(|text| ClerkUser::known(self.id.clone(), text.clone()));
+            .map(|text| ClerkUser::packed(self.id.clone(), text.clone()));
         Some(Cached {
             user,
             fresh_until: self.fresh_until,
@@ -213,8 +216,8 @@ impl UserCache {
         missing_since: Option<i64>,
         lifetime: Duration,
     ) -> Stored {
-        let json = user.map(ClerkUser::shared_text);
-        let size = entry_size(id, json.as_deref());
+        let json = user.map(ClerkUser::pack);
+        let size = entry_size(id, json.as_ref());
         Stored {
             id: id.clone(),
             weight: u32::try_from(size)
@@ -343,8 +346,8 @@ impl UserCache {
 
 /// Resident bytes of an entry: its text, its key (held twice: by the table
 /// and by the eviction order) and a fixed overhead.
-fn entry_size(id: &str, json: Option<&str>) -> usize {
-    ENTRY_OVERHEAD + 2 * id.len() + json.map_or(0, str::len)
+fn entry_size(id: &str, json: Option<&PackedText>) -> usize {
+    ENTRY_OVERHEAD + 2 * id.len() + json.map_or(0, PackedText::len)
 }
 
 #[cfg(test)]
