@@ -25,7 +25,7 @@ use crate::{
     config::{Config, HttpLimits},
     front::{self, Front},
     grpc::{
-        AdminApi, Authenticate, DEFAULT_ENCODED_BYTES, QuotaApi, UserApi,
+        AdminApi, Authenticate, DEFAULT_ENCODED_BYTES, EncodedUsers, QuotaApi, UserApi,
         wire::{
             admin_service_server::AdminServiceServer, quota_service_server::QuotaServiceServer,
             user_service_server::UserServiceServer,
@@ -238,19 +238,27 @@ pub async fn run(
     let policy = Arc::new(PolicyStore::new(config.policy.clone()));
     let authenticate = Authenticate::new(policy.clone());
     let (front_stop, front_stopped) = tokio::sync::oneshot::channel::<()>();
+    // Users as answered, remembered for the users served most: encodings
+    // for `UserService`, texts for the front, within one bound.
+    let encoded = Arc::new(EncodedUsers::new(
+        (config.lookup.cache_max_bytes / 4).min(DEFAULT_ENCODED_BYTES),
+    ));
     let front = front_listener.map(|listener| {
-        let front = Arc::new(Front::new(
-            front::Parts {
-                policy: policy.clone(),
-                admission: broker.admission.clone(),
-                clerk: broker.clerk.clone(),
-                users: broker.users.clone(),
-                counts: broker.counts.clone(),
-                metrics: broker.metrics.clone(),
-                slots: authenticate.slots(),
-            },
-            config.front.default_timeout,
-        ));
+        let front = Arc::new(
+            Front::new(
+                front::Parts {
+                    policy: policy.clone(),
+                    admission: broker.admission.clone(),
+                    clerk: broker.clerk.clone(),
+                    users: broker.users.clone(),
+                    counts: broker.counts.clone(),
+                    metrics: broker.metrics.clone(),
+                    slots: authenticate.slots(),
+                },
+                config.front.default_timeout,
+            )
+            .with_encoded(encoded.clone()),
+        );
         tokio::spawn(serve_front(
             listener,
             acceptor(tls::Listener::Http),
@@ -328,9 +336,7 @@ pub async fn run(
                         draining.clone(),
                     )
                     .with_max_stream_lifetime(config.max_stream_lifetime)
-                    .with_encoded_bytes(
-                        (config.lookup.cache_max_bytes / 4).min(DEFAULT_ENCODED_BYTES),
-                    ),
+                    .with_encoded(encoded),
                 )
                 .max_decoding_message_size(MAX_REQUEST_BYTES),
             ),

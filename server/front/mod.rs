@@ -42,6 +42,7 @@ use crate::{
     callers::{Caller, PolicyStore, Scope, SlotKind, Slots},
     clerk::{ClerkClient, ClerkUser, Forward, Forwarded},
     counts::CountCache,
+    grpc::{DEFAULT_ENCODED_BYTES, EncodedUsers},
     metrics::Metrics,
     routes, telemetry,
     tls::Peer,
@@ -75,6 +76,9 @@ pub struct Front {
     jwks: reads::JwksCache,
     /// Route templates seen, bounded by [`MAX_TEMPLATES`].
     templates: Mutex<HashSet<String>>,
+    /// The users' texts as answered, remembered for the users served most
+    /// (shared with `UserService`'s encodings, within one bound).
+    encoded: Arc<EncodedUsers>,
 }
 
 /// The broker's shared objects the front works with.
@@ -105,7 +109,15 @@ impl Front {
             default_timeout,
             jwks: reads::JwksCache::default(),
             templates: Mutex::default(),
+            encoded: Arc::new(EncodedUsers::new(DEFAULT_ENCODED_BYTES)),
         }
+    }
+
+    /// Remembers the answered texts of users in `memo` (the one `UserService`
+    /// keeps its encodings in) instead of a memo of its own.
+    pub(crate) fn with_encoded(mut self, memo: Arc<EncodedUsers>) -> Self {
+        self.encoded = memo;
+        self
     }
 
     /// The template of `path` for metrics and logs, or `other` once

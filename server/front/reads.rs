@@ -12,6 +12,7 @@
 use std::{cmp::Ordering, time::Duration};
 
 use axum::{
+    body::Body,
     http::{HeaderMap, HeaderValue, Method, StatusCode},
     response::Response,
 };
@@ -22,6 +23,7 @@ use super::{Front, reply};
 use crate::{
     admission::Demand,
     clerk::{API_VERSION, ClerkUser, Forward, MAX_FILTER_VALUES, OrderBy, OrderField, UserFilter},
+    grpc::Visibility,
     users::CacheStatus,
 };
 
@@ -90,7 +92,7 @@ pub(super) async fn serve(
     let answer = match recognise(path, &params)? {
         Read::User(id) => match front.parts.users.get(id, demand).await {
             Ok(lookup) => match lookup.user {
-                Some(user) => user_answer(&[user], false, private_metadata, lookup.cache),
+                Some(user) => user_answer(front, &[user], false, private_metadata, lookup.cache),
                 None => with_cache(
                     reply::error(
                         StatusCode::NOT_FOUND,
@@ -113,7 +115,7 @@ pub(super) async fn serve(
                 let mut users = batch.found;
                 users.sort_by(|a, b| compare(a, b, order_by));
                 let page: Vec<ClerkUser> = users.into_iter().skip(offset).take(limit).collect();
-                user_answer(&page, true, private_metadata, batch.cache)
+                user_answer(front, &page, true, private_metadata, batch.cache)
             }
             Err(error) => reply::upstream(&error),
         },
@@ -240,31 +242,41 @@ fn valid_id(id: &str) -> bool {
 
 /// One user, or a JSON array of them, each as Clerk sent it (without
 /// `private_metadata` unless the caller may see it).
+/// Users served from the cache (`cache` a hit) are answered from the memo
+/// of texts as answered, and remembered there.
 fn user_answer(
+    front: &Front,
     users: &[ClerkUser],
     list: bool,
     private_metadata: bool,
     cache: CacheStatus,
 ) -> Response {
-    // UTF-8 throughout: JSON punctuation and users' texts.
-    let mut body = Vec::new();
-    if list {
-        body.push(b'[');
-    }
-    for (index, user) in users.iter().enumerate() {
-        if index > 0 {
-            body.push(b',');
+    let visibility = if private_metadata {
+        Visibility::Full
+    } else {
+        Visibility::WithoutPrivateMetadata
+    };
+    let hit = cache == CacheStatus::Hit;
+    let body = match users {
+        [user] if !list => Body::from(front.encoded.json(user, visibility, hit)),
+        _ => {
+            // UTF-8 throughout: JSON punctuation and users' texts.
+            let mut body = Vec::new();
+            if list {
+                body.push(b'[');
+            }
+            for (index, user) in users.iter().enumerate() {
+                if index > 0 {
+                    body.push(b',');
+                }
+                body.extend_from_slice(&front.encoded.json(user, visibility, hit));
+            }
+            if list {
+                body.push(b']');
+            }
+            Body::from(body)
         }
-        if private_metadata {
-            user.write_text(&mut body);
-        } else {
-            let text = crate::json::without_key(user.text(), "private_metadata");
-            body.extend_from_slice(text.as_bytes());
-        }
-    }
-    if list {
-        body.push(b']');
-    }
+    };
     with_cache(reply::json(StatusCode::OK, body), cache)
 }
 

@@ -8,7 +8,10 @@
 //! for the `pb::User` they were made from.
 //!
 //! [`EncodedUsers`] remembers the encoding of recently served users (by id
-//! and [`Visibility`]), bounded by bytes. An entry is the encoding of one
+//! and [`Visibility`]), bounded by bytes; and, for the Clerk-compatible
+//! front, their JSON text as a caller with that visibility reads it (the
+//! cache keeps texts packed: a remembered one is not unpacked again). One
+//! memo serves both, within one bound. An entry is the encoding of one
 //! exact text of the user (Clerk's JSON): it is used only for that very text,
 //! so a user changed by Clerk, a webhook or a write is encoded again on its
 //! next answer, and the memo needs no invalidation of its own. The user cache
@@ -116,21 +119,43 @@ const MAX_BUCKETS: u64 = 1 << 18;
 #[derive(Debug)]
 struct Memo {
     id: Arc<str>,
-    visibility: Visibility,
+    form: Form,
     /// The text as the cache keeps it.
     text: PackedText,
-    encoded: EncodedUser,
+    /// The `User` message's bytes, or the JSON text's.
+    bytes: Bytes,
+}
+
+/// What of a user a memo entry holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Form {
+    /// The `User` message a caller with this visibility gets (gRPC).
+    Message(Visibility),
+    /// The JSON text a caller with this visibility gets (the front).
+    Json(Visibility),
+}
+
+impl Form {
+    /// A number of its own, for hashing.
+    fn number(self) -> u8 {
+        match self {
+            Self::Message(Visibility::Full) => 0,
+            Self::Message(Visibility::WithoutPrivateMetadata) => 1,
+            Self::Json(Visibility::Full) => 2,
+            Self::Json(Visibility::WithoutPrivateMetadata) => 3,
+        }
+    }
 }
 
 impl Memo {
     /// The bytes it is counted for.
     fn size(&self) -> u64 {
-        (self.id.len() + self.encoded.len() + MEMO_OVERHEAD) as u64
+        (self.id.len() + self.bytes.len() + MEMO_OVERHEAD) as u64
     }
 
-    /// Whether it is an encoding of `id` as seen with `visibility`.
-    fn is_of(&self, id: &str, visibility: Visibility) -> bool {
-        self.visibility == visibility && *self.id == *id
+    /// Whether it holds `form` of `id`.
+    fn is_of(&self, id: &str, form: Form) -> bool {
+        self.form == form && *self.id == *id
     }
 }
 
@@ -170,38 +195,9 @@ impl EncodedUsers {
     /// remembered if it was served from the cache (`hit`): a user fetched
     /// once and never asked for again takes no memory here.
     pub(crate) fn get(&self, user: &ClerkUser, visibility: Visibility, hit: bool) -> EncodedUser {
-        // Users served from the cache hold their text packed, as the memo
-        // keeps it; a user just read from Clerk is encoded.
-        let Some(text) = user.packed_text() else {
-            return EncodedUser::new(&convert::user(user, visibility));
-        };
-        let id = user.id();
-        let bucket = self.bucket(id, visibility);
-        {
-            let mut slots = lock(bucket);
-            if let Some(at) = position(&slots, id, visibility)
-                && let Some(known) = &slots[at]
-                && known.text.is_same(text)
-            {
-                let encoded = known.encoded.clone();
-                // Now the most recently used.
-                slots[..=at].rotate_right(1);
-                return encoded;
-            }
-        }
-        let encoded = EncodedUser::new(&convert::user(user, visibility));
-        if hit {
-            self.remember(
-                bucket,
-                Memo {
-                    id: user.shared_id(),
-                    visibility,
-                    text: text.clone(),
-                    encoded: encoded.clone(),
-                },
-            );
-        }
-        encoded
+        EncodedUser(self.form_of(user, Form::Message(visibility), hit, || {
+            EncodedUser::new(&convert::user(user, visibility)).0
+        }))
     }
 
     /// Users of a batch, encoded as [`EncodedUsers::get`] does (`hit`: all
@@ -218,9 +214,68 @@ impl EncodedUsers {
             .collect()
     }
 
-    /// The bucket of `id` seen with `visibility`.
-    fn bucket(&self, id: &str, visibility: Visibility) -> &Mutex<Bucket> {
-        let hash = self.hasher.hash_one((id, visibility == Visibility::Full));
+    /// `user`'s JSON text as a caller with `visibility` reads it (the front's
+    /// answers: less every `private_metadata` member without the scope),
+    /// remembered as [`EncodedUsers::get`] remembers encodings.
+    pub(crate) fn json(&self, user: &ClerkUser, visibility: Visibility, hit: bool) -> Bytes {
+        self.form_of(user, Form::Json(visibility), hit, || match visibility {
+            Visibility::Full => {
+                let mut text = Vec::new();
+                user.write_text(&mut text);
+                text.into()
+            }
+            Visibility::WithoutPrivateMetadata => {
+                Bytes::from(crate::json::without_key(user.text(), "private_metadata").into_owned())
+            }
+        })
+    }
+
+    /// `form` of `user`: remembered if made from this text of the user
+    /// before, made otherwise, and then remembered if `hit`.
+    fn form_of(
+        &self,
+        user: &ClerkUser,
+        form: Form,
+        hit: bool,
+        make: impl FnOnce() -> Bytes,
+    ) -> Bytes {
+        // Users served from the cache hold their text packed, as the memo
+        // keeps it; a user just read from Clerk is encoded.
+        let Some(text) = user.packed_text() else {
+            return make();
+        };
+        let id = user.id();
+        let bucket = self.bucket(id, form);
+        {
+            let mut slots = lock(bucket);
+            if let Some(at) = position(&slots, id, form)
+                && let Some(known) = &slots[at]
+                && known.text.is_same(text)
+            {
+                let bytes = known.bytes.clone();
+                // Now the most recently used.
+                slots[..=at].rotate_right(1);
+                return bytes;
+            }
+        }
+        let bytes = make();
+        if hit {
+            self.remember(
+                bucket,
+                Memo {
+                    id: user.shared_id(),
+                    form,
+                    text: text.clone(),
+                    bytes: bytes.clone(),
+                },
+            );
+        }
+        bytes
+    }
+
+    /// The bucket of `form` of `id`.
+    fn bucket(&self, id: &str, form: Form) -> &Mutex<Bucket> {
+        let hash = self.hasher.hash_one((id, form.number()));
         // A power of two of buckets: the low bits pick one.
         &self.buckets[hash as usize & (self.buckets.len() - 1)]
     }
@@ -231,7 +286,7 @@ impl EncodedUsers {
     /// it had).
     fn remember(&self, bucket: &Mutex<Bucket>, memo: Memo) {
         let mut slots = lock(bucket);
-        let at = position(&slots, &memo.id, memo.visibility).unwrap_or(WAYS - 1);
+        let at = position(&slots, &memo.id, memo.form).unwrap_or(WAYS - 1);
         let freed = slots[at].as_ref().map_or(0, Memo::size);
         let added = memo.size();
         // Under the bucket's lock, `freed` is this bucket's own: the sum
@@ -256,14 +311,14 @@ impl EncodedUsers {
 
     /// The encodings remembered now.
     #[cfg(test)]
-    fn memos(&self) -> Vec<(Arc<str>, Visibility, u64)> {
+    fn memos(&self) -> Vec<(Arc<str>, Form, u64)> {
         self.buckets
             .iter()
             .flat_map(|bucket| {
                 lock(bucket)
                     .iter()
                     .flatten()
-                    .map(|memo| (memo.id.clone(), memo.visibility, memo.size()))
+                    .map(|memo| (memo.id.clone(), memo.form, memo.size()))
                     .collect::<Vec<_>>()
             })
             .collect()
@@ -276,11 +331,11 @@ impl EncodedUsers {
     }
 }
 
-/// Where `slots` hold an encoding of `id` seen with `visibility`.
-fn position(slots: &Bucket, id: &str, visibility: Visibility) -> Option<usize> {
+/// Where `slots` hold `form` of `id`.
+fn position(slots: &Bucket, id: &str, form: Form) -> Option<usize> {
     slots
         .iter()
-        .position(|slot| slot.as_ref().is_some_and(|memo| memo.is_of(id, visibility)))
+        .position(|slot| slot.as_ref().is_some_and(|memo| memo.is_of(id, form)))
 }
 
 /// The slots of a bucket (a panic while it was held left them whole: a slot
@@ -408,6 +463,28 @@ mod tests {
         let again = memo.get(&users[1], Visibility::Full, true);
         assert_ne!(again.0.as_ptr(), first[1].0.as_ptr());
         assert_eq!(again, first[1]);
+    }
+
+    #[test]
+    fn the_front_gets_the_text_remembered_beside_the_encodings() {
+        let memo = EncodedUsers::new(1 << 20);
+        let alice = user(ALICE);
+        let full = memo.json(&alice, Visibility::Full, true);
+        assert_eq!(&full[..], ALICE.as_bytes());
+        let hidden = memo.json(&alice, Visibility::WithoutPrivateMetadata, true);
+        assert_eq!(&hidden[..], br#"{"id":"user_a","first_name":"Alice"}"#);
+        memo.get(&alice, Visibility::Full, true);
+        assert_eq!(memo.remembered(), 3);
+        // Served again from the memo: the very bytes, not unpacked again.
+        let again = memo.json(&alice, Visibility::Full, true);
+        assert_eq!(again.as_ptr(), full.as_ptr());
+        // A user read from Clerk is written out, not remembered.
+        let read = ClerkUser::from_text(r#"{"id":"user_b","private_metadata":{}}"#).unwrap();
+        assert_eq!(
+            &memo.json(&read, Visibility::WithoutPrivateMetadata, true)[..],
+            br#"{"id":"user_b"}"#
+        );
+        assert_eq!(memo.remembered(), 3);
     }
 
     #[test]

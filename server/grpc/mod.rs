@@ -31,6 +31,7 @@ pub mod wire {
 
 pub use admin::AdminApi;
 pub use auth::Authenticate;
+pub(crate) use convert::Visibility;
 pub use encoded::EncodedUser;
 pub(crate) use encoded::EncodedUsers;
 pub use quota::QuotaApi;

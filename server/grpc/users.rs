@@ -69,6 +69,13 @@ impl UserApi {
         self
     }
 
+    /// Remembers the encodings in `memo` (shared with the Clerk-compatible
+    /// front's texts) instead of a memo of its own.
+    pub(crate) fn with_encoded(mut self, memo: Arc<EncodedUsers>) -> Self {
+        self.encoded = memo;
+        self
+    }
+
     /// Ends each `ListUsers` stream, resumably, once it has been open for
     /// `lifetime`.
     pub fn with_max_stream_lifetime(mut self, lifetime: Duration) -> Self {
