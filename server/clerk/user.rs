@@ -14,8 +14,9 @@ use serde_json::{Map, Value, value::RawValue};
 /// parsed from the text on first use (a cache hit that only passes the text
 /// on never parses it, nor allocates for it). A user read from the cache
 /// holds its text packed ([`PackedText`]) and unpacks it on first read (a hit
-/// whose encoding is remembered never does). Cheap to clone; a clone made
-/// after the parse or the unpacking shares it.
+/// whose encoding is remembered never does). Cheap to clone while neither
+/// happened; a clone made after the parse shares it, one made after the
+/// unpacking copies the text.
 #[derive(Clone)]
 pub struct ClerkUser {
     /// The user's id (the object's `id` field).

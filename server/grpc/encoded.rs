@@ -101,8 +101,8 @@ impl Message for EncodedUser {
     }
 }
 
-/// Bytes counted per remembered encoding on top of its bytes and id: the
-/// handles to its id and text.
+/// Bytes counted per remembered encoding on top of its bytes, id and packed
+/// text (which it keeps alive): the handles to them.
 const MEMO_OVERHEAD: usize = 64;
 
 /// Bytes of the bound per slot of the table: about one encoded user.
@@ -150,7 +150,7 @@ impl Form {
 impl Memo {
     /// The bytes it is counted for.
     fn size(&self) -> u64 {
-        (self.id.len() + self.bytes.len() + MEMO_OVERHEAD) as u64
+        (self.id.len() + self.text.len() + self.bytes.len() + MEMO_OVERHEAD) as u64
     }
 
     /// Whether it holds `form` of `id`.
@@ -224,8 +224,13 @@ impl EncodedUsers {
                 user.write_text(&mut text);
                 text.into()
             }
+            // The text was checked when it entered the broker: a failure is a
+            // bug, answered with an empty object rather than the member.
             Visibility::WithoutPrivateMetadata => {
-                Bytes::from(crate::json::without_key(user.text(), "private_metadata").into_owned())
+                match crate::json::try_without_key(user.text(), "private_metadata") {
+                    Ok(text) => Bytes::from(text.into_owned()),
+                    Err(_) => Bytes::from_static(b"{}"),
+                }
             }
         })
     }
@@ -280,26 +285,47 @@ impl EncodedUsers {
         &self.buckets[hash as usize & (self.buckets.len() - 1)]
     }
 
-    /// Puts `memo` first in `bucket`, in place of the user's older encoding
-    /// if the bucket holds one, else of the least recently used slot; unless
-    /// the bytes held would then pass the bound (the bucket then keeps what
-    /// it had).
+    /// Puts `memo` first in `bucket`, in place of the user's older entry of
+    /// that form if the bucket holds one, else of the least recently used
+    /// slot. When the bytes held would then pass the bound, the bucket's
+    /// other entries make room, least recently used first; when even an
+    /// empty bucket would not, it keeps what it had.
     fn remember(&self, bucket: &Mutex<Bucket>, memo: Memo) {
         let mut slots = lock(bucket);
         let at = position(&slots, &memo.id, memo.form).unwrap_or(WAYS - 1);
-        let freed = slots[at].as_ref().map_or(0, Memo::size);
         let added = memo.size();
-        // Under the bucket's lock, `freed` is this bucket's own: the sum
-        // stays exact whatever other buckets do meanwhile.
-        let fits = self
-            .held
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |total| {
-                let total = total - freed + added;
-                (total <= self.max_bytes).then_some(total)
-            });
-        if fits.is_ok() {
-            slots[at] = Some(memo);
-            slots[..=at].rotate_right(1);
+        // The slots given up: `at`, then the others from the least recent.
+        let mut candidates = [at; WAYS];
+        let mut count = 1;
+        for index in (0..WAYS).rev() {
+            if index != at && slots[index].is_some() {
+                candidates[count] = index;
+                count += 1;
+            }
+        }
+        let mut freed = 0;
+        for given in 1..=count {
+            freed += slots[candidates[given - 1]].as_ref().map_or(0, Memo::size);
+            // Under the bucket's lock, `freed` is this bucket's own: the sum
+            // stays exact whatever other buckets do meanwhile.
+            let fits = self
+                .held
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |total| {
+                    let total = total - freed + added;
+                    (total <= self.max_bytes).then_some(total)
+                });
+            if fits.is_ok() {
+                let mut old = std::mem::take(&mut *slots).map(Some);
+                for &index in &candidates[..given] {
+                    old[index] = None;
+                }
+                // `memo` first, then the entries kept in their order.
+                let kept = old.into_iter().flatten().flatten();
+                for (slot, entry) in slots.iter_mut().zip(std::iter::once(memo).chain(kept)) {
+                    *slot = Some(entry);
+                }
+                return;
+            }
         }
     }
 
@@ -338,8 +364,8 @@ fn position(slots: &Bucket, id: &str, form: Form) -> Option<usize> {
         .position(|slot| slot.as_ref().is_some_and(|memo| memo.is_of(id, form)))
 }
 
-/// The slots of a bucket (a panic while it was held left them whole: a slot
-/// is only ever replaced as a whole, and slots only move by a rotation).
+/// The slots of a bucket (a panic while it was held left them whole: slots
+/// are only rotated, or refilled from entries taken out whole).
 fn lock(bucket: &Mutex<Bucket>) -> std::sync::MutexGuard<'_, Bucket> {
     bucket.lock().unwrap_or_else(PoisonError::into_inner)
 }
@@ -463,6 +489,42 @@ mod tests {
         let again = memo.get(&users[1], Visibility::Full, true);
         assert_ne!(again.0.as_ptr(), first[1].0.as_ptr());
         assert_eq!(again, first[1]);
+    }
+
+    #[test]
+    fn a_full_memo_makes_room_in_the_bucket_for_the_user_served_last() {
+        // One bucket; bytes for one of these users (each ~5 KB encoded),
+        // not two.
+        let memo = EncodedUsers::new(8 << 10);
+        let big = |id: &str, name: &str| {
+            user(&format!(
+                r#"{{"id":"{id}","first_name":"{}"}}"#,
+                name.repeat(2500)
+            ))
+        };
+        let (alice, bob) = (big("user_a", "a"), big("user_b", "b"));
+        memo.get(&alice, Visibility::Full, true);
+        let ids = |memo: &EncodedUsers| -> Vec<String> {
+            memo.memos().iter().map(|(id, ..)| id.to_string()).collect()
+        };
+        assert_eq!(ids(&memo), ["user_a"]);
+        // Bob does not fit beside Alice: she makes room.
+        memo.get(&bob, Visibility::Full, true);
+        assert_eq!(ids(&memo), ["user_b"]);
+        // Bob's new text takes his old entry's place.
+        let renamed = big("user_b", "c");
+        let served = memo.get(&renamed, Visibility::Full, true);
+        assert_eq!(
+            served,
+            EncodedUser::new(&convert::user(&renamed, Visibility::Full))
+        );
+        assert_eq!(ids(&memo), ["user_b"]);
+        let counted: u64 = memo.memos().iter().map(|(_, _, size)| size).sum();
+        assert_eq!(counted, memo.held_bytes());
+        assert!(memo.held_bytes() <= 8 << 10);
+        // An entry larger than the whole bound is not kept; what was stays.
+        memo.get(&big("user_d", "dd"), Visibility::Full, true);
+        assert_eq!(ids(&memo), ["user_b"]);
     }
 
     #[test]

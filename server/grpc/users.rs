@@ -62,13 +62,6 @@ impl UserApi {
         }
     }
 
-    /// Remembers the encodings of the users served most within `max_bytes`
-    /// (instead of [`DEFAULT_ENCODED_BYTES`]).
-    pub fn with_encoded_bytes(mut self, max_bytes: u64) -> Self {
-        self.encoded = Arc::new(EncodedUsers::new(max_bytes));
-        self
-    }
-
     /// Remembers the encodings in `memo` (shared with the Clerk-compatible
     /// front's texts) instead of a memo of its own.
     pub(crate) fn with_encoded(mut self, memo: Arc<EncodedUsers>) -> Self {
@@ -84,8 +77,9 @@ impl UserApi {
     }
 }
 
-/// Most bytes of encoded users remembered: a quarter of the user cache's
-/// default bound (and at most a quarter of a smaller one).
+/// Most bytes of users as answered remembered (encodings and the front's
+/// texts): a quarter of the user cache's default bound (and at most a
+/// quarter of a smaller one).
 pub const DEFAULT_ENCODED_BYTES: u64 = 64 << 20;
 
 /// How long a `ListUsers` stream stays open by default: an export of a
