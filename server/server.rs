@@ -244,21 +244,19 @@ pub async fn run(
         (config.lookup.cache_max_bytes / 4).min(DEFAULT_ENCODED_BYTES),
     ));
     let front = front_listener.map(|listener| {
-        let front = Arc::new(
-            Front::new(
-                front::Parts {
-                    policy: policy.clone(),
-                    admission: broker.admission.clone(),
-                    clerk: broker.clerk.clone(),
-                    users: broker.users.clone(),
-                    counts: broker.counts.clone(),
-                    metrics: broker.metrics.clone(),
-                    slots: authenticate.slots(),
-                },
-                config.front.default_timeout,
-            )
-            .with_encoded(encoded.clone()),
-        );
+        let front = Arc::new(Front::new(
+            front::Parts {
+                policy: policy.clone(),
+                admission: broker.admission.clone(),
+                clerk: broker.clerk.clone(),
+                users: broker.users.clone(),
+                counts: broker.counts.clone(),
+                metrics: broker.metrics.clone(),
+                slots: authenticate.slots(),
+                encoded: encoded.clone(),
+            },
+            config.front.default_timeout,
+        ));
         tokio::spawn(serve_front(
             listener,
             acceptor(tls::Listener::Http),

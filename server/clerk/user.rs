@@ -50,23 +50,12 @@ impl PackedText {
 
     /// The text again, byte for byte.
     pub fn unpack(&self) -> String {
-        let mut bytes = Vec::new();
-        self.unpack_into(&mut bytes);
-        // Packed from a `str`: the same bytes are UTF-8.
-        String::from_utf8(bytes).expect("packed from a str")
-    }
-
-    /// Appends the text, byte for byte, to `out` (UTF-8: it was a `str`).
-    pub fn unpack_into(&self, out: &mut Vec<u8>) {
-        // Only `pack` makes these bytes: they always unpack. A failure is a
-        // bug, answered INTERNAL (a gRPC call's gate, the front's handler).
-        let (size, block) =
-            lz4_flex::block::uncompressed_size(&self.0).expect("packed by PackedText::pack");
-        let start = out.len();
-        out.resize(start + size, 0);
-        let written = lz4_flex::block::decompress_into(block, &mut out[start..])
+        // Only `pack` makes these bytes, from a `str`: they always unpack, to
+        // UTF-8. A failure is a bug, answered INTERNAL (a gRPC call's gate,
+        // the front's handler).
+        let bytes = lz4_flex::block::decompress_size_prepended(&self.0)
             .expect("packed by PackedText::pack");
-        out.truncate(start + written);
+        String::from_utf8(bytes).expect("packed from a str")
     }
 
     /// Its size, in bytes.
@@ -156,18 +145,6 @@ impl ClerkUser {
         match &self.text {
             Text::Plain(text) => text,
             Text::Packed(packed, plain) => plain.get_or_init(|| packed.unpack()),
-        }
-    }
-
-    /// Appends the text to `out`: as [`ClerkUser::text`], without keeping
-    /// an unpacked copy.
-    pub fn write_text(&self, out: &mut Vec<u8>) {
-        match &self.text {
-            Text::Plain(text) => out.extend_from_slice(text.as_bytes()),
-            Text::Packed(packed, plain) => match plain.get() {
-                Some(text) => out.extend_from_slice(text.as_bytes()),
-                None => packed.unpack_into(out),
-            },
         }
     }
 
@@ -277,15 +254,9 @@ mod tests {
         assert!(user.packed_text().is_none());
         let packed = user.pack();
         assert_eq!(packed.unpack(), text);
-        let mut out = b"[".to_vec();
-        packed.unpack_into(&mut out);
-        assert_eq!(out, format!("[{text}").into_bytes());
         let again = ClerkUser::packed(user.shared_id(), packed.clone());
         assert!(again.packed_text().unwrap().is_same(&packed));
         assert!(again.pack().is_same(&packed));
-        let mut written = Vec::new();
-        again.write_text(&mut written);
-        assert_eq!(written, text.as_bytes());
         assert_eq!(again.text(), text);
         assert_eq!(again, user);
         assert_eq!(again.str("s"), Some("é/ é 🦀"));

@@ -42,7 +42,7 @@ use crate::{
     callers::{Caller, PolicyStore, Scope, SlotKind, Slots},
     clerk::{ClerkClient, ClerkUser, Forward, Forwarded},
     counts::CountCache,
-    grpc::{DEFAULT_ENCODED_BYTES, EncodedUsers},
+    grpc::EncodedUsers,
     metrics::Metrics,
     routes, telemetry,
     tls::Peer,
@@ -76,9 +76,6 @@ pub struct Front {
     jwks: reads::JwksCache,
     /// Route templates seen, bounded by [`MAX_TEMPLATES`].
     templates: Mutex<HashSet<String>>,
-    /// The users' texts as answered, remembered for the users served most
-    /// (shared with `UserService`'s encodings, within one bound).
-    encoded: Arc<EncodedUsers>,
 }
 
 /// The broker's shared objects the front works with.
@@ -99,6 +96,9 @@ pub struct Parts {
     /// What each caller holds: a request holds one of its caller's
     /// `max_in_flight` slots, shared with its gRPC calls.
     pub slots: Arc<Slots>,
+    /// Users' texts as answered, remembered for the users served most
+    /// (shared with `UserService`'s encodings, within one bound).
+    pub encoded: Arc<EncodedUsers>,
 }
 
 impl Front {
@@ -109,15 +109,7 @@ impl Front {
             default_timeout,
             jwks: reads::JwksCache::default(),
             templates: Mutex::default(),
-            encoded: Arc::new(EncodedUsers::new(DEFAULT_ENCODED_BYTES)),
         }
-    }
-
-    /// Remembers the answered texts of users in `memo` (the one `UserService`
-    /// keeps its encodings in) instead of a memo of its own.
-    pub(crate) fn with_encoded(mut self, memo: Arc<EncodedUsers>) -> Self {
-        self.encoded = memo;
-        self
     }
 
     /// The template of `path` for metrics and logs, or `other` once

@@ -258,7 +258,7 @@ fn user_answer(
     };
     let hit = cache == CacheStatus::Hit;
     let body = match users {
-        [user] if !list => Body::from(front.encoded.json(user, visibility, hit)),
+        [user] if !list => Body::from(front.parts.encoded.json(user, visibility, hit)),
         _ => {
             // UTF-8 throughout: JSON punctuation and users' texts.
             let mut body = Vec::new();
@@ -269,7 +269,7 @@ fn user_answer(
                 if index > 0 {
                     body.push(b',');
                 }
-                body.extend_from_slice(&front.encoded.json(user, visibility, hit));
+                body.extend_from_slice(&front.parts.encoded.json(user, visibility, hit));
             }
             if list {
                 body.push(b']');

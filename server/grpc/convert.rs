@@ -249,26 +249,32 @@ impl Visibility {
 /// The upstream field only callers with `read_private_metadata` see.
 const PRIVATE_METADATA: &str = "private_metadata";
 
-/// A Clerk user as the caller may see it. `raw_json` is the exact text
-/// Clerk sent; without the scope, less every `private_metadata` member at
-/// any depth (`json::without_key`: every other byte kept).
+/// The user's text as a caller with `visibility` may read it: the exact
+/// text Clerk sent; without the scope, less every `private_metadata` member
+/// at any depth (`json::try_without_key`: every other byte kept). `None` if
+/// the member could not be removed: the text parsed as JSON when the user
+/// was made, so this cannot happen, and if it did the caller gets no text
+/// rather than text that might hold the member.
+pub(crate) fn visible_text(user: &ClerkUser, visibility: Visibility) -> Option<Cow<'_, str>> {
+    match visibility {
+        Visibility::Full => Some(Cow::Borrowed(user.text())),
+        Visibility::WithoutPrivateMetadata => {
+            json::try_without_key(user.text(), PRIVATE_METADATA).ok()
+        }
+    }
+}
+
+/// A Clerk user as the caller may see it; `raw_json` is its
+/// [`visible_text`] (empty if that could not be made).
 pub(crate) fn user(user: &ClerkUser, visibility: Visibility) -> pb::User {
     let json = user.json();
-    let (private_metadata, raw_json) = match visibility {
-        Visibility::Full => (
-            json.get(PRIVATE_METADATA).and_then(to_struct),
-            user.text().to_owned(),
-        ),
-        // The text parsed as JSON when the user was made, so this cannot
-        // fail; if it did, the caller would get no raw_json rather than
-        // text that might hold the member.
-        Visibility::WithoutPrivateMetadata => (
-            None,
-            json::try_without_key(user.text(), PRIVATE_METADATA)
-                .map(Cow::into_owned)
-                .unwrap_or_default(),
-        ),
+    let private_metadata = match visibility {
+        Visibility::Full => json.get(PRIVATE_METADATA).and_then(to_struct),
+        Visibility::WithoutPrivateMetadata => None,
     };
+    let raw_json = visible_text(user, visibility)
+        .map(Cow::into_owned)
+        .unwrap_or_default();
     let owned = |field: &str| user.str(field).map(str::to_owned);
     let primary_email_address_id = owned("primary_email_address_id");
     let email_addresses = objects(json.get("email_addresses"))

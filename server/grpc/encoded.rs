@@ -19,7 +19,8 @@
 //! the work of turning it into a message.
 //!
 //! The memo is a table of buckets of four slots (one slot per 2 KiB of the
-//! bound): the bucket of a user is picked by hashing its id and visibility,
+//! bound): the bucket of a user is picked by hashing its id and the form
+//! kept (a message or a text, for one visibility),
 //! and a user served from the cache takes a slot of its bucket, the least
 //! recently used one when all four are taken. A lookup is a hash, an
 //! uncontended lock and a few comparisons — a batch of 100 does it 100
@@ -166,7 +167,7 @@ type Bucket = [Option<Memo>; WAYS];
 /// Encoded users, remembered for the users served recently (see the module
 /// docs).
 #[derive(Debug)]
-pub(crate) struct EncodedUsers {
+pub struct EncodedUsers {
     /// A power of two of them.
     buckets: Box<[Mutex<Bucket>]>,
     hasher: foldhash::fast::RandomState,
@@ -178,7 +179,7 @@ pub(crate) struct EncodedUsers {
 impl EncodedUsers {
     /// A memo holding at most `max_bytes` of encodings (and their ids), in
     /// a table of one slot per 2 KiB of it.
-    pub(crate) fn new(max_bytes: u64) -> Self {
+    pub fn new(max_bytes: u64) -> Self {
         let buckets = (max_bytes / BYTES_PER_SLOT / WAYS as u64)
             .clamp(1, MAX_BUCKETS)
             .next_power_of_two();
@@ -218,20 +219,11 @@ impl EncodedUsers {
     /// answers: less every `private_metadata` member without the scope),
     /// remembered as [`EncodedUsers::get`] remembers encodings.
     pub(crate) fn json(&self, user: &ClerkUser, visibility: Visibility, hit: bool) -> Bytes {
-        self.form_of(user, Form::Json(visibility), hit, || match visibility {
-            Visibility::Full => {
-                let mut text = Vec::new();
-                user.write_text(&mut text);
-                text.into()
-            }
-            // The text was checked when it entered the broker: a failure is a
-            // bug, answered with an empty object rather than the member.
-            Visibility::WithoutPrivateMetadata => {
-                match crate::json::try_without_key(user.text(), "private_metadata") {
-                    Ok(text) => Bytes::from(text.into_owned()),
-                    Err(_) => Bytes::from_static(b"{}"),
-                }
-            }
+        self.form_of(user, Form::Json(visibility), hit, || {
+            // A text that cannot be filtered (never: see `visible_text`) is
+            // answered as an empty object rather than with the member.
+            convert::visible_text(user, visibility)
+                .map_or(Bytes::from_static(b"{}"), |text| text.into_owned().into())
         })
     }
 

@@ -33,7 +33,7 @@ pub use admin::AdminApi;
 pub use auth::Authenticate;
 pub(crate) use convert::Visibility;
 pub use encoded::EncodedUser;
-pub(crate) use encoded::EncodedUsers;
+pub use encoded::EncodedUsers;
 pub use quota::QuotaApi;
 pub use users::{DEFAULT_ENCODED_BYTES, DEFAULT_MAX_STREAM_LIFETIME, UserApi};
 
