@@ -42,14 +42,14 @@ curl -s -H 'Authorization: Bearer sk_test_bench' "$front$path" >"$work/body.json
   tr -d '\r' | sed -n 's/^x-cache: //p')" = hit ] || { echo "the front did not cache the user" >&2; exit 1; }
 
 bare_port=$(free_port)
-exec 4< <(exec taskset -c 0 "$bin/bench-bare-http" "127.0.0.1:$bare_port" "$work/body.json")
+exec 4< <(exec taskset -c 0 "$bare_bin/bench-bare-http" "127.0.0.1:$bare_port" "$work/body.json")
 pids+=($!)
 read -r _ <&4
-bare="http://127.0.0.1:$bare_port"
+baseline="http://127.0.0.1:$bare_port"
 
 # One round: requests/s and mean/max latency (ms) of h2load against $1.
 round() {
-  taskset -c 1 h2load --h1 -t 1 -c "$connections" -n "$requests" \
+  taskset -c "$load_core" h2load --h1 -t 1 -c "$connections" -n "$requests" \
     -H 'Authorization: Bearer sk_test_bench' "$1$path" >"$work/h2load.out"
   python3 - "$work/h2load.out" <<'PY'
 import re, sys
@@ -70,7 +70,7 @@ echo "load average: $(cut -d' ' -f1-3 /proc/loadavg)"
 front_rps=()
 bare_rps=()
 for r in $(seq "$rounds"); do
-  read -r rps mean max ok failed < <(round "$bare")
+  read -r rps mean max ok failed < <(round "$baseline")
   bare_rps+=("$rps")
   echo "round $r bare  : $rps req/s, mean ${mean} ms, max ${max} ms ($ok ok, $failed failed)"
   read -r rps mean max ok failed < <(round "$front")

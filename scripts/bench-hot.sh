@@ -27,7 +27,9 @@
 #                  it: valgrind hashes tokens in software)
 #
 # Installs h2load (Debian's nghttp2-client) when missing; builds the release
-# binaries. The broker runs as `serve` with production defaults (logs at info,
+# binaries as shipped, profile-guided (scripts/build-pgo.sh: broker and
+# baselines alike; BENCH_PGO=0 for plain `cargo build --release` ones, both
+# sides too). The broker runs as `serve` with production defaults (logs at info,
 # metrics on) and a policy with one caller (scopes read_users and
 # acquire_permits), in front of `clerk-broker fake-clerk`.
 set -euo pipefail
@@ -41,83 +43,11 @@ load=(-t 1 -c 4 -m 32)
 BENCH_BINS="clerk-broker bench-bare-grpc"
 # shellcheck source=scripts/bench-common.sh
 source scripts/bench-common.sh
-declare -A pid_of
-curl -s -H 'Authorization: Bearer sk_test_fake' "$fake/v1/users?limit=100" >"$work/users.json"
-
-token=bench-token-0123456789abcdef
-cat >"$work/policy.toml" <<POLICY
-[[callers]]
-name = "bench"
-token_sha256 = "$(printf %s "$token" | sha256sum | cut -d' ' -f1)"
-scopes = ["read_users", "acquire_permits"]
-max_in_flight = 1024
-POLICY
-
-# Request messages (protobuf, written by hand: field 1, length-delimited),
-# and their gRPC frames for h2load.
-python3 - "$work" <<'PY'
-import json, struct, sys
-work = sys.argv[1]
-ids = [user["id"] for user in json.load(open(f"{work}/users.json"))]
-def field1(text):
-    data = text.encode()
-    return b"\x0a" + bytes([len(data)]) + data
-messages = {
-    "permit": b"",
-    "get": field1(ids[0]),
-    "batch": b"".join(field1(i) for i in ids[:100]),
-}
-for name, message in messages.items():
-    open(f"{work}/{name}.msg", "wb").write(message)
-    open(f"{work}/{name}.frame", "wb").write(b"\x00" + struct.pack(">I", len(message)) + message)
-PY
-declare -A paths=(
-  [permit]=/clerk_broker.v1.QuotaService/AcquirePermit
-  [get]=/clerk_broker.v1.UserService/GetUser
-  [batch]=/clerk_broker.v1.UserService/BatchGetUsers
-)
-
-# start_broker NAME [FLAGS...]: a broker on core 0; sets $broker_NAME.
-start_broker() {
-  local name=$1 port
-  shift
-  port=$(free_port)
-  # shellcheck disable=SC2086 # $under: a command and its flags, or nothing
-  CLERK_SECRET_KEY=sk_test_fake RUST_LOG=info taskset -c 0 ${under:-} "$bin/clerk-broker" serve \
-    --clerk-api-url "$fake/v1" --listen "127.0.0.1:$port" --config "$work/policy.toml" \
-    --http-listen "127.0.0.1:$(free_port)" --clerk-api-listen "127.0.0.1:$(free_port)" \
-    --upstream-rate 1000000/1ms --cache-ttl 1h "$@" 2>"$work/broker-$name.log" &
-  pids+=($!)
-  pid_of["127.0.0.1:$port"]=$!
-  # Up to 10 s (a minute under valgrind) to start.
-  for _ in $(seq "${start_tries:-100}"); do
-    "$bin/bench-bare-grpc" call "127.0.0.1:$port" "${paths[permit]}" "$work/permit.msg" \
-      /dev/null "$token" >/dev/null 2>&1 && break
-    sleep 0.1
-  done
-  printf -v "broker_$name" %s "127.0.0.1:$port"
-}
+grpc_requests
 start_broker memory
 broker=$broker_memory
-
-# Warm the cache and capture each answer; each baseline answers those bytes.
-declare -A bare
-for call in $calls; do
-  for _ in 1 2; do
-    cache=$("$bin/bench-bare-grpc" call "$broker" "${paths[$call]}" "$work/$call.msg" \
-      "$work/$call.answer" "$token")
-  done
-  if [ "$call" != permit ] && [ "$cache" != hit ]; then
-    echo "the broker did not cache the users of $call (x-cache: $cache)" >&2
-    exit 1
-  fi
-  port=$(free_port)
-  exec {fd}< <(exec taskset -c 0 "$bin/bench-bare-grpc" serve "127.0.0.1:$port" "$work/$call.answer")
-  pids+=($!)
-  pid_of["127.0.0.1:$port"]=$!
-  read -r _ <&"$fd"
-  bare[$call]="127.0.0.1:$port"
-done
+# shellcheck disable=SC2086 # one word per call
+start_baselines "$broker" $calls
 
 # CPU ticks (user + system) the process $1 has used.
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
@@ -128,7 +58,7 @@ run() {
   local rate=() before
   [ -n "${4:-}" ] && rate=(--rps "$4")
   before=$(ticks "${pid_of[$1]}")
-  taskset -c 1 h2load "${load[@]}" "${rate[@]}" -n "$3" -d "$work/$2.frame" \
+  taskset -c "$load_core" h2load "${load[@]}" "${rate[@]}" -n "$3" -d "$work/$2.frame" \
     -H 'content-type: application/grpc' -H 'te: trailers' \
     -H "authorization: Bearer $token" --log-file "$work/h2load.log" \
     "http://$1${paths[$2]}" >"$work/h2load.out"
@@ -203,7 +133,7 @@ done
 
 if [ "${BENCH_REDIS:-0}" = 1 ]; then
   redis_port=$(free_port)
-  taskset -c 1 redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no \
+  taskset -c "$load_core" redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no \
     >"$work/redis.log" 2>&1 &
   pids+=($!)
   for _ in $(seq 50); do redis-cli -p "$redis_port" ping >/dev/null 2>&1 && break; sleep 0.1; done
@@ -214,7 +144,7 @@ fi
 if [ "${BENCH_TRACING:-0}" = 1 ]; then
   # The collector: a bare server answering every export with an empty message.
   sink_port=$(free_port)
-  exec {sink_fd}< <(exec taskset -c 1 "$bin/bench-bare-grpc" serve "127.0.0.1:$sink_port" /dev/null)
+  exec {sink_fd}< <(exec taskset -c "$load_core" "$bin/bench-bare-grpc" serve "127.0.0.1:$sink_port" /dev/null)
   pids+=($!)
   read -r _ <&"$sink_fd"
   OTEL_TRACES_SAMPLER=traceidratio OTEL_TRACES_SAMPLER_ARG=0.01 \
@@ -261,7 +191,7 @@ PY
     "$bin/bench-bare-grpc" call "$broker_instructions" "${paths[$call]}" "$work/$call.msg" \
       /dev/null "$token" >/dev/null
     port=$(free_port)
-    exec {fd}< <(exec taskset -c 0 "${cg[@]}" "$bin/bench-bare-grpc" serve "127.0.0.1:$port" \
+    exec {fd}< <(exec taskset -c 0 "${cg[@]}" "$bare_bin/bench-bare-grpc" serve "127.0.0.1:$port" \
       "$work/$call.answer" 2>/dev/null)
     pids+=($!)
     pid_of["127.0.0.1:$port"]=$!

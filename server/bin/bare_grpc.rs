@@ -6,7 +6,8 @@
 //!   answered with the message bytes of `MESSAGE_FILE` (encoded once, copied
 //!   from memory). The same tonic stack the broker is served by, so the
 //!   benchmark's ratio is the broker's own cost. Prints
-//!   `listening on ADDRESS` once bound, then serves until killed.
+//!   `listening on ADDRESS` once bound, then serves until SIGTERM or Ctrl-C
+//!   (and exits cleanly: a profile-collecting build writes its profile).
 //! - `bench-bare-grpc call ADDRESS PATH REQUEST_FILE OUT_FILE [TOKEN]` makes
 //!   one unary call with the message bytes of `REQUEST_FILE` and writes the
 //!   answer's message bytes to `OUT_FILE`; prints the answer's `x-cache`
@@ -28,6 +29,9 @@ use tonic::{
     server::{Grpc, NamedService, UnaryService},
     transport::{Endpoint, Server, server::TcpIncoming},
 };
+
+#[path = "shared/stop.rs"]
+mod stop;
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -61,7 +65,7 @@ async fn serve(address: &str, message: &str) -> Result<(), Error> {
     Server::builder()
         .add_service(Bare::<UserService>::new(answer.clone()))
         .add_service(Bare::<QuotaService>::new(answer))
-        .serve_with_incoming(incoming)
+        .serve_with_incoming_shutdown(incoming, stop::stopped())
         .await?;
     Ok(())
 }

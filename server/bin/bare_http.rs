@@ -4,7 +4,7 @@
 //! served by, so the benchmark's ratio is the front's own cost.
 //!
 //! `bench-bare-http ADDRESS BODY_FILE` prints `listening on ADDRESS` once
-//! bound, then serves until killed.
+//! bound, then serves until SIGTERM or Ctrl-C.
 
 use std::{convert::Infallible, sync::Arc};
 
@@ -13,6 +13,9 @@ use http::{Request, Response, header};
 use hyper::{body::Incoming, service::service_fn};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
+
+#[path = "shared/stop.rs"]
+mod stop;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> std::io::Result<()> {
@@ -25,8 +28,12 @@ async fn main() -> std::io::Result<()> {
     let listener = TcpListener::bind(&address).await?;
     println!("listening on {}", listener.local_addr()?);
     let body = Arc::new(body);
+    let mut stopped = std::pin::pin!(stop::stopped());
     loop {
-        let (stream, _) = listener.accept().await?;
+        let (stream, _) = tokio::select! {
+            accepted = listener.accept() => accepted?,
+            () = &mut stopped => return Ok(()),
+        };
         stream.set_nodelay(true)?;
         let body = body.clone();
         tokio::spawn(async move {
