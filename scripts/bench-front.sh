@@ -10,7 +10,9 @@
 #   scripts/bench-front.sh [ROUNDS [REQUESTS [CONNECTIONS]]]    (defaults 3, 100000, 16)
 #
 # Installs h2load (Debian's nghttp2-client) when missing; builds the release
-# binaries. The broker runs as `serve` with production defaults (logs at info,
+# binaries as shipped, profile-guided, broker and baseline alike
+# (scripts/build-pgo.sh; BENCH_PGO=0 or broker as in bench-common.sh). The
+# broker runs as `serve` with production defaults (logs at info,
 # metrics on), in front of `clerk-broker fake-clerk`, with no policy file.
 set -euo pipefail
 cd "$(dirname "$0")/.."
