@@ -51,27 +51,54 @@ local reserved = stale * math.floor(limit / replicas)
 local function member(seq)
   return replica .. ':' .. seq
 end
+-- Slots are written in bulk: one command per CHUNK slots rather than one
+-- each (a command's arguments stay well under Lua's stack limit).
+local CHUNK = 500
+-- ZADD of flat {score, member, ...} pairs, with `flag` (XX, NX) if given.
+local function zadd_all(key, flag, items)
+  for s = 1, #items, 2 * CHUNK do
+    local e = math.min(s + 2 * CHUNK - 1, #items)
+    if flag then
+      redis.call('ZADD', key, flag, unpack(items, s, e))
+    else
+      redis.call('ZADD', key, unpack(items, s, e))
+    end
+  end
+end
+local function zrem_all(key, members)
+  for s = 1, #members, CHUNK do
+    redis.call('ZREM', key, unpack(members, s, math.min(s + CHUNK - 1, #members)))
+  end
+end
 -- Finished (or long) requests: the slot now expires at now + delta.
 local n = tonumber(ARGV[i]); i = i + 1
+local items = {}
 for _ = 1, n do
-  redis.call('ZADD', log, 'XX', now + tonumber(ARGV[i + 1]), member(ARGV[i]))
+  items[#items + 1] = now + tonumber(ARGV[i + 1])
+  items[#items + 1] = member(ARGV[i])
   i = i + 2
 end
+zadd_all(log, 'XX', items)
 -- Slots handed back unused.
 n = tonumber(ARGV[i]); i = i + 1
+items = {}
 for _ = 1, n do
-  redis.call('ZREM', log, member(ARGV[i]))
+  items[#items + 1] = member(ARGV[i])
   i = i + 1
 end
+zrem_all(log, items)
 -- Use the store did not see (local mode, or before a loss of data).
 n = tonumber(ARGV[i]); i = i + 1
+items = {}
 for _ = 1, n do
   local d = tonumber(ARGV[i + 1])
   if d > 0 then
-    redis.call('ZADD', log, 'NX', now + d, member(ARGV[i]))
+    items[#items + 1] = now + d
+    items[#items + 1] = member(ARGV[i])
   end
   i = i + 2
 end
+zadd_all(log, 'NX', items)
 redis.call('ZREMRANGEBYSCORE', log, '-inf', now)
 
 if pause_ms > 0 then
@@ -211,9 +238,12 @@ redis.call('PEXPIRE', passes, keep_ms)
 redis.call('PEXPIRE', active, keep_ms)
 
 local granted = math.max(0, math.min(room, want))
+items = {}
 for j = 0, granted - 1 do
-  redis.call('ZADD', log, now + lease + window, member(string.format('%.0f', first_seq + j)))
+  items[#items + 1] = now + lease + window
+  items[#items + 1] = member(string.format('%.0f', first_seq + j))
 end
+zadd_all(log, nil, items)
 if cap > 0 then
   redis.call('HSET', meta, 'tokens', tokens - granted, 'ts', ts)
 end
