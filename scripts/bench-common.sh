@@ -4,8 +4,8 @@
 # to the binaries needed: installs h2load when missing, builds, and starts the
 # fake Clerk on core 1. Sets `bin`, `work` (a temporary directory), `pids`
 # (killed at exit), `fake` (the fake Clerk's base URL, without /v1) and
-# `load_core`; defines `free_port`, and for gRPC calls `grpc_requests`, `start_broker` and
-# `start_baselines`.
+# `load_core`; defines `free_port`, `start_redis`, and for gRPC calls
+# `grpc_requests`, `start_broker` and `start_baselines`.
 #
 # The binaries are the release build as shipped, profile-guided
 # (scripts/build-pgo.sh, into target/pgo/release), broker and baselines alike;
@@ -97,6 +97,16 @@ for name, message in messages.items():
     open(f"{work}/{name}.msg", "wb").write(message)
     open(f"{work}/{name}.frame", "wb").write(b"\x00" + struct.pack(">I", len(message)) + message)
 PY
+}
+
+# start_redis: a redis-server on core 1, without persistence; sets
+# $redis_port once it answers.
+start_redis() {
+  redis_port=$(free_port)
+  taskset -c "$load_core" redis-server --port "$redis_port" --bind 127.0.0.1 --save '' \
+    --appendonly no >"$work/redis.log" 2>&1 &
+  pids+=($!)
+  for _ in $(seq 50); do redis-cli -p "$redis_port" ping >/dev/null 2>&1 && break; sleep 0.1; done
 }
 
 # start_broker NAME [FLAGS...]: a broker on core 0 (run under $under if set),

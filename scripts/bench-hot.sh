@@ -132,11 +132,7 @@ for call in $calls; do
 done
 
 if [ "${BENCH_REDIS:-0}" = 1 ]; then
-  redis_port=$(free_port)
-  taskset -c "$load_core" redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no \
-    >"$work/redis.log" 2>&1 &
-  pids+=($!)
-  for _ in $(seq 50); do redis-cli -p "$redis_port" ping >/dev/null 2>&1 && break; sleep 0.1; done
+  start_redis
   start_broker redis --redis-url "redis://127.0.0.1:$redis_port"
   compare "AcquirePermit, budget in Redis vs in memory" "$broker_redis" "$broker" permit
 fi

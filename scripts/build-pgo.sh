@@ -102,11 +102,7 @@ echo "training"
       -H "authorization: Bearer $token" "http://$1${paths[$2]}" | grep -E '^requests:'
   }
   # The budget shared through Redis, as replicas keep it.
-  redis_port=$(free_port)
-  taskset -c "$load_core" redis-server --port "$redis_port" --bind 127.0.0.1 --save '' \
-    --appendonly no >"$work/redis.log" 2>&1 &
-  pids+=($!)
-  for _ in $(seq 50); do redis-cli -p "$redis_port" ping >/dev/null 2>&1 && break; sleep 0.1; done
+  start_redis
   start_broker redis --redis-url "redis://127.0.0.1:$redis_port"
   drive "$broker_redis" permit 50000
   for call in permit get batch; do
