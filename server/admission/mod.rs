@@ -23,7 +23,9 @@ pub use budget::{Budget, BudgetSpec, DEFAULT_QUEUE_LIMIT, Permit};
 
 pub use keyed::KeyedBudgets;
 
-pub use lease::{LaneReport, LeaseReply, LeaseRequest, LeaseSettings, LeaseStore, StoreError};
+pub use lease::{
+    LaneReport, LeaseReply, LeaseRequest, LeaseSettings, LeaseStore, PlaceReport, StoreError,
+};
 
 pub use rate::{MAX_LIMIT, Rate, RateParseError, parse_duration};
 

@@ -1,10 +1,13 @@
 -- One round trip of a replica for one shared budget (see server/admission/lease.rs).
--- KEYS: 1 log (zset: slot -> expiry ms), 2 meta (hash), 3 replicas (zset: id -> last seen),
---       4 passes (hash: lane -> stride pass), 5 active (zset: replica|lane -> active until)
+-- KEYS: 1 groups (zset: group of slots -> expiry ms), 2 meta (hash),
+--       3 replicas (zset: id -> last seen), 4 passes (hash: lane -> stride pass),
+--       5 active (zset: replica|lane -> active until), 6 counts (hash: group -> slots,
+--       '#' -> all slots), 7 legacy (zset: slot -> expiry ms, an older version's log)
 -- Every time is the server's own clock (TIME), so replica clocks do not matter.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local log, meta, replicas_key, passes, active = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local groups, meta, replicas_key, passes, active, counts, legacy =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
 local replica = ARGV[1]
 local limit = tonumber(ARGV[2])
 local window = tonumber(ARGV[3])
@@ -48,58 +51,59 @@ local stale = redis.call('ZCOUNT', replicas_key, '-inf', '(' .. (now - stale_ms)
 local replicas = math.max(live + stale, configured, 1)
 local reserved = stale * math.floor(limit / replicas)
 
-local function member(seq)
-  return replica .. ':' .. seq
-end
--- Slots are written in bulk: one command per CHUNK slots rather than one
--- each (a command's arguments stay well under Lua's stack limit).
-local CHUNK = 500
--- ZADD of flat {score, member, ...} pairs, with `flag` (XX, NX) if given.
-local function zadd_all(key, flag, items)
-  for s = 1, #items, 2 * CHUNK do
-    local e = math.min(s + 2 * CHUNK - 1, #items)
-    if flag then
-      redis.call('ZADD', key, flag, unpack(items, s, e))
-    else
-      redis.call('ZADD', key, unpack(items, s, e))
+-- The log counts slots in groups (`groups`: member -> expiry, `counts`:
+-- member -> slots, and '#' -> the total): a lease (`<replica>:L<seq>`,
+-- created here at its grant), or a bucket of slots that expire together
+-- (`<replica>:U...`, `<replica>:R...`), created by the replica's reports.
+-- A report gives a group's count (absolute, so sending it again changes
+-- nothing) and, for a bucket, its expiry as ms from now.
+local total = tonumber(redis.call('HGET', counts, '#') or '0')
+local function set_count(m, c, delta)
+  local old = tonumber(redis.call('HGET', counts, m) or '0')
+  if delta == nil then
+    -- Slots only ever leave a lease; one the log no longer holds stays gone.
+    c = math.min(c, old)
+  elseif delta <= 0 then
+    c = 0
+  end
+  if c == old then
+    return
+  end
+  if c == 0 then
+    redis.call('ZREM', groups, m)
+    redis.call('HDEL', counts, m)
+  else
+    if old == 0 then
+      redis.call('ZADD', groups, now + delta, m)
     end
+    redis.call('HSET', counts, m, c)
   end
+  total = total + c - old
 end
-local function zrem_all(key, members)
-  for s = 1, #members, CHUNK do
-    redis.call('ZREM', key, unpack(members, s, math.min(s + CHUNK - 1, #members)))
-  end
-end
--- Finished (or long) requests: the slot now expires at now + delta.
 local n = tonumber(ARGV[i]); i = i + 1
-local items = {}
 for _ = 1, n do
-  items[#items + 1] = now + tonumber(ARGV[i + 1])
-  items[#items + 1] = member(ARGV[i])
-  i = i + 2
-end
-zadd_all(log, 'XX', items)
--- Slots handed back unused.
-n = tonumber(ARGV[i]); i = i + 1
-items = {}
-for _ = 1, n do
-  items[#items + 1] = member(ARGV[i])
-  i = i + 1
-end
-zrem_all(log, items)
--- Use the store did not see (local mode, or before a loss of data).
-n = tonumber(ARGV[i]); i = i + 1
-items = {}
-for _ = 1, n do
-  local d = tonumber(ARGV[i + 1])
-  if d > 0 then
-    items[#items + 1] = now + d
-    items[#items + 1] = member(ARGV[i])
+  local delta = nil
+  if ARGV[i + 2] ~= '' then
+    delta = tonumber(ARGV[i + 2])
   end
-  i = i + 2
+  set_count(replica .. ':' .. ARGV[i], tonumber(ARGV[i + 1]), delta)
+  i = i + 3
 end
-zadd_all(log, 'NX', items)
-redis.call('ZREMRANGEBYSCORE', log, '-inf', now)
+-- Expired groups leave the total.
+local gone = redis.call('ZRANGEBYSCORE', groups, '-inf', now)
+local CHUNK = 500
+for s = 1, #gone, CHUNK do
+  local part = { unpack(gone, s, math.min(s + CHUNK - 1, #gone)) }
+  for _, c in ipairs(redis.call('HMGET', counts, unpack(part))) do
+    total = total - (tonumber(c) or 0)
+  end
+  redis.call('HDEL', counts, unpack(part))
+end
+redis.call('ZREMRANGEBYSCORE', groups, '-inf', now)
+-- Slots of replicas that kept one member per slot (an older version of this
+-- script): counted one each until they expire.
+redis.call('ZREMRANGEBYSCORE', legacy, '-inf', now)
+local legacy_count = redis.call('ZCARD', legacy)
 
 if pause_ms > 0 then
   local pause_until = now + pause_ms
@@ -127,7 +131,7 @@ if cap > 0 then
   end
 end
 
-local count = redis.call('ZCARD', log)
+local count = total + legacy_count
 local paused_until = tonumber(redis.call('HGET', meta, 'paused_until') or '0')
 local blocked = tonumber(redis.call('HGET', meta, 'blocked_until') or '0')
 local hold = math.max(paused_until, blocked)
@@ -238,22 +242,26 @@ redis.call('PEXPIRE', passes, keep_ms)
 redis.call('PEXPIRE', active, keep_ms)
 
 local granted = math.max(0, math.min(room, want))
-items = {}
-for j = 0, granted - 1 do
-  items[#items + 1] = now + lease + window
-  items[#items + 1] = member(string.format('%.0f', first_seq + j))
+if granted > 0 then
+  local m = replica .. ':L' .. string.format('%.0f', first_seq)
+  redis.call('ZADD', groups, now + lease + window, m)
+  redis.call('HSET', counts, m, granted)
+  total = total + granted
 end
-zadd_all(log, nil, items)
+redis.call('HSET', counts, '#', total)
 if cap > 0 then
   redis.call('HSET', meta, 'tokens', tokens - granted, 'ts', ts)
 end
-redis.call('PEXPIRE', log, lease + window + 1000)
+redis.call('PEXPIRE', groups, lease + window + 1000)
+redis.call('PEXPIRE', counts, lease + window + 1000)
 
-count = redis.call('ZCARD', log)
-local oldest = redis.call('ZRANGE', log, 0, 0, 'WITHSCORES')
+count = total + legacy_count
 local oldest_ms = -1
-if oldest[2] then
-  oldest_ms = tonumber(oldest[2]) - now
+for _, key in ipairs({ groups, legacy }) do
+  local oldest = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
+  if oldest[2] and (oldest_ms < 0 or tonumber(oldest[2]) - now < oldest_ms) then
+    oldest_ms = tonumber(oldest[2]) - now
+  end
 end
 local retry = 0
 if granted < want then

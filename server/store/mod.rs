@@ -147,11 +147,13 @@ impl LeaseStore for RedisStore {
     async fn lease(&self, budget: &str, request: &LeaseRequest) -> Result<LeaseReply, StoreError> {
         self.round_trips.fetch_add(1, Ordering::Relaxed);
         let keys = [
-            self.key(&["budget", budget, "log"]),
+            self.key(&["budget", budget, "groups"]),
             self.key(&["budget", budget, "meta"]),
             self.key(&["replicas"]),
             self.key(&["budget", budget, "passes"]),
             self.key(&["budget", budget, "active"]),
+            self.key(&["budget", budget, "counts"]),
+            self.key(&["budget", budget, "log"]),
         ];
         let mut invocation = self.script.prepare_invoke();
         for key in &keys {
@@ -174,17 +176,13 @@ impl LeaseStore for RedisStore {
             .arg(request.pause_ms)
             .arg(request.bulk_share)
             .arg(u8::from(request.leaving));
-        invocation.arg(request.rescore.len());
-        for (seq, delta) in &request.rescore {
-            invocation.arg(seq).arg(delta);
-        }
-        invocation.arg(request.remove.len());
-        for seq in &request.remove {
-            invocation.arg(seq);
-        }
-        invocation.arg(request.record.len());
-        for (seq, delta) in &request.record {
-            invocation.arg(seq).arg(delta);
+        invocation.arg(request.places.len());
+        for place in &request.places {
+            invocation.arg(&place.name).arg(place.count);
+            match place.delta_ms {
+                Some(delta) => invocation.arg(delta),
+                None => invocation.arg(""),
+            };
         }
         invocation.arg(request.lanes.len());
         for lane in &request.lanes {

@@ -17,6 +17,7 @@ mod front_writes;
 mod grpc_limits;
 mod grpcurl;
 mod http_limits;
+mod lease_store;
 mod lookups;
 mod metrics_labels;
 mod raw_json;

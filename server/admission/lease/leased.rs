@@ -47,6 +47,14 @@ impl Timing {
     }
 }
 
+/// The hasher of this window's maps: their keys are this replica's own
+/// (sequence numbers, configured caller names), and they are touched on
+/// every permit.
+pub(super) type Fast = foldhash::fast::RandomState;
+
+/// Units granted per lane since the last report: (weight, units).
+pub(super) type Usage = HashMap<(Priority, CallerName), (u32, u64), Fast>;
+
 /// Whether the budget is shared now.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Mode {
@@ -62,10 +70,26 @@ pub(crate) enum Mode {
     Local,
 }
 
+/// Where the store counts some of this replica's slots (see
+/// [`super::PlaceReport`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(super) enum Place {
+    /// The slots of the grant whose first sequence number this is, counted
+    /// until the expiry the store gave the grant.
+    Lease(u64),
+    /// Slots counted until `origin` + this many ms: finished requests and
+    /// long ones extended.
+    Until(u64),
+    /// This replica's use recorded after local mode (or a loss of the
+    /// store's data), counted until `origin` + this many ms.
+    Recorded(u64),
+}
+
 /// A leased slot not used yet.
 #[derive(Clone, Copy, Debug)]
 pub(super) struct Slot {
-    pub(super) seq: u64,
+    /// The grant it came in.
+    pub(super) lease: u64,
     /// Unused at this instant, it goes back.
     pub(super) use_by: Instant,
     /// Until when the store counts it as in flight (conservatively, on our
@@ -73,10 +97,20 @@ pub(super) struct Slot {
     pub(super) hold_until: Instant,
 }
 
-/// The slots a permit holds (none in memory or local mode).
+/// A slot in flight.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct InFlight {
+    /// Until when the store counts it as in flight (on our clock).
+    pub(super) hold_until: Instant,
+    /// Where the store counts it.
+    pub(super) place: Place,
+}
+
+/// The slots a permit holds (none in memory or local mode): ids in
+/// [`Leased::held`].
 #[derive(Debug, Default)]
 pub(crate) struct Held {
-    pub(super) slots: Vec<(u64, Instant)>,
+    pub(super) slots: Vec<u64>,
 }
 
 /// What the store knew at the last round trip.
@@ -90,9 +124,9 @@ pub(super) struct Info {
 /// Reports taken out for a round trip, put back if it fails.
 #[derive(Debug, Default)]
 pub(crate) struct Taken {
-    pub(super) rescore: Vec<(u64, Instant)>,
-    pub(super) remove: Vec<u64>,
-    pub(super) usage: HashMap<(Priority, CallerName), (u32, u64)>,
+    /// Places reported (their counts are re-read when sent again).
+    pub(super) dirty: Vec<Place>,
+    pub(super) usage: Usage,
     pub(super) pause: Option<Instant>,
     pub(super) sent: Option<Instant>,
 }
@@ -111,11 +145,24 @@ pub(crate) struct Leased {
     pub(super) own: SlidingWindow,
     pub(super) mode: Mode,
     pub(super) slots: VecDeque<Slot>,
-    /// Slots in flight, with the instant they are counted until.
-    pub(super) held: HashMap<u64, Instant>,
-    pub(super) rescore: Vec<(u64, Instant)>,
-    pub(super) remove: Vec<u64>,
-    pub(super) usage: HashMap<(Priority, CallerName), (u32, u64)>,
+    /// Slots in flight, by id.
+    pub(super) held: HashMap<u64, InFlight, Fast>,
+    pub(super) next_id: u64,
+    /// How many of this replica's slots the store counts in each place, as
+    /// far as this replica has reported (absent: none).
+    pub(super) places: HashMap<Place, u32, Fast>,
+    /// Places whose count changed since the last round trip that succeeded.
+    pub(super) dirty: HashSet<Place, Fast>,
+    /// Slots finished since the last round trip.
+    pub(super) unreported: u32,
+    /// The instant bucket expiries are counted from, and the width of a
+    /// bucket (a thousandth of the window, at least 1 ms): expiries are
+    /// rounded up to it.
+    pub(super) origin: Instant,
+    pub(super) bucket_ms: u64,
+    /// Names this window's buckets apart from any other's of this replica.
+    pub(super) tag: u32,
+    pub(super) usage: Usage,
     pub(super) reported: HashSet<String>,
     pub(super) pause_report: Option<Instant>,
     pub(super) paused_until: Option<Instant>,
@@ -133,6 +180,12 @@ pub(crate) struct Leased {
     pub(super) retry_at: Option<Instant>,
     /// Wakes the sync task.
     pub(super) wake: Arc<Notify>,
+}
+
+/// The width of an expiry bucket for a window: a thousandth of it, at
+/// least 1 ms.
+fn bucket_ms(window: Duration) -> u64 {
+    (ms_ceil(window) / 1000).max(1)
 }
 
 pub(super) fn ms_ceil(duration: Duration) -> u64 {
@@ -168,10 +221,15 @@ impl Leased {
             settings,
             mode: Mode::Shared,
             slots: VecDeque::new(),
-            held: HashMap::new(),
-            rescore: Vec::new(),
-            remove: Vec::new(),
-            usage: HashMap::new(),
+            held: HashMap::default(),
+            next_id: 0,
+            places: HashMap::default(),
+            dirty: HashSet::default(),
+            unreported: 0,
+            origin: Instant::now(),
+            bucket_ms: bucket_ms(rate.window + margin),
+            tag: fastrand::u32(..),
+            usage: HashMap::default(),
             reported: HashSet::new(),
             pause_report: None,
             paused_until: None,
@@ -213,15 +271,59 @@ impl Leased {
         self.paused_until.filter(|&until| until > now)
     }
 
+    /// Adds `n` slots to a place's count.
+    pub(super) fn add(&mut self, place: Place, n: u32) {
+        *self.places.entry(place).or_insert(0) += n;
+        self.dirty.insert(place);
+    }
+
+    /// Takes `n` slots out of a place's count.
+    pub(super) fn take(&mut self, place: Place, n: u32) {
+        if let Some(count) = self.places.get_mut(&place) {
+            *count = count.saturating_sub(n);
+            if *count == 0 {
+                self.places.remove(&place);
+            }
+            self.dirty.insert(place);
+        }
+    }
+
+    /// The bucket of slots counted until `at` (rounded up to a bucket).
+    pub(super) fn until(&self, at: Instant) -> u64 {
+        ms_ceil(at.saturating_duration_since(self.origin)).div_ceil(self.bucket_ms) * self.bucket_ms
+    }
+
+    /// When a bucket's slots stop counting (on this replica's clock).
+    pub(super) fn bucket_end(&self, ms: u64) -> Instant {
+        self.origin + Duration::from_millis(ms)
+    }
+
+    /// Hands back the leased slots not used yet.
+    pub(super) fn hand_back(&mut self, slots: impl IntoIterator<Item = Slot>) {
+        // Slots of one lease are adjacent: one count update per lease.
+        let mut run: Option<(u64, u32)> = None;
+        for slot in slots {
+            match &mut run {
+                Some((lease, n)) if *lease == slot.lease => *n += 1,
+                _ => {
+                    if let Some((lease, n)) = run.replace((slot.lease, 1)) {
+                        self.take(Place::Lease(lease), n);
+                    }
+                }
+            }
+        }
+        if let Some((lease, n)) = run {
+            self.take(Place::Lease(lease), n);
+        }
+    }
+
     /// Hands back slots past their use-by, and enters local mode when the
     /// hold-off is over.
     pub(super) fn refresh(&mut self, now: Instant) {
-        while let Some(slot) = self.slots.front() {
-            if slot.use_by > now {
-                break;
-            }
-            self.remove.push(slot.seq);
-            self.slots.pop_front();
+        if self.slots.front().is_some_and(|slot| slot.use_by <= now) {
+            let expired = self.slots.partition_point(|slot| slot.use_by <= now);
+            let slots: Vec<Slot> = self.slots.drain(..expired).collect();
+            self.hand_back(slots);
         }
         if let Mode::HoldOff { until } = self.mode
             && now >= until
@@ -299,21 +401,36 @@ impl Leased {
         if self.mode != Mode::Local {
             for _ in 0..cost {
                 if let Some(slot) = self.slots.pop_front() {
-                    self.held.insert(slot.seq, slot.hold_until);
-                    held.slots.push((slot.seq, slot.hold_until));
+                    let id = self.next_id;
+                    self.next_id += 1;
+                    self.held.insert(
+                        id,
+                        InFlight {
+                            hold_until: slot.hold_until,
+                            place: Place::Lease(slot.lease),
+                        },
+                    );
+                    held.slots.push(id);
                 }
             }
         }
         held
     }
 
+    /// The permit's requests are answered: their slots now count until
+    /// the answer + the window.
     pub(crate) fn finish(&mut self, now: Instant, cost: u32, held: Held) {
         self.own.finish(now, cost);
-        for (seq, _) in held.slots {
-            self.held.remove(&seq);
-            self.rescore.push((seq, now));
+        let until = Place::Until(self.until(now + self.window()));
+        for id in held.slots {
+            // Gone when the store lost its data meanwhile.
+            if let Some(slot) = self.held.remove(&id) {
+                self.take(slot.place, 1);
+                self.add(until, 1);
+                self.unreported += 1;
+            }
         }
-        if self.rescore.len() >= 256 {
+        if self.unreported >= 256 {
             self.wake.notify_one();
         }
     }
@@ -408,8 +525,8 @@ impl Leased {
         }
         self.paused_until = Some(until);
         self.pause_report = Some(until);
-        self.remove
-            .extend(self.slots.drain(..).map(|slot| slot.seq));
+        let slots: Vec<Slot> = self.slots.drain(..).collect();
+        self.hand_back(slots);
         self.wake.notify_one();
     }
 

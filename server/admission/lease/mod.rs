@@ -75,18 +75,30 @@ pub struct LeaseRequest {
     pub bulk_share: f64,
     /// The replica is shutting down: forget its heartbeat.
     pub leaving: bool,
-    /// Slots whose expiry changes to the store's now + delta (ms): finished
-    /// requests (answer + window) and long ones (extended).
-    pub rescore: Vec<(u64, i64)>,
-    /// Leased slots handed back unused.
-    pub remove: Vec<u64>,
-    /// Units used while the store did not know (local mode, or before a loss
-    /// of its data), to count from the store's now until now + delta (ms).
-    pub record: Vec<(u64, i64)>,
+    /// Groups of this replica's slots whose count changed since the last
+    /// round trip (see [`PlaceReport`]).
+    pub places: Vec<PlaceReport>,
     /// Callers waiting here, or served since the last round trip.
     pub lanes: Vec<LaneReport>,
     /// Lanes reported before that have gone idle here.
     pub retire: Vec<String>,
+}
+
+/// How many of a replica's slots the store counts in one group: a lease
+/// (the slots of one grant not yet finished, extended or handed back;
+/// counted until the grant's expiry, which the store set) or a bucket of
+/// slots that expire together (finished requests, long ones extended, use
+/// recorded after local mode). The count is absolute, so a report sent again
+/// changes nothing.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PlaceReport {
+    /// The group's name within the replica's (`L<seq>`, `U<tag>.<ms>`, `R<tag>.<ms>`).
+    pub name: String,
+    /// Slots in the group now (0: the group is gone).
+    pub count: u32,
+    /// A bucket's expiry, ms from the store's now (0 or less: expired);
+    /// `None` for a lease (its count can only come down).
+    pub delta_ms: Option<i64>,
 }
 
 /// One caller of one class, as seen by one replica.
@@ -107,7 +119,7 @@ pub struct LaneReport {
 /// What the store answers.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct LeaseReply {
-    /// Slots granted: sequence numbers `first_seq ..`.
+    /// Slots granted, as one lease (`L<first_seq>`).
     pub granted: u32,
     /// The store's epoch: a new one means its data was lost.
     pub epoch: String,
@@ -270,7 +282,7 @@ mod tests {
     /// tokio's clock, shared by the replicas of one test.
     #[derive(Debug)]
     struct Model {
-        log: Mutex<(HashMap<String, Instant>, String)>,
+        log: Mutex<(HashMap<String, (Instant, u32)>, String)>,
         down: AtomicBool,
     }
 
@@ -308,34 +320,43 @@ mod tests {
             };
             let mut guard = self.model.log.lock().unwrap();
             let (log, epoch) = &mut *guard;
-            let member = |seq: &u64| format!("{}:{seq}", self.id);
-            for (seq, delta) in &request.rescore {
-                if let Some(expiry) = log.get_mut(&member(seq)) {
-                    *expiry = at(*delta);
+            // Groups of slots: name -> (expiry, count), as lease.lua keeps them.
+            for place in &request.places {
+                let name = format!("{}:{}", self.id, place.name);
+                let old = log.get(&name).map_or(0, |&(_, count)| count);
+                let count = match place.delta_ms {
+                    None => place.count.min(old),
+                    Some(delta) if delta <= 0 => 0,
+                    Some(_) => place.count,
+                };
+                if count == 0 {
+                    log.remove(&name);
+                } else if let Some(group) = log.get_mut(&name) {
+                    group.1 = count;
+                } else {
+                    log.insert(name, (at(place.delta_ms.unwrap_or(0)), count));
                 }
             }
-            for seq in &request.remove {
-                log.remove(&member(seq));
-            }
-            for (seq, delta) in &request.record {
-                if *delta > 0 {
-                    log.entry(member(seq)).or_insert(at(*delta));
-                }
-            }
-            log.retain(|_, expiry| *expiry > now);
-            let room = request.limit.saturating_sub(log.len() as u32);
+            log.retain(|_, (expiry, _)| *expiry > now);
+            let live = |log: &HashMap<String, (Instant, u32)>| -> u32 {
+                log.values().map(|&(_, count)| count).sum()
+            };
+            let room = request.limit.saturating_sub(live(log));
             let granted = room.min(request.want);
-            for i in 0..u64::from(granted) {
+            if granted > 0 {
                 log.insert(
-                    member(&(request.first_seq + i)),
-                    now + Duration::from_millis(request.lease_ms + request.window_ms),
+                    format!("{}:L{}", self.id, request.first_seq),
+                    (
+                        now + Duration::from_millis(request.lease_ms + request.window_ms),
+                        granted,
+                    ),
                 );
             }
-            let oldest = log.values().min().copied();
+            let oldest = log.values().map(|&(expiry, _)| expiry).min();
             Ok(LeaseReply {
                 granted,
                 epoch: epoch.clone(),
-                free: request.limit.saturating_sub(log.len() as u32),
+                free: request.limit.saturating_sub(live(log)),
                 oldest_ms: oldest.map(|at| (at - now).as_millis() as u64),
                 retry_ms: if granted < request.want {
                     oldest.map_or(1, |at| (at - now).as_millis() as u64).max(1)

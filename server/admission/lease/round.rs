@@ -12,7 +12,7 @@ use tokio::{
     time::{Duration, Instant},
 };
 
-use super::{LaneReport, LeaseReply, LeaseRequest, StoreError, leased::*};
+use super::{LaneReport, LeaseReply, LeaseRequest, PlaceReport, StoreError, leased::*};
 use crate::admission::{Priority, fair::FairQueue};
 
 impl Leased {
@@ -58,47 +58,83 @@ impl Leased {
         self.since = now;
         let first_seq = self.next_seq;
         self.next_seq += u64::from(want);
-        let mut taken = Taken {
-            rescore: std::mem::take(&mut self.rescore),
-            remove: std::mem::take(&mut self.remove),
+        if leaving {
+            let slots: Vec<_> = self.slots.drain(..).collect();
+            self.hand_back(slots);
+        }
+        // Requests running long: the store counts them a while longer.
+        let extended = Place::Until(self.until(now + max_hold + window));
+        let mut moved = Vec::new();
+        for slot in self.held.values_mut() {
+            if slot.hold_until <= now + self.timing.heartbeat * 2 {
+                slot.hold_until = now + max_hold;
+                moved.push(std::mem::replace(&mut slot.place, extended));
+            }
+        }
+        for place in moved {
+            self.take(place, 1);
+            self.add(extended, 1);
+        }
+        if self.rerecord || self.mode != Mode::Shared {
+            // This replica's own use, recorded: absolute counts again, so
+            // recording it twice counts it once.
+            let (in_flight, finished) = self.own.snapshot(now);
+            let mut recorded: HashMap<u64, u32> = HashMap::new();
+            for (at, units) in finished {
+                if at + window > now {
+                    *recorded.entry(self.until(at + window)).or_insert(0) += units;
+                }
+            }
+            if in_flight > 0 {
+                *recorded
+                    .entry(self.until(now + max_hold + window))
+                    .or_insert(0) += in_flight;
+            }
+            for (ms, units) in recorded {
+                self.places.insert(Place::Recorded(ms), units);
+                self.dirty.insert(Place::Recorded(ms));
+            }
+        }
+        // Buckets past their end are gone from the store by themselves.
+        let origin = self.origin;
+        let live = |place: &Place| match *place {
+            Place::Lease(_) => true,
+            Place::Until(ms) | Place::Recorded(ms) => {
+                origin + Duration::from_millis(ms) > now
+            }
+        };
+        self.places.retain(|place, _| live(place));
+        self.dirty.retain(live);
+        self.unreported = 0;
+        let taken = Taken {
+            dirty: self.dirty.drain().collect(),
             usage: std::mem::take(&mut self.usage),
             pause: self.pause_report.take(),
             sent: Some(now),
         };
-        if leaving {
-            taken
-                .remove
-                .extend(self.slots.drain(..).map(|slot| slot.seq));
-        }
-        let mut rescore: Vec<(u64, i64)> = taken
-            .rescore
+        let places = taken
+            .dirty
             .iter()
-            .map(|&(seq, finished)| (seq, delta_ms(finished + window, now)))
-            .collect();
-        // Requests running long: the store counts them a while longer.
-        for (seq, hold_until) in &mut self.held {
-            if *hold_until <= now + self.timing.heartbeat * 2 {
-                *hold_until = now + max_hold;
-                rescore.push((*seq, delta_ms(now + max_hold + window, now)));
-            }
-        }
-        let mut record = Vec::new();
-        if self.rerecord || self.mode != Mode::Shared {
-            let (in_flight, finished) = self.own.snapshot(now);
-            for (at, units) in finished {
-                let delta = delta_ms(at + window, now);
-                if delta > 0 {
-                    for _ in 0..units {
-                        record.push((self.next_seq, delta));
-                        self.next_seq += 1;
-                    }
+            .map(|&place| {
+                let count = self.places.get(&place).copied().unwrap_or(0);
+                let (name, delta_ms) = match place {
+                    Place::Lease(seq) => (format!("L{seq}"), None),
+                    Place::Until(ms) => (
+                        format!("U{:x}.{ms}", self.tag),
+                        Some(delta_ms(self.bucket_end(ms), now)),
+                    ),
+                    Place::Recorded(ms) => (
+                        format!("R{:x}.{ms}", self.tag),
+                        Some(delta_ms(self.bucket_end(ms), now)),
+                    ),
+                };
+                PlaceReport {
+                    name,
+                    count,
+                    delta_ms,
                 }
-            }
-            for _ in 0..in_flight {
-                record.push((self.next_seq, delta_ms(now + max_hold + window, now)));
-                self.next_seq += 1;
-            }
-        }
+            })
+            .collect();
         let class = |priority| match priority {
             Priority::Interactive => 0u8,
             Priority::Bulk => 1,
@@ -158,9 +194,7 @@ impl Leased {
                 .map_or(0, |until| ms_ceil(until.saturating_duration_since(now))),
             bulk_share: self.bulk_share,
             leaving,
-            rescore,
-            remove: taken.remove.clone(),
-            record,
+            places,
             lanes: lanes.into_values().collect(),
             retire,
         };
@@ -195,6 +229,8 @@ impl Leased {
                     // requests in flight must be recorded again.
                     self.slots.clear();
                     self.held.clear();
+                    self.places.clear();
+                    self.dirty.clear();
                     self.rerecord = true;
                     self.wake.notify_one();
                 } else {
@@ -205,10 +241,12 @@ impl Leased {
                 self.replicas = reply.replicas.max(1);
                 let use_by = sent + self.timing.use_for;
                 let hold_until = use_by + self.settings.max_hold;
-                if !lost {
-                    for i in 0..u64::from(reply.granted) {
+                if !lost && reply.granted > 0 {
+                    let lease = request.first_seq;
+                    self.places.insert(Place::Lease(lease), reply.granted);
+                    for _ in 0..reply.granted {
                         self.slots.push_back(Slot {
-                            seq: request.first_seq + i,
+                            lease,
                             use_by,
                             hold_until,
                         });
@@ -232,13 +270,9 @@ impl Leased {
                 (was != Mode::Shared).then_some(false)
             }
             Err(error) => {
-                // Put the reports back: they are sent again (idempotently).
-                let mut rescore = taken.rescore;
-                rescore.append(&mut self.rescore);
-                self.rescore = rescore;
-                let mut remove = taken.remove;
-                remove.append(&mut self.remove);
-                self.remove = remove;
+                // Put the reports back: they are sent again, with the
+                // counts of then (absolute, so idempotent).
+                self.dirty.extend(taken.dirty);
                 if self.mode != Mode::Local {
                     for (key, (weight, used)) in taken.usage {
                         self.usage.entry(key).or_insert((weight, 0)).1 += used;
@@ -280,10 +314,10 @@ impl Leased {
         if let Some(slot) = self.slots.front() {
             next = next.min(slot.use_by);
         }
-        if let Some(hold) = self.held.values().min() {
+        if let Some(hold) = self.held.values().map(|slot| slot.hold_until).min() {
             next = next.min(hold.checked_sub(timing.heartbeat * 2).unwrap_or(now));
         }
-        if !self.rescore.is_empty() || !self.remove.is_empty() || self.pause_report.is_some() {
+        if !self.dirty.is_empty() || self.pause_report.is_some() {
             next = next.min(now + timing.flush);
         }
         if waiting && self.mode == Mode::Shared {
