@@ -7,9 +7,13 @@
 //! k slots (one round trip, atomic in the store); each leased slot counts as
 //! if its request had been sent at the last instant it may be used and had
 //! run as long as a request may run (`max_hold`), plus the window. When the
-//! request finishes, the replica reports it and the slot's expiry comes down
-//! to the answer + the window (+ margin): exactly the in-memory rule. Unused
-//! slots are handed back. A crashed replica's slots expire by themselves.
+//! request finishes, the slot's expiry comes down to the answer + the window
+//! (+ margin): exactly the in-memory rule. Unused slots are handed back. A
+//! crashed replica's slots expire by themselves. The store counts slots in
+//! groups rather than one by one: a lease per grant, and buckets of slots
+//! that expire together (a thousandth of the window wide); the replica
+//! reports the new counts of the groups that changed, so the store's work
+//! per round trip follows the groups, not the permits ([`PlaceReport`]).
 //! So the store never holds more than N slots alive, and every request sent
 //! is covered by a live slot from its admission until W after its answer:
 //! the in-memory proof carries over (ARCHITECTURE.md, invariant 17).
@@ -278,11 +282,14 @@ mod tests {
     use super::*;
     use crate::admission::{Budget, BudgetSpec, CallerName, NoEvents};
 
+    /// Groups of slots: name -> (expiry, count).
+    type Groups = HashMap<String, (Instant, u32)>;
+
     /// A model of `lease.lua`'s log (without fairness, burst or pause), on
     /// tokio's clock, shared by the replicas of one test.
     #[derive(Debug)]
     struct Model {
-        log: Mutex<(HashMap<String, (Instant, u32)>, String)>,
+        log: Mutex<(Groups, String)>,
         down: AtomicBool,
     }
 
@@ -320,7 +327,7 @@ mod tests {
             };
             let mut guard = self.model.log.lock().unwrap();
             let (log, epoch) = &mut *guard;
-            // Groups of slots: name -> (expiry, count), as lease.lua keeps them.
+            // As lease.lua keeps them.
             for place in &request.places {
                 let name = format!("{}:{}", self.id, place.name);
                 let old = log.get(&name).map_or(0, |&(_, count)| count);
@@ -338,9 +345,7 @@ mod tests {
                 }
             }
             log.retain(|_, (expiry, _)| *expiry > now);
-            let live = |log: &HashMap<String, (Instant, u32)>| -> u32 {
-                log.values().map(|&(_, count)| count).sum()
-            };
+            let live = |log: &Groups| -> u32 { log.values().map(|&(_, count)| count).sum() };
             let room = request.limit.saturating_sub(live(log));
             let granted = room.min(request.want);
             if granted > 0 {

@@ -99,9 +99,7 @@ impl Leased {
         let origin = self.origin;
         let live = |place: &Place| match *place {
             Place::Lease(_) => true,
-            Place::Until(ms) | Place::Recorded(ms) => {
-                origin + Duration::from_millis(ms) > now
-            }
+            Place::Until(ms) | Place::Recorded(ms) => origin + Duration::from_millis(ms) > now,
         };
         self.places.retain(|place, _| live(place));
         self.dirty.retain(live);
