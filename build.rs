@@ -32,6 +32,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     fs::create_dir_all(&wire_dir)?;
     let mut wire = tonic_prost_build::configure()
         .build_client(false)
+        // prost's codec, writing each answer into room reserved for all of it.
+        .codec_path("crate::grpc::codec::WireCodec")
         .out_dir(&wire_dir)
         .extern_path(".clerk_broker.v1.User", "crate::grpc::EncodedUser");
     for file in &descriptors.file {
