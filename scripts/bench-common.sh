@@ -100,11 +100,12 @@ PY
 }
 
 # start_redis: a redis-server on core 1, without persistence; sets
-# $redis_port once it answers.
+# $redis_port and $redis_pid once it answers.
 start_redis() {
   redis_port=$(free_port)
   taskset -c "$load_core" redis-server --port "$redis_port" --bind 127.0.0.1 --save '' \
     --appendonly no >"$work/redis.log" 2>&1 &
+  redis_pid=$!
   pids+=($!)
   for _ in $(seq 50); do redis-cli -p "$redis_port" ping >/dev/null 2>&1 && break; sleep 0.1; done
 }

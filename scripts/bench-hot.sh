@@ -15,7 +15,8 @@
 #   scripts/bench-hot.sh [ROUNDS [REQUESTS]]     (defaults 3, 100000; a tenth for batches)
 #   BENCH_CALLS="permit get batch" (default: all three; pick some)
 #   BENCH_REDIS=1: also AcquirePermit with the budget in Redis, against the
-#                  in-memory budget (needs redis-server; Redis on core 1)
+#                  in-memory budget (needs redis-server; Redis on core 1), and
+#                  Redis's CPU and round trips per permit over one more run
 #   BENCH_TRACING=1: also AcquirePermit and GetUser on a broker exporting
 #                  traces (OTLP to a sink on core 1, 1 % of calls sampled),
 #                  against the broker with tracing off
@@ -135,6 +136,19 @@ if [ "${BENCH_REDIS:-0}" = 1 ]; then
   start_redis
   start_broker redis --redis-url "redis://127.0.0.1:$redis_port"
   compare "AcquirePermit, budget in Redis vs in memory" "$broker_redis" "$broker" permit
+  # Redis's own work per permit over one more run: CPU and lease round trips.
+  round_trips() {
+    redis-cli -p "$redis_port" info commandstats |
+      sed -n 's/^cmdstat_evalsha:calls=\([0-9]*\),.*/\1/p'
+  }
+  before=$(ticks "$redis_pid")
+  trips=$(round_trips)
+  read -r rps _ _ ok _ _ < <(run "$broker_redis" permit "$requests")
+  line=$(python3 -c "print(f'AcquirePermit, budget in Redis: Redis CPU \
+{($(ticks "$redis_pid") - $before) / $(getconf CLK_TCK) * 1e6 / max(1, $ok):.2f} us and \
+{($(round_trips) - ${trips:-0}) / max(1, $ok):.4f} round trips per permit ($ok permits, $rps RPC/s)')")
+  echo "  $line"
+  summary+=("$line")
 fi
 
 if [ "${BENCH_TRACING:-0}" = 1 ]; then
