@@ -85,6 +85,27 @@ pub(super) enum Place {
     Recorded(u64),
 }
 
+impl Place {
+    /// A bucket's end, in ms after the window's origin; none for a lease
+    /// (the store set its expiry at the grant).
+    pub(super) fn end_ms(self) -> Option<u64> {
+        match self {
+            Place::Lease(_) => None,
+            Place::Until(ms) | Place::Recorded(ms) => Some(ms),
+        }
+    }
+
+    /// Its name in the store, after the replica's id; `tag` tells this
+    /// window's buckets from any other's.
+    pub(super) fn name(self, tag: u32) -> String {
+        match self {
+            Place::Lease(seq) => format!("L{seq}"),
+            Place::Until(ms) => format!("U{tag:x}.{ms}"),
+            Place::Recorded(ms) => format!("R{tag:x}.{ms}"),
+        }
+    }
+}
+
 /// A leased slot not used yet.
 #[derive(Clone, Copy, Debug)]
 pub(super) struct Slot {
@@ -535,6 +556,9 @@ impl Leased {
         self.margin = margin;
         self.burst = burst;
         self.timing = Timing::of(rate.window + margin);
+        // Buckets are named by their end in ms: a new width rounds only the
+        // buckets to come.
+        self.bucket_ms = bucket_ms(rate.window + margin);
         if self.mode == Mode::Local {
             let share = self.share().max(1);
             let burst = burst.map(|burst| burst.min(share));

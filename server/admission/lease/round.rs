@@ -97,9 +97,10 @@ impl Leased {
         }
         // Buckets past their end are gone from the store by themselves.
         let origin = self.origin;
-        let live = |place: &Place| match *place {
-            Place::Lease(_) => true,
-            Place::Until(ms) | Place::Recorded(ms) => origin + Duration::from_millis(ms) > now,
+        let live = |place: &Place| {
+            place
+                .end_ms()
+                .is_none_or(|ms| origin + Duration::from_millis(ms) > now)
         };
         self.places.retain(|place, _| live(place));
         self.dirty.retain(live);
@@ -113,24 +114,10 @@ impl Leased {
         let places = taken
             .dirty
             .iter()
-            .map(|&place| {
-                let count = self.places.get(&place).copied().unwrap_or(0);
-                let (name, delta_ms) = match place {
-                    Place::Lease(seq) => (format!("L{seq}"), None),
-                    Place::Until(ms) => (
-                        format!("U{:x}.{ms}", self.tag),
-                        Some(delta_ms(self.bucket_end(ms), now)),
-                    ),
-                    Place::Recorded(ms) => (
-                        format!("R{:x}.{ms}", self.tag),
-                        Some(delta_ms(self.bucket_end(ms), now)),
-                    ),
-                };
-                PlaceReport {
-                    name,
-                    count,
-                    delta_ms,
-                }
+            .map(|&place| PlaceReport {
+                name: place.name(self.tag),
+                count: self.places.get(&place).copied().unwrap_or(0),
+                delta_ms: place.end_ms().map(|ms| delta_ms(self.bucket_end(ms), now)),
             })
             .collect();
         let class = |priority| match priority {
@@ -340,5 +327,108 @@ impl Leased {
 
     pub(crate) fn waker(&self) -> Arc<Notify> {
         self.wake.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::admission::{Rate, lease::LeaseSettings};
+
+    /// The groups a request reports: (name's kind, count, has an end).
+    fn groups(request: &LeaseRequest) -> Vec<(char, u32, bool)> {
+        let mut groups: Vec<_> = request
+            .places
+            .iter()
+            .map(|place| {
+                (
+                    place.name.chars().next().unwrap(),
+                    place.count,
+                    place.delta_ms.is_some_and(|delta| delta > 0),
+                )
+            })
+            .collect();
+        groups.sort_unstable();
+        groups
+    }
+
+    fn granted(n: u32) -> Result<LeaseReply, StoreError> {
+        Ok(LeaseReply {
+            granted: n,
+            epoch: "e".into(),
+            ..LeaseReply::default()
+        })
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn reports_give_the_absolute_counts_of_the_groups_that_changed() {
+        let rate = Rate {
+            limit: 100,
+            window: Duration::from_secs(1),
+        };
+        let settings = LeaseSettings {
+            max_hold: Duration::from_secs(5),
+            replicas: Some(1),
+            timeout: Duration::from_millis(50),
+        };
+        let mut leased = Leased::new(rate, Duration::from_millis(20), None, 0.2, settings);
+        let queue = FairQueue::new(0.2);
+        // A lease of 4.
+        leased.add_pending(4);
+        let (request, taken) = leased.build(Instant::now(), &queue, false);
+        assert_eq!(request.want, 4);
+        assert!(request.places.is_empty());
+        leased.apply(Instant::now(), &request, taken, granted(4));
+        leased.sub_pending(4);
+
+        // Two permits; one is answered: it moves from the lease to a bucket.
+        let first = leased.start(1);
+        let _second = leased.start(1);
+        tokio::time::advance(Duration::from_millis(10)).await;
+        leased.finish(Instant::now(), 1, first);
+        let (request, taken) = leased.build(Instant::now(), &queue, false);
+        assert_eq!(groups(&request), [('L', 3, false), ('U', 1, true)]);
+        // The round trip fails: the next one reports the same counts again.
+        leased.apply(
+            Instant::now(),
+            &request,
+            taken,
+            Err(StoreError("down".into())),
+        );
+        let (again, taken) = leased.build(Instant::now(), &queue, false);
+        // The same groups, same counts (and, the store unreachable, this
+        // replica's own use recorded: its answer and its request in flight).
+        let shared = |request: &LeaseRequest| {
+            let mut shared: Vec<(String, u32)> = request
+                .places
+                .iter()
+                .filter(|place| !place.name.starts_with('R'))
+                .map(|place| (place.name.clone(), place.count))
+                .collect();
+            shared.sort();
+            shared
+        };
+        assert_eq!(shared(&again), shared(&request));
+        assert_eq!(
+            groups(&again),
+            [
+                ('L', 3, false),
+                ('R', 1, true),
+                ('R', 1, true),
+                ('U', 1, true)
+            ]
+        );
+        leased.apply(Instant::now(), &again, taken, granted(0));
+        // Nothing changed since: nothing is reported.
+        let (quiet, taken) = leased.build(Instant::now(), &queue, false);
+        assert!(quiet.places.is_empty(), "{:?}", quiet.places);
+        leased.apply(Instant::now(), &quiet, taken, granted(0));
+
+        // The two slots never used pass their use-by: the lease keeps the
+        // one still in flight.
+        tokio::time::advance(Duration::from_millis(300)).await;
+        let (request, taken) = leased.build(Instant::now(), &queue, false);
+        assert_eq!(groups(&request), [('L', 1, false)]);
+        leased.apply(Instant::now(), &request, taken, granted(0));
     }
 }
