@@ -106,7 +106,7 @@ start_redis() {
   taskset -c "$load_core" redis-server --port "$redis_port" --bind 127.0.0.1 --save '' \
     --appendonly no >"$work/redis.log" 2>&1 &
   redis_pid=$!
-  pids+=($!)
+  pids+=("$redis_pid")
   for _ in $(seq 50); do redis-cli -p "$redis_port" ping >/dev/null 2>&1 && break; sleep 0.1; done
 }
 

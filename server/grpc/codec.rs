@@ -2,7 +2,7 @@
 //! its encoded length before it is written. prost writes a message field by
 //! field, so the encoder's buffer otherwise grows by doubling as it goes and
 //! every growth copies what is already written: a 100-user batch (about
-//! 220 KB) was copied five times over, half of the call's instructions.
+//! 220 KB) was copied five times over, two fifths of the call's instructions.
 
 use std::marker::PhantomData;
 
