@@ -5,7 +5,7 @@
 # fake Clerk on core 1. Sets `bin`, `work` (a temporary directory), `pids`
 # (killed at exit), `fake` (the fake Clerk's base URL, without /v1) and
 # `load_core`; defines `free_port`, `start_redis`, and for gRPC calls
-# `grpc_requests`, `start_broker` and `start_baselines`.
+# `grpc_requests`, `start_broker`, `start_bare` and `start_baselines`.
 #
 # The binaries are the release build as shipped, profile-guided
 # (scripts/build-pgo.sh, into target/pgo/release), broker and baselines alike;
@@ -136,12 +136,26 @@ start_broker() {
   printf -v "front_$name" %s "http://127.0.0.1:$front_port"
 }
 
+# start_bare ANSWER_FILE [FLAGS...]: a bare server on core 0 answering the
+# bytes of ANSWER_FILE; sets $bare_address.
+start_bare() {
+  local port fd
+  port=$(free_port)
+  exec {fd}< <(exec taskset -c 0 "$bare_bin/bench-bare-grpc" serve "127.0.0.1:$port" "$@")
+  pids+=($!)
+  pid_of["127.0.0.1:$port"]=$!
+  read -r _ <&"$fd"
+  bare_address="127.0.0.1:$port"
+}
+
 # start_baselines BROKER CALL...: warms BROKER's cache with each call and
-# captures its answer ($work/CALL.answer); starts, per call, a bare server on
-# core 0 answering those very bytes, and sets bare[CALL] to its address.
-declare -A bare
+# captures its answer ($work/CALL.answer); starts, per call, two bare servers
+# on core 0 answering those very bytes: bare[CALL] on tokio's default runtime
+# (what `#[tokio::main]` builds), bare_rt[CALL] on the broker's
+# (server/runtime.rs).
+declare -A bare bare_rt
 start_baselines() {
-  local broker=$1 call cache port fd
+  local broker=$1 call cache
   shift
   for call in "$@"; do
     for _ in 1 2; do
@@ -152,11 +166,9 @@ start_baselines() {
       echo "the broker did not cache the users of $call (x-cache: $cache)" >&2
       exit 1
     fi
-    port=$(free_port)
-    exec {fd}< <(exec taskset -c 0 "$bare_bin/bench-bare-grpc" serve "127.0.0.1:$port" "$work/$call.answer")
-    pids+=($!)
-    pid_of["127.0.0.1:$port"]=$!
-    read -r _ <&"$fd"
-    bare[$call]="127.0.0.1:$port"
+    start_bare "$work/$call.answer"
+    bare[$call]=$bare_address
+    start_bare "$work/$call.answer" --broker-runtime
+    bare_rt[$call]=$bare_address
   done
 }

@@ -6,11 +6,16 @@
 #   - AcquirePermit (ample budget, empty request);
 #   - GetUser, a cache hit;
 #   - BatchGetUsers of 100 cached ids.
+# Two baselines per call: the bare server on tokio's default runtime (what
+# `#[tokio::main]` builds: the bare tonic server the targets are set
+# against), and the same server on the broker's runtime (server/runtime.rs:
+# the scheduler's LIFO slot off, which writes answers together), so that the
+# broker's own cost shows apart from its runtime's.
 # Per call and round: RPC/s, p50/p99 latency at saturation, and the server's
 # CPU time per call (user + system, from /proc: unlike RPC/s, barely moved by
-# other work on a busy machine); then, at half the baseline's saturation
-# rate, p50/p99 of both. Prints the medians and ratios. Nothing is asserted:
-# figures depend on the machine.
+# other work on a busy machine); then, at half each baseline's saturation
+# rate, p99 of it and of the broker. Prints the medians and ratios. Nothing
+# is asserted: figures depend on the machine.
 #
 #   scripts/bench-hot.sh [ROUNDS [REQUESTS]]     (defaults 3, 100000; a tenth for batches)
 #   BENCH_CALLS="permit get batch" (default: all three; pick some)
@@ -81,10 +86,22 @@ PY
 median() { python3 -c 'import statistics,sys; print(statistics.median(map(float, sys.argv[1:])))' "$@"; }
 
 summary=()
-# compare LABEL BROKER_ADDRESS BARE_ADDRESS CALL: rounds alternated, then half rate.
+# ratios BASELINE_FIGURES... -- TARGET_FIGURES...: each round's ratio (its
+# runs are seconds apart, so a slow change in the machine's load moves both)
+# and their median.
+ratios() {
+  python3 -c 'import statistics, sys
+i = sys.argv.index("--")
+r = [float(t) / float(b) for b, t in zip(sys.argv[1:i], sys.argv[i + 1:])]
+print(" ".join(f"{x:.2f}" for x in r), f"(median {statistics.median(r):.2f}x)")' "$@"
+}
+
+# compare LABEL TARGET BASELINE CALL [BASELINE_ON_THE_BROKERS_RUNTIME]:
+# rounds alternated, then each server at half its baseline's saturation rate.
 compare() {
-  local label=$1 target=$2 base=$3 call=$4 r rps p50 p99 ok failed cpu
+  local label=$1 target=$2 base=$3 call=$4 base_rt=${5:-} r rps p50 p99 ok failed cpu
   local b_rps=() b_p99=() t_rps=() t_p99=() b_p50=() t_p50=() b_cpu=() t_cpu=()
+  local rt_rps=() rt_cpu=()
   # A batch answer is 100 users: a tenth of the calls.
   local n=$requests
   [ "$call" = batch ] && n=$((requests / 10))
@@ -96,39 +113,49 @@ compare() {
     read -r rps p50 p99 ok failed cpu < <(run "$target" "$call" "$n")
     t_rps+=("$rps"); t_p50+=("$p50"); t_p99+=("$p99"); t_cpu+=("$cpu")
     echo "  round $r broker  : $rps RPC/s, p50 $p50 ms, p99 $p99 ms, $cpu us CPU/call ($ok ok, $failed failed)"
+    if [ -n "$base_rt" ]; then
+      read -r rps p50 p99 ok failed cpu < <(run "$base_rt" "$call" "$n")
+      rt_rps+=("$rps"); rt_cpu+=("$cpu")
+      echo "  round $r baseline on the broker's runtime: $rps RPC/s, p50 $p50 ms, p99 $p99 ms, $cpu us CPU/call ($ok ok, $failed failed)"
+    fi
   done
-  local base_rps target_rps half base_cpu target_cpu
+  local base_rps target_rps base_cpu target_cpu
   base_rps=$(median "${b_rps[@]}")
   target_rps=$(median "${t_rps[@]}")
   base_cpu=$(median "${b_cpu[@]}")
   target_cpu=$(median "${t_cpu[@]}")
-  # Half the baseline's saturation rate, for about 5 s (at least 1,000 calls).
-  half=$(python3 -c "print(max(1, int($base_rps / 2 / 4)))")
-  n=$(python3 -c "print(max(1000, int($base_rps / 2 * 5)))")
-  read -r _ hb50 hb99 _ _ _ < <(run "$base" "$call" "$n" "$half")
-  read -r _ ht50 ht99 _ _ _ < <(run "$target" "$call" "$n" "$half")
-  echo "  at half the baseline's rate ($((half * 4)) RPC/s): baseline p50 $hb50 ms p99 $hb99 ms; broker p50 $ht50 ms p99 $ht99 ms"
-  # Each round's ratio (its two runs are a few seconds apart, so a slow
-  # change in the machine's load moves both), and their median.
-  local ratios
-  ratios=$(python3 -c 'import statistics, sys
-n = len(sys.argv) // 2
-r = [float(t) / float(b) for b, t in zip(sys.argv[1:n + 1], sys.argv[n + 1:])]
-print(" ".join(f"{x:.2f}" for x in r), f"(median {statistics.median(r):.2f}x)")' \
-    "${b_rps[@]}" "${t_rps[@]}")
+  # half_rate BASELINE RPS: p99 of the baseline and the broker at half the
+  # baseline's saturation rate, for about 5 s (at least 1,000 calls); prints
+  # "p99 at half rate B vs T ms = Rx".
+  half_rate() {
+    local half n hb99 ht99
+    half=$(python3 -c "print(max(1, int($2 / 2 / 4)))")
+    n=$(python3 -c "print(max(1000, int($2 / 2 * 5)))")
+    read -r _ _ hb99 _ _ _ < <(run "$1" "$call" "$n" "$half")
+    read -r _ _ ht99 _ _ _ < <(run "$target" "$call" "$n" "$half")
+    python3 -c "print(f'p99 at half rate ($((half * 4)) RPC/s) {$ht99} vs {$hb99} ms = {$ht99 / max($hb99, 0.001):.2f}x')"
+  }
   local line
-  line=$(python3 -c "print(f'$label: broker {$target_rps:.0f} RPC/s vs baseline {$base_rps:.0f} = {$target_rps / $base_rps:.2f}x (per round: $ratios); CPU/call {$target_cpu} vs {$base_cpu} us = {$base_cpu / max($target_cpu, 0.001):.2f}x; p99 at half rate {$ht99} vs {$hb99} ms = {$ht99 / max($hb99, 0.001):.2f}x')")
+  line=$(python3 -c "print(f'$label: broker {$target_rps:.0f} RPC/s vs baseline {$base_rps:.0f} = {$target_rps / $base_rps:.2f}x (per round: $(ratios "${b_rps[@]}" -- "${t_rps[@]}")); CPU/call {$target_cpu} vs {$base_cpu} us = {$base_cpu / max($target_cpu, 0.001):.2f}x; $(half_rate "$base" "$base_rps")')")
   echo "  $line"
   summary+=("$line")
+  if [ -n "$base_rt" ]; then
+    local rt_rps_median rt_cpu_median
+    rt_rps_median=$(median "${rt_rps[@]}")
+    rt_cpu_median=$(median "${rt_cpu[@]}")
+    line=$(python3 -c "print(f'$label, against the baseline on the broker\'s runtime: {$rt_rps_median:.0f} RPC/s = {$target_rps / $rt_rps_median:.2f}x (per round: $(ratios "${rt_rps[@]}" -- "${t_rps[@]}")); CPU/call {$target_cpu} vs {$rt_cpu_median} us = {$rt_cpu_median / max($target_cpu, 0.001):.2f}x; $(half_rate "$base_rt" "$rt_rps_median")')")
+    echo "  $line"
+    summary+=("$line")
+  fi
 }
 
 echo "servers on core 0, h2load ${load[*]} -n $requests on core 1, $rounds rounds"
 echo "load average: $(cut -d' ' -f1-3 /proc/loadavg)"
 for call in $calls; do
   case $call in
-    permit) compare "AcquirePermit" "$broker" "${bare[permit]}" permit ;;
-    get) compare "GetUser (hit)" "$broker" "${bare[get]}" get ;;
-    batch) compare "BatchGetUsers (100 hits)" "$broker" "${bare[batch]}" batch ;;
+    permit) compare "AcquirePermit" "$broker" "${bare[permit]}" permit "${bare_rt[permit]}" ;;
+    get) compare "GetUser (hit)" "$broker" "${bare[get]}" get "${bare_rt[get]}" ;;
+    batch) compare "BatchGetUsers (100 hits)" "$broker" "${bare[batch]}" batch "${bare_rt[batch]}" ;;
   esac
 done
 

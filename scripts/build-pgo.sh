@@ -38,7 +38,7 @@ up_to_date() {
   local name
   for name in "${bins[@]}"; do
     [ -x "target/pgo/release/$name" ] || return 1
-    [ -z "$(find server proto client build.rs Cargo.toml Cargo.lock scripts/build-pgo.sh \
+    [ -z "$(find server proto client build.rs Cargo.toml Cargo.lock .cargo scripts/build-pgo.sh \
       scripts/bench-common.sh -newer "target/pgo/release/$name" -print -quit)" ] || return 1
   done
 }
@@ -79,11 +79,13 @@ fi
 
 bin_flags=()
 for name in "${bins[@]}"; do bin_flags+=(--bin "$name"); done
+# A RUSTFLAGS variable replaces .cargo/config.toml's flags: repeat them.
+config_flags="--cfg tokio_unstable"
 raw=$PWD/target/pgo-train/profiles
 rm -rf "$raw"
 mkdir -p "$raw" target/pgo
 echo "building instrumented binaries (target/pgo-train)"
-CARGO_TARGET_DIR=target/pgo-train RUSTFLAGS="-Cprofile-generate=$raw ${RUSTFLAGS:-}" \
+CARGO_TARGET_DIR=target/pgo-train RUSTFLAGS="$config_flags -Cprofile-generate=$raw ${RUSTFLAGS:-}" \
   cargo build --release --locked --quiet "${bin_flags[@]}"
 
 echo "training"
@@ -110,6 +112,7 @@ echo "training"
     [ "$call" = batch ] && n=10000
     drive "$broker_training" "$call" "$n"
     drive "${bare[$call]}" "$call" "$n"
+    drive "${bare_rt[$call]}" "$call" "$((n / 2))"
   done
   id=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))[0]["id"])' "$work/users.json")
   curl -sf -H "Authorization: Bearer $token" "$front_training/v1/users/$id" >"$work/body.json"
@@ -131,6 +134,6 @@ echo "training"
 "$profdata" merge -o target/pgo/merged.profdata "$raw"/*.profraw
 echo "building with the profile (target/pgo)"
 CARGO_TARGET_DIR=target/pgo \
-  RUSTFLAGS="-Cprofile-use=$PWD/target/pgo/merged.profdata ${RUSTFLAGS:-}" \
+  RUSTFLAGS="$config_flags -Cprofile-use=$PWD/target/pgo/merged.profdata ${RUSTFLAGS:-}" \
   cargo build --release --locked --quiet "${bin_flags[@]}"
 echo "profile-guided binaries: target/pgo/release/{$(IFS=,; echo "${bins[*]}")}"

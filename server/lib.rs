@@ -28,6 +28,7 @@ pub mod metrics;
 pub mod panics;
 pub mod reload;
 pub mod routes;
+pub mod runtime;
 pub mod secret;
 pub mod server;
 pub mod store;

@@ -37,7 +37,7 @@ fn main() -> ExitCode {
             };
         }
     };
-    let runtime = match tokio::runtime::Runtime::new() {
+    let runtime = match clerk_broker::runtime::build() {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("clerk-broker: cannot start the runtime: {error}");
@@ -50,6 +50,12 @@ fn main() -> ExitCode {
         Err(error) => return usage(&error),
     };
     clerk_broker::panics::log_panics();
+    if !clerk_broker::runtime::LIFO_SLOT_OFF {
+        tracing::warn!(
+            "built without `--cfg tokio_unstable` (.cargo/config.toml): the scheduler keeps its \
+             LIFO slot, and answers are written one system call each"
+        );
+    }
     let code = runtime.block_on(run(cli.command));
     // The last spans (the drain's) are still queued: export them, briefly.
     if let Some(tracing) = tracing {

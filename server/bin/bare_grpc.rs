@@ -8,6 +8,10 @@
 //!   benchmark's ratio is the broker's own cost. Prints
 //!   `listening on ADDRESS` once bound, then serves until SIGTERM or Ctrl-C
 //!   (and exits cleanly: a profile-collecting build writes its profile).
+//!   On tokio's default runtime (what `#[tokio::main]` builds), or with
+//!   `--broker-runtime` on the broker's (`clerk_broker::runtime`: the
+//!   scheduler's LIFO slot off), to tell the broker's own cost from its
+//!   runtime's.
 //! - `bench-bare-grpc call ADDRESS PATH REQUEST_FILE OUT_FILE [TOKEN]` makes
 //!   one unary call with the message bytes of `REQUEST_FILE` and writes the
 //!   answer's message bytes to `OUT_FILE`; prints the answer's `x-cache`
@@ -33,18 +37,17 @@ use tonic::{
 #[path = "shared/stop.rs"]
 mod stop;
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let result = match args.iter().map(String::as_str).collect::<Vec<_>>()[..] {
-        ["serve", address, message] => serve(address, message).await,
-        ["call", address, path, request, out] => call(address, path, request, out, None).await,
-        ["call", address, path, request, out, token] => {
-            call(address, path, request, out, Some(token)).await
-        }
-        _ => Err("usage: bench-bare-grpc serve ADDRESS MESSAGE_FILE | \
-                  call ADDRESS PATH REQUEST_FILE OUT_FILE [TOKEN]"
-            .into()),
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    // Tokio's defaults (what `#[tokio::main]` builds), or the broker's.
+    let runtime = match args[..] {
+        ["serve", _, _, "--broker-runtime"] => clerk_broker::runtime::build(),
+        _ => tokio::runtime::Runtime::new(),
+    };
+    let result = match runtime {
+        Ok(runtime) => runtime.block_on(run(&args)),
+        Err(error) => Err(error.into()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -52,6 +55,23 @@ async fn main() -> ExitCode {
             eprintln!("bench-bare-grpc: {error}");
             ExitCode::FAILURE
         }
+    }
+}
+
+async fn run(args: &[&str]) -> Result<(), Error> {
+    match *args {
+        ["serve", address, message] | ["serve", address, message, "--broker-runtime"] => {
+            serve(address, message).await
+        }
+        ["call", address, path, request, out] => call(address, path, request, out, None).await,
+        ["call", address, path, request, out, token] => {
+            call(address, path, request, out, Some(token)).await
+        }
+        _ => Err(
+            "usage: bench-bare-grpc serve ADDRESS MESSAGE_FILE [--broker-runtime] | \
+                  call ADDRESS PATH REQUEST_FILE OUT_FILE [TOKEN]"
+                .into(),
+        ),
     }
 }
 

@@ -60,7 +60,8 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let runtime = match tokio::runtime::Runtime::new() {
+    // The broker's runtime, as `serve` runs it.
+    let runtime = match clerk_broker::runtime::build() {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("bench-lookups: cannot start the runtime: {error}");

@@ -1,11 +1,15 @@
 //! `UserService`: user lookups and counts; exports live in `grpc::export`.
 
-use std::{collections::HashSet, sync::Arc, time::Duration};
+use std::{
+    collections::HashSet,
+    sync::{Arc, LazyLock},
+    time::Duration,
+};
 
 use tokio::sync::watch;
 use tonic::{
     Request, Response, Status,
-    metadata::{Ascii, MetadataValue},
+    metadata::{Ascii, MetadataKey, MetadataValue},
 };
 
 use super::{
@@ -88,15 +92,19 @@ pub const DEFAULT_ENCODED_BYTES: u64 = 64 << 20;
 /// so most exports end by themselves; longer ones resume.
 pub const DEFAULT_MAX_STREAM_LIFETIME: Duration = Duration::from_secs(3600);
 
-/// The response header saying where a lookup's answer came from.
-const X_CACHE: &str = "x-cache";
+/// The response header saying where a lookup's answer came from: named
+/// once (a name given as text is parsed on each insert).
+static X_CACHE: LazyLock<MetadataKey<Ascii>> =
+    LazyLock::new(|| MetadataKey::from_static("x-cache"));
 
 fn cache_value(cache: CacheStatus) -> MetadataValue<Ascii> {
     MetadataValue::from_static(cache.as_str())
 }
 
 fn with_cache_header<T>(mut response: Response<T>, cache: CacheStatus) -> Response<T> {
-    response.metadata_mut().insert(X_CACHE, cache_value(cache));
+    response
+        .metadata_mut()
+        .insert(&*X_CACHE, cache_value(cache));
     response
 }
 
@@ -134,7 +142,7 @@ impl UserService for UserApi {
             )),
             Ok(Lookup { user: None, cache }) => {
                 let mut status = not_found(&id);
-                status.metadata_mut().insert(X_CACHE, cache_value(cache));
+                status.metadata_mut().insert(&*X_CACHE, cache_value(cache));
                 Err(status)
             }
             Err(error) => {
@@ -144,7 +152,7 @@ impl UserService for UserApi {
                 };
                 status
                     .metadata_mut()
-                    .insert(X_CACHE, cache_value(CacheStatus::Miss));
+                    .insert(&*X_CACHE, cache_value(CacheStatus::Miss));
                 Err(status)
             }
         }
