@@ -259,8 +259,13 @@ fn best(runs: &[Figures]) -> Figures {
         .expect("at least one round")
 }
 
-#[tokio::main]
-async fn main() {
+fn main() {
+    // The broker's runtime, as `serve` runs it (clients and baseline share it).
+    let runtime = clerk_broker::runtime::build().expect("the runtime starts");
+    runtime.block_on(run());
+}
+
+async fn run() {
     let args = Args::parse();
     let bare = start_bare().await;
     let broker_addr = start_broker(None).await;
