@@ -100,18 +100,17 @@ print(" ".join(f"{x:.2f}" for x in r), f"(median {statistics.median(r):.2f}x)")'
 # rounds alternated, then each server at half its baseline's saturation rate.
 compare() {
   local label=$1 target=$2 base=$3 call=$4 base_rt=${5:-} r rps p50 p99 ok failed cpu
-  local b_rps=() b_p99=() t_rps=() t_p99=() b_p50=() t_p50=() b_cpu=() t_cpu=()
-  local rt_rps=() rt_cpu=()
+  local b_rps=() b_cpu=() t_rps=() t_cpu=() rt_rps=() rt_cpu=()
   # A batch answer is 100 users: a tenth of the calls.
   local n=$requests
   [ "$call" = batch ] && n=$((requests / 10))
   echo "$label (${paths[$call]}, $(wc -c <"$work/$call.answer") answer bytes)"
   for r in $(seq "$rounds"); do
     read -r rps p50 p99 ok failed cpu < <(run "$base" "$call" "$n")
-    b_rps+=("$rps"); b_p50+=("$p50"); b_p99+=("$p99"); b_cpu+=("$cpu")
+    b_rps+=("$rps"); b_cpu+=("$cpu")
     echo "  round $r baseline: $rps RPC/s, p50 $p50 ms, p99 $p99 ms, $cpu us CPU/call ($ok ok, $failed failed)"
     read -r rps p50 p99 ok failed cpu < <(run "$target" "$call" "$n")
-    t_rps+=("$rps"); t_p50+=("$p50"); t_p99+=("$p99"); t_cpu+=("$cpu")
+    t_rps+=("$rps"); t_cpu+=("$cpu")
     echo "  round $r broker  : $rps RPC/s, p50 $p50 ms, p99 $p99 ms, $cpu us CPU/call ($ok ok, $failed failed)"
     if [ -n "$base_rt" ]; then
       read -r rps p50 p99 ok failed cpu < <(run "$base_rt" "$call" "$n")
@@ -119,34 +118,44 @@ compare() {
       echo "  round $r baseline on the broker's runtime: $rps RPC/s, p50 $p50 ms, p99 $p99 ms, $cpu us CPU/call ($ok ok, $failed failed)"
     fi
   done
-  local base_rps target_rps base_cpu target_cpu
-  base_rps=$(median "${b_rps[@]}")
+  local target_rps target_cpu
   target_rps=$(median "${t_rps[@]}")
-  base_cpu=$(median "${b_cpu[@]}")
   target_cpu=$(median "${t_cpu[@]}")
-  # half_rate BASELINE RPS: p99 of the baseline and the broker at half the
-  # baseline's saturation rate, for about 5 s (at least 1,000 calls); prints
-  # "p99 at half rate B vs T ms = Rx".
-  half_rate() {
-    local half n hb99 ht99
-    half=$(python3 -c "print(max(1, int($2 / 2 / 4)))")
-    n=$(python3 -c "print(max(1000, int($2 / 2 * 5)))")
-    read -r _ _ hb99 _ _ _ < <(run "$1" "$call" "$n" "$half")
-    read -r _ _ ht99 _ _ _ < <(run "$target" "$call" "$n" "$half")
-    python3 -c "print(f'p99 at half rate ($((half * 4)) RPC/s) {$ht99} vs {$hb99} ms = {$ht99 / max($hb99, 0.001):.2f}x')"
-  }
-  local line
-  line=$(python3 -c "print(f'$label: broker {$target_rps:.0f} RPC/s vs baseline {$base_rps:.0f} = {$target_rps / $base_rps:.2f}x (per round: $(ratios "${b_rps[@]}" -- "${t_rps[@]}")); CPU/call {$target_cpu} vs {$base_cpu} us = {$base_cpu / max($target_cpu, 0.001):.2f}x; $(half_rate "$base" "$base_rps")')")
+  report "$label" "$base" "${b_rps[*]}" "${b_cpu[*]}"
+  if [ -n "$base_rt" ]; then
+    report "$label, against the baseline on the broker's runtime" "$base_rt" \
+      "${rt_rps[*]}" "${rt_cpu[*]}"
+  fi
+}
+
+# report LABEL BASELINE "BASELINE_RPS..." "BASELINE_CPU...": prints and keeps
+# one summary line: the broker's medians ($target_rps, $target_cpu, per round
+# ${t_rps[@]}, of the calling compare) against the baseline's, and both at
+# half the baseline's saturation rate (about 5 s, at least 1,000 calls).
+report() {
+  local label=$1 base=$2 base_rps base_cpu half n hb99 ht99 line
+  # shellcheck disable=SC2086 # one word per round
+  base_rps=$(median $3)
+  # shellcheck disable=SC2086
+  base_cpu=$(median $4)
+  half=$(python3 -c "print(max(1, int($base_rps / 2 / 4)))")
+  n=$(python3 -c "print(max(1000, int($base_rps / 2 * 5)))")
+  read -r _ _ hb99 _ _ _ < <(run "$base" "$call" "$n" "$half")
+  read -r _ _ ht99 _ _ _ < <(run "$target" "$call" "$n" "$half")
+  # shellcheck disable=SC2086
+  line=$(python3 - "$label" "$target_rps" "$base_rps" "$(ratios $3 -- "${t_rps[@]}")" \
+    "$target_cpu" "$base_cpu" "$((half * 4))" "$ht99" "$hb99" <<'PY'
+import sys
+label, per_round, rate = sys.argv[1], sys.argv[4], sys.argv[7]
+t_rps, b_rps, t_cpu, b_cpu, t99, b99 = (float(sys.argv[i]) for i in (2, 3, 5, 6, 8, 9))
+print(f"{label}: broker {t_rps:.0f} RPC/s vs baseline {b_rps:.0f} = {t_rps / b_rps:.2f}x "
+      f"(per round: {per_round}); CPU/call {t_cpu} vs {b_cpu} us = "
+      f"{b_cpu / max(t_cpu, 0.001):.2f}x; p99 at half rate ({rate} RPC/s) {t99} vs {b99} ms = "
+      f"{t99 / max(b99, 0.001):.2f}x")
+PY
+)
   echo "  $line"
   summary+=("$line")
-  if [ -n "$base_rt" ]; then
-    local rt_rps_median rt_cpu_median
-    rt_rps_median=$(median "${rt_rps[@]}")
-    rt_cpu_median=$(median "${rt_cpu[@]}")
-    line=$(python3 -c "print(f'$label, against the baseline on the broker\'s runtime: {$rt_rps_median:.0f} RPC/s = {$target_rps / $rt_rps_median:.2f}x (per round: $(ratios "${rt_rps[@]}" -- "${t_rps[@]}")); CPU/call {$target_cpu} vs {$rt_cpu_median} us = {$rt_cpu_median / max($target_cpu, 0.001):.2f}x; $(half_rate "$base_rt" "$rt_rps_median")')")
-    echo "  $line"
-    summary+=("$line")
-  fi
 }
 
 echo "servers on core 0, h2load ${load[*]} -n $requests on core 1, $rounds rounds"

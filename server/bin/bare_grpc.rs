@@ -39,11 +39,13 @@ mod stop;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut args: Vec<&str> = args.iter().map(String::as_str).collect();
     // Tokio's defaults (what `#[tokio::main]` builds), or the broker's.
-    let runtime = match args[..] {
-        ["serve", _, _, "--broker-runtime"] => clerk_broker::runtime::build(),
-        _ => tokio::runtime::Runtime::new(),
+    let runtime = if args.first() == Some(&"serve") && args.last() == Some(&"--broker-runtime") {
+        args.pop();
+        clerk_broker::runtime::build()
+    } else {
+        tokio::runtime::Runtime::new()
     };
     let result = match runtime {
         Ok(runtime) => runtime.block_on(run(&args)),
@@ -60,9 +62,7 @@ fn main() -> ExitCode {
 
 async fn run(args: &[&str]) -> Result<(), Error> {
     match *args {
-        ["serve", address, message] | ["serve", address, message, "--broker-runtime"] => {
-            serve(address, message).await
-        }
+        ["serve", address, message] => serve(address, message).await,
         ["call", address, path, request, out] => call(address, path, request, out, None).await,
         ["call", address, path, request, out, token] => {
             call(address, path, request, out, Some(token)).await
